@@ -1,0 +1,73 @@
+# husai: the two commands a new user needs are `make demo` and `make test`; both do all set-up themselves.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+JOBS ?= $(shell nproc)
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+HUSAI := $(BUILD)/bin/husai
+CMAKE_FLAGS ?=
+
+.PHONY: deps deps-test configure build build-asan demo test test-unit test-asan format format-check lint \
+        smoke bench grok-nanda clean
+
+deps:
+	@bash scripts/setup.sh
+
+deps-test:
+	@bash scripts/setup.sh --test
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+
+configure: deps $(BUILD)/CMakeCache.txt
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+$(ASAN_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHUSAI_SANITIZE=ON -DHUSAI_BUILD_BENCH=OFF
+
+build-asan: deps $(ASAN_BUILD)/CMakeCache.txt
+	cmake --build $(ASAN_BUILD) -j $(JOBS) --target husai_unit_tests husai_cli
+
+# The main job: train the default transformer until it groks, extract its activations, report.
+demo: build
+	$(HUSAI) demo
+
+test: deps-test format-check build build-asan
+	cd $(BUILD) && ctest --output-on-failure -j 1 --timeout 1200
+	$(MAKE) --no-print-directory test-asan
+	$(MAKE) --no-print-directory smoke
+	@echo "make test: all checks passed"
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -L unit
+
+test-asan: build-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  OMP_NUM_THREADS=2 HUSAI_BIN=$(CURDIR)/$(ASAN_BUILD)/bin/husai $(ASAN_BUILD)/bin/husai_unit_tests --gtest_brief=1
+
+SOURCES = $(shell git ls-files -co --exclude-standard -- 'src/*.cpp' 'src/*.hpp' 'tests/*.cpp' 'tests/*.hpp' 'bench/*.cpp')
+
+format:
+	clang-format -i $(SOURCES)
+
+format-check: deps-test
+	@clang-format --dry-run --Werror $(SOURCES) && echo "format-check: ok"
+
+lint: format-check build
+	clang-tidy -p $(BUILD) --quiet $(filter src/%.cpp,$(SOURCES))
+
+# Tiny end-to-end chain (train, evaluate, extract) in well under a minute.
+smoke: build
+	bash scripts/smoke.sh $(HUSAI)
+
+bench: build deps-test
+	bash bench/run_bench.sh $(BUILD)
+
+# The literature grokking set-up (Nanda et al. 2023): long.
+grok-nanda: build
+	$(HUSAI) train-transformer --config configs/transformer/nanda2023.yaml --out results/grok-nanda --resume
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,16 @@
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace husai::cli {
+
+// Each subcommand registers itself on the app and returns the function that runs it after parsing.
+using Runner = std::function<int()>;
+
+Runner register_train_transformer(CLI::App& app);
+Runner register_eval_transformer(CLI::App& app);
+Runner register_extract(CLI::App& app);
+Runner register_demo(CLI::App& app);
+
+}  // namespace husai::cli

@@ -1,0 +1,55 @@
+// husai: one binary, one subcommand per runbook step. Parsing and printing only; the work lives in
+// libhusai.
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <map>
+#include <memory>
+
+#include "commands.hpp"
+#include "husai/core/error.hpp"
+#include "husai/core/version.hpp"
+#include "husai/io/manifest.hpp"
+
+int main(int argc, char** argv) {
+  husai::set_command_line(argc, argv);
+  CLI::App app{
+      "husai: reliability-first sparse-autoencoder research on a transformer that truly groks modular "
+      "arithmetic.\nRun `husai <command> --help` for a command's options."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("husai ") + husai::version() + " (git " + husai::git_commit() +
+                                        (husai::git_dirty() ? ", dirty" : "") + ")");
+  std::map<CLI::App*, husai::cli::Runner> runners;
+  auto add = [&](husai::cli::Runner (*reg)(CLI::App&)) {
+    const size_t before = app.get_subcommands({}).size();
+    husai::cli::Runner r = reg(app);
+    runners[app.get_subcommands({})[before]] = std::move(r);
+  };
+  add(husai::cli::register_train_transformer);
+  add(husai::cli::register_eval_transformer);
+  add(husai::cli::register_extract);
+  add(husai::cli::register_demo);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);  // prints the message and the usage of the failing (sub)command
+    return 1;
+  }
+  try {
+    for (CLI::App* sub : app.get_subcommands()) return runners.at(sub)();
+  } catch (const husai::Error& e) {
+    std::fprintf(stderr, "husai: error: %s\n", e.message().c_str());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "husai: error: %s\n", e.what());
+    return 1;
+  }
+  return 1;
+}

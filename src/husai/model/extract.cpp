@@ -1,0 +1,121 @@
+#include "husai/model/extract.hpp"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "husai/core/error.hpp"
+#include "husai/core/progress.hpp"
+#include "husai/io/safetensors.hpp"
+
+namespace husai {
+
+ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& spec, const std::string& out_path,
+                                   bool quiet) {
+  const TransformerConfig& cfg = model.cfg;
+  const ModularTask& task = model.task;
+  const int64_t layer = spec.layer < 0 ? cfg.n_layers + spec.layer : spec.layer;
+  if (layer < 0 || layer >= cfg.n_layers) {
+    throw Error("layer " + std::to_string(spec.layer) + " out of range: the model has " +
+                std::to_string(cfg.n_layers) + " layer(s), 0-based")
+        .key("--layer");
+  }
+  const int64_t answer = task.answer_position();
+  const bool all_positions = spec.position == "all";
+  int64_t position = answer;
+  if (!all_positions && spec.position != "answer") {
+    try {
+      size_t used = 0;
+      position = std::stoll(spec.position, &used);
+      if (used != spec.position.size()) throw std::invalid_argument("trailing");
+    } catch (const std::exception&) {
+      throw Error("position must be 'answer', 'all' or an integer, got '" + spec.position + "'").key("--position");
+    }
+    if (position < 0) position += cfg.n_ctx;
+    if (position < 0 || position >= cfg.n_ctx) {
+      throw Error("position " + spec.position + " out of range for n_ctx " + std::to_string(cfg.n_ctx))
+          .key("--position");
+    }
+  }
+  // Answer position: the prefix up to '=' suffices and the last block needs only that query.
+  const bool prefix_only = !all_positions && position == answer;
+  const int64_t n_pos = prefix_only ? answer + 1 : cfg.n_ctx;
+  const int64_t n_query = prefix_only ? 1 : n_pos;
+  const int64_t per_pair = all_positions ? cfg.n_ctx : 1;
+  const int64_t n_pairs = task.n_pairs();
+  const int64_t D = cfg.d_model;
+
+  std::vector<float> acts(static_cast<size_t>(n_pairs * per_pair * D));
+  const std::vector<int64_t> tokens = task.tokens();
+  const ParamViews<float> pv = make_views(cfg, model.layout, const_cast<float*>(model.params.data()));
+  TransformerWorkspace<float> ws;
+  int64_t batch_start = 0;
+  bool captured = false;
+  const HookFn<float> hook = [&](int64_t l, HookSite site, float* data, int64_t B, int64_t hook_pos,
+                                 int64_t first_pos) {
+    if (l != layer || site != spec.site) return;
+    captured = true;
+    for (int64_t b = 0; b < B; ++b) {
+      if (all_positions) {
+        std::copy_n(data + b * hook_pos * D, hook_pos * D, acts.begin() + (batch_start + b) * per_pair * D);
+      } else {
+        std::copy_n(data + (b * hook_pos + position - first_pos) * D, D, acts.begin() + (batch_start + b) * D);
+      }
+    }
+  };
+  Progress progress("extract", n_pairs, quiet);
+  for (batch_start = 0; batch_start < n_pairs; batch_start += spec.batch_size) {
+    const int64_t count = std::min(spec.batch_size, n_pairs - batch_start);
+    captured = false;
+    transformer_forward(cfg, pv, ws, tokens.data() + batch_start * cfg.n_ctx, count, n_pos, n_query, &hook);
+    if (!captured) throw Error("internal: hook point was not reached");
+    progress.update(batch_start + count);
+  }
+  progress.finish();
+
+  std::vector<int64_t> a, b, labels, is_train(static_cast<size_t>(n_pairs), 0), pos;
+  const std::vector<int64_t> all_labels = task.labels();
+  const std::string split_path = (std::filesystem::path(model.dir) / "split.safetensors").string();
+  if (std::filesystem::exists(split_path)) {
+    const SafetensorsFile split = SafetensorsFile::load(split_path);
+    for (const int64_t r : split.get("train_idx").to_i64()) {
+      if (r < 0 || r >= n_pairs) throw Error("train_idx out of range").file(split_path);
+      is_train[static_cast<size_t>(r)] = 1;
+    }
+  }
+  std::vector<int64_t> train_flag;
+  for (int64_t r = 0; r < n_pairs; ++r) {
+    for (int64_t p = 0; p < per_pair; ++p) {
+      a.push_back(task.a_of(r));
+      b.push_back(task.b_of(r));
+      labels.push_back(all_labels[static_cast<size_t>(r)]);
+      train_flag.push_back(is_train[static_cast<size_t>(r)]);
+      if (all_positions) pos.push_back(p);
+    }
+  }
+  const int64_t N = n_pairs * per_pair;
+  SafetensorsFile out;
+  out.put("activations", TensorData::f32({N, D}, acts.data()));
+  out.put("a", TensorData::i64({N}, a.data()));
+  out.put("b", TensorData::i64({N}, b.data()));
+  out.put("labels", TensorData::i64({N}, labels.data()));
+  out.put("is_train", TensorData::i64({N}, train_flag.data()));
+  if (all_positions) out.put("position", TensorData::i64({N}, pos.data()));
+  const std::string hook_name = "blocks." + std::to_string(layer) + ".hook_" + hook_site_name(spec.site);
+  const std::string position_text = all_positions ? "all" : (prefix_only ? "answer" : std::to_string(position));
+  out.metadata = {{"model_sha256", model.model_sha256},
+                  {"model_path", model.model_path},
+                  {"hook_name", hook_name},
+                  {"layer", std::to_string(layer)},
+                  {"site", hook_site_name(spec.site)},
+                  {"position", position_text},
+                  {"position_index", all_positions ? "all" : std::to_string(position)},
+                  {"answer_position", std::to_string(answer)},
+                  {"modulus", std::to_string(task.modulus)},
+                  {"operation", to_string(task.op)},
+                  {"format", to_string(task.format)},
+                  {"producer", "husai"}};
+  out.save(out_path);
+  return ExtractSummary{N, D, hook_name, position_text};
+}
+
+}  // namespace husai

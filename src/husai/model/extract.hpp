@@ -1,0 +1,32 @@
+#pragma once
+
+// `husai extract`: activations at one TransformerLens hook point and position for every pair.
+
+#include <string>
+
+#include "husai/model/model_io.hpp"
+#include "husai/model/transformer.hpp"
+
+namespace husai {
+
+struct ExtractSpec {
+  int64_t layer = -1;  // -1: last layer
+  HookSite site = HookSite::ResidPost;
+  std::string position = "answer";  // "answer" (the '=' position), "all", or an index (negative from the end)
+  int64_t batch_size = 2048;
+};
+
+struct ExtractSummary {
+  int64_t rows = 0;
+  int64_t d_model = 0;
+  std::string hook_name;
+  std::string position;
+};
+
+// Writes a safetensors file: activations [N, d_model] F32 (one position: N = p^2 rows in pair order;
+// "all": pair-major rows pair*n_ctx + pos plus an I64 `position`), a, b, labels, is_train (I64), and
+// metadata (model hash and path, hook_name, layer, site, position, answer_position, modulus).
+ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& spec, const std::string& out_path,
+                                   bool quiet);
+
+}  // namespace husai

@@ -1,0 +1,28 @@
+#pragma once
+
+// AdamW (Loshchilov & Hutter), exactly as torch.optim.AdamW (PyTorch 1.13, single-tensor path) computes
+// it, so husai and a PyTorch run agree step for step:
+//   p *= 1 - lr * wd;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+//   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+// Weight decay applies to every parameter, as in the reference (AdamW over model.parameters()).
+
+#include <cstdint>
+
+namespace husai {
+
+struct AdamWConfig {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.01;
+};
+
+// One step over a flat buffer; `step` counts from 1; `lr` is this step's (scheduled) learning rate.
+template <typename T>
+void adamw_step(T* params, const T* grads, T* m, T* v, int64_t n, int64_t step, double lr, const AdamWConfig& cfg);
+
+// Linear warm-up from lr/warmup_steps to lr over the first warmup_steps steps, then constant.
+double warmup_lr(double lr, int64_t step, int64_t warmup_steps);
+
+}  // namespace husai
