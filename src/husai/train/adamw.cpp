@@ -1,6 +1,8 @@
 #include "husai/train/adamw.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <numbers>
 
 #include "husai/core/threading.hpp"
 
@@ -30,9 +32,16 @@ void adamw_step(T* params, const T* grads, T* m, T* v, int64_t n, int64_t step, 
   });
 }
 
-double warmup_lr(double lr, int64_t step, int64_t warmup_steps) {
-  if (warmup_steps <= 0 || step >= warmup_steps) return lr;
-  return lr * static_cast<double>(step) / static_cast<double>(warmup_steps);
+double scheduled_lr(double lr, int64_t step, int64_t warmup_steps, LrSchedule schedule, int64_t total_steps,
+                    double min_lr_ratio) {
+  if (warmup_steps > 0 && step < warmup_steps) {
+    return lr * static_cast<double>(step) / static_cast<double>(warmup_steps);
+  }
+  if (schedule == LrSchedule::Constant || total_steps <= warmup_steps) return lr;
+  const double progress = std::min(
+      1.0, static_cast<double>(step - warmup_steps) / static_cast<double>(total_steps - warmup_steps));
+  const double min_lr = lr * min_lr_ratio;
+  return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(std::numbers::pi * progress));
 }
 
 template void adamw_step<float>(float*, const float*, float*, float*, int64_t, int64_t, double, const AdamWConfig&);

@@ -22,7 +22,11 @@ struct AdamWConfig {
 template <typename T>
 void adamw_step(T* params, const T* grads, T* m, T* v, int64_t n, int64_t step, double lr, const AdamWConfig& cfg);
 
-// Linear warm-up from lr/warmup_steps to lr over the first warmup_steps steps, then constant.
-double warmup_lr(double lr, int64_t step, int64_t warmup_steps);
+enum class LrSchedule { Constant, Cosine };
+
+// Learning rate of step `step` (1-based): linear warm-up over the first warmup_steps steps, then either
+// constant or a cosine decay from lr to lr * min_lr_ratio at total_steps.
+double scheduled_lr(double lr, int64_t step, int64_t warmup_steps, LrSchedule schedule, int64_t total_steps,
+                    double min_lr_ratio);
 
 }  // namespace husai

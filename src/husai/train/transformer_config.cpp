@@ -17,9 +17,9 @@ ConfigSchema transformer_config_schema() {
   s.add_enum("task.format", "seq7", {"seq7", "abeq"},
              "seq7 = [BOS,a,+,b,=,c,EOS] (reference layout), abeq = [a,b,=] (Nanda et al.); scored at '='");
 
-  s.add_int("training.epochs", 600, "passes over the training pairs").min(0).max(10000000);
+  s.add_int("training.epochs", 100, "passes over the training pairs").min(0).max(10000000);
   s.add_int_or_string("training.batch_size", 512, "full", "rows per AdamW step, or 'full' for full batch").min(1);
-  s.add_float("training.train_fraction", 0.5, "fraction of the p^2 pairs trained on; the rest is validation")
+  s.add_float("training.train_fraction", 0.8, "fraction of the p^2 pairs trained on; the rest is validation")
       .greater_than(0.0)
       .less_than(1.0);
   s.add_float("training.lr", 1e-3, "AdamW learning rate").greater_than(0.0).max(10.0);
@@ -28,6 +28,9 @@ ConfigSchema transformer_config_schema() {
       1.0);
   s.add_float("training.eps", 1e-8, "AdamW epsilon").greater_than(0.0);
   s.add_int("training.warmup_steps", 10, "linear learning-rate warm-up steps").min(0);
+  s.add_enum("training.lr_schedule", "cosine", {"constant", "cosine"},
+             "after warm-up: constant, or cosine decay to lr * min_lr_ratio at the last step");
+  s.add_float("training.min_lr_ratio", 0.1, "final lr / lr for the cosine schedule").min(0.0).max(1.0);
   s.add_int("training.seed", 0, "seed of the initialisation, the split and the data order").min(0);
   s.add_float("training.init_range", nullptr, "std of W_* at init; null = 0.8 / sqrt(d_model) (TransformerLens)")
       .nullable()
@@ -74,6 +77,8 @@ TransformerRunConfig transformer_run_config(const Config& config) {
   t.adamw.beta2 = betas[1];
   t.adamw.eps = config.get_double("training.eps");
   t.warmup_steps = config.get_int("training.warmup_steps");
+  t.lr_schedule = config.get_string("training.lr_schedule") == "cosine" ? LrSchedule::Cosine : LrSchedule::Constant;
+  t.min_lr_ratio = config.get_double("training.min_lr_ratio");
   t.seed = static_cast<uint64_t>(config.get_int("training.seed"));
   t.init_range = config.is_null("training.init_range") ? 0.0 : config.get_double("training.init_range");
   t.checkpoint_every = config.get_int("training.checkpoint_every");

@@ -145,18 +145,18 @@ void render_grokking_figure(const std::string& dir, const std::vector<EpochMetri
   std::ostringstream body;
   body << data.str();
   body << "set multiplot layout 2,1 title '" << title << "'\n";
-  body << "set logscale x\nset grid\nset key top right\nset xlabel 'epoch'\n";
+  body << "set logscale x\nset grid\nset key bottom left\nset xlabel 'epoch'\n";
   body << "set xrange [1:" << std::max<int64_t>(history.back().epoch, 2) << "]\n";
   if (grok_epoch) {
     body << "set arrow from " << *grok_epoch << ", graph 0 to " << *grok_epoch
          << ", graph 1 nohead dashtype 2 lc rgb '#444444'\n";
     body << "set label 'val acc >= 0.99 (epoch " << *grok_epoch << ")' at " << *grok_epoch
-         << ", graph 0.92 offset 0.5,0 font ',9'\n";
+         << ", graph 0.5 offset 0.5,0 font ',9'\n";
   }
   body << "set ylabel 'cross-entropy at =' \nset logscale y\n";
   body << "plot $M using 1:2 with lines lw 2 lc rgb '#1f77b4' title 'train', "
           "$M using 1:3 with lines lw 2 lc rgb '#d62728' title 'validation'\n";
-  body << "unset logscale y\nset ylabel 'accuracy'\nset yrange [0:1.05]\nset key bottom right\n";
+  body << "unset logscale y\nset ylabel 'accuracy'\nset yrange [0:1.05]\nset key top left\n";
   body << "plot $M using 1:4 with lines lw 2 lc rgb '#1f77b4' title 'train', "
           "$M using 1:5 with lines lw 2 lc rgb '#d62728' title 'validation'\n";
   body << "unset multiplot\n";

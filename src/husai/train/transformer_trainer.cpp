@@ -32,6 +32,11 @@ int64_t TransformerTrainer::steps_per_epoch() const {
   return (n_train + batch_size() - 1) / batch_size();
 }
 
+double TransformerTrainer::lr_at(int64_t step) const {
+  return scheduled_lr(train_.adamw.lr, step, train_.warmup_steps, train_.lr_schedule, train_.epochs * steps_per_epoch(),
+                      train_.min_lr_ratio);
+}
+
 void TransformerTrainer::init_fresh() {
   state_ = TrainState{};
   const auto n = static_cast<size_t>(layout_.total);
@@ -62,7 +67,7 @@ double TransformerTrainer::train_step(const int64_t* batch_rows, int64_t n_rows)
   transformer_backward(model_, pv, make_views(model_, layout_, grads_.data()), ws_, batch_tokens_.data(),
                        dlogits_.data());
   ++state_.step;
-  const double lr = warmup_lr(train_.adamw.lr, state_.step, train_.warmup_steps);
+  const double lr = lr_at(state_.step);
   adamw_step(state_.params.data(), grads_.data(), state_.adam_m.data(), state_.adam_v.data(), layout_.total,
              state_.step, lr, train_.adamw);
   double loss_sum = 0;
@@ -93,10 +98,10 @@ EvalResult TransformerTrainer::evaluate(const std::vector<int64_t>& rows) {
       std::copy_n(tokens_.begin() + row * ctx, ctx, batch_tokens_.begin() + i * ctx);
       batch_labels_[static_cast<size_t>(i)] = labels_[static_cast<size_t>(row)];
     }
-    transformer_forward(model_, pv, ws_, batch_tokens_.data(), count, n_pos, 1);
+    transformer_forward(model_, pv, eval_ws_, batch_tokens_.data(), count, n_pos, 1);
     losses_.resize(static_cast<size_t>(count));
     correct_.resize(static_cast<size_t>(count));
-    cross_entropy_forward_backward<float>(losses_.data(), correct_.data(), nullptr, ws_.logits.data(),
+    cross_entropy_forward_backward<float>(losses_.data(), correct_.data(), nullptr, eval_ws_.logits.data(),
                                           batch_labels_.data(), count, V, 0.0f);
     for (int64_t i = 0; i < count; ++i) {
       loss_sum += static_cast<double>(losses_[static_cast<size_t>(i)]);
@@ -115,7 +120,7 @@ bool TransformerTrainer::run(const std::function<bool()>& should_stop,
   const auto n_train = static_cast<int64_t>(split_.train_idx.size());
   const int64_t bs = batch_size();
   const int64_t n_batches = steps_per_epoch();
-  double lr = warmup_lr(train_.adamw.lr, state_.step, train_.warmup_steps);
+  double lr = lr_at(state_.step);
   while (state_.epochs_done < train_.epochs) {
     const int64_t epoch = state_.epochs_done + 1;
     // The epoch's data order is a pure function of (seed, epoch): a resumed run replays it exactly.

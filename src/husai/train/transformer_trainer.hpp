@@ -23,6 +23,8 @@ struct TransformerTrainConfig {
   double train_fraction = 0.5;
   AdamWConfig adamw;
   int64_t warmup_steps = 0;
+  LrSchedule lr_schedule = LrSchedule::Constant;
+  double min_lr_ratio = 0.1;
   uint64_t seed = 0;
   double init_range = 0.0;  // <= 0: TransformerLens' 0.8 / sqrt(d_model)
   int64_t checkpoint_every = 50;  // epochs
@@ -89,7 +91,10 @@ class TransformerTrainer {
   std::vector<int64_t> tokens_, labels_;
   TrainState state_;
   std::vector<float> grads_;
-  TransformerWorkspace<float> ws_;
+  double lr_at(int64_t step) const;
+
+  TransformerWorkspace<float> ws_;       // training batches
+  TransformerWorkspace<float> eval_ws_;  // evaluation batches (another size: kept apart to avoid re-sizing)
   std::vector<int64_t> batch_tokens_, batch_labels_;
   std::vector<float> losses_, dlogits_;
   std::vector<uint8_t> correct_;
