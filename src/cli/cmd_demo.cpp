@@ -11,10 +11,11 @@
 namespace husai::cli {
 
 Runner register_demo(CLI::App& app) {
-  CLI::App* sub = app.add_subcommand(
-      "demo",
-      "The main job: train the default transformer until it groks, extract its answer-position activations and "
-      "write ROOT/demo/<run_id>/REPORT.md (latest copied to ROOT/demo/REPORT.md).");
+  CLI::App* sub =
+      app.add_subcommand("demo",
+                         "The main job: train the default transformer until it groks, extract its "
+                         "answer-position activations and "
+                         "write ROOT/demo/<run_id>/REPORT.md (latest copied to ROOT/demo/REPORT.md).");
   struct Opts {
     CommonOptions common;
     ConfigOptions config;

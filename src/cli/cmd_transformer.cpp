@@ -16,7 +16,8 @@ Runner register_train_transformer(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
       "train-transformer",
       "Train the modular-arithmetic transformer (runbook step A). Writes model.safetensors (TransformerLens "
-      "names), config.json, split.safetensors, metrics.json(l), grokking.png/svg and manifest.json into --out.");
+      "names), config.json, split.safetensors, metrics.json(l), grokking.png/svg and manifest.json into "
+      "--out.");
   struct Opts {
     CommonOptions common;
     ConfigOptions config;
@@ -29,12 +30,15 @@ Runner register_train_transformer(CLI::App& app) {
   add_config_flag(sub, o->config, "--batch-size", "training.batch_size", "rows per step, or 'full'");
   add_config_flag(sub, o->config, "--lr", "training.lr", "AdamW learning rate");
   add_config_flag(sub, o->config, "--seed", "training.seed", "seed of init, split and data order");
-  add_config_flag(sub, o->config, "--train-fraction", "training.train_fraction", "fraction of pairs trained on");
+  add_config_flag(sub, o->config, "--train-fraction", "training.train_fraction",
+                  "fraction of pairs trained on");
   add_config_flag(sub, o->config, "--weight-decay", "training.weight_decay", "AdamW weight decay");
   add_config_flag(sub, o->config, "--modulus", "task.modulus", "the modulus p");
-  add_config_flag(sub, o->config, "--checkpoint-every", "training.checkpoint_every", "epochs between checkpoints");
+  add_config_flag(sub, o->config, "--checkpoint-every", "training.checkpoint_every",
+                  "epochs between checkpoints");
   add_output_options(sub, o->output, "run folder to write");
-  sub->footer("Config keys (YAML sections, or --set section.key=value):\n" + transformer_config_schema().describe());
+  sub->footer("Config keys (YAML sections, or --set section.key=value):\n" +
+              transformer_config_schema().describe());
   return [o] {
     apply_common(o->common);
     const Config config = build_config(transformer_config_schema(), o->config);
@@ -44,16 +48,18 @@ Runner register_train_transformer(CLI::App& app) {
     opts.quiet = o->common.quiet;
     const TrainTransformerResult r = train_transformer(config, opts);
     if (!r.completed) {
-      std::fprintf(stderr,
-                   "husai: interrupted after epoch %lld; a checkpoint is in %s. Resume with the same command plus "
-                   "--resume.\n",
-                   static_cast<long long>(r.epochs), opts.out_dir.c_str());
+      std::fprintf(
+          stderr,
+          "husai: interrupted after epoch %lld; a checkpoint is in %s. Resume with the same command plus "
+          "--resume.\n",
+          static_cast<long long>(r.epochs), opts.out_dir.c_str());
       return 1;
     }
     if (!o->common.quiet) {
-      std::printf("trained %lld epochs in %.1f s: train acc %.4f, val acc %.4f (val loss %.4g), grok epoch %s\n",
-                  static_cast<long long>(r.epochs), r.wall_time_s, r.train.acc, r.val.acc, r.val.loss,
-                  r.grok_epoch ? std::to_string(*r.grok_epoch).c_str() : "none");
+      std::printf(
+          "trained %lld epochs in %.1f s: train acc %.4f, val acc %.4f (val loss %.4g), grok epoch %s\n",
+          static_cast<long long>(r.epochs), r.wall_time_s, r.train.acc, r.val.acc, r.val.loss,
+          r.grok_epoch ? std::to_string(*r.grok_epoch).c_str() : "none");
       std::printf("run folder: %s\n", opts.out_dir.c_str());
     }
     return 0;
@@ -61,9 +67,10 @@ Runner register_train_transformer(CLI::App& app) {
 }
 
 Runner register_eval_transformer(CLI::App& app) {
-  CLI::App* sub = app.add_subcommand("eval-transformer",
-                                     "Print a trained transformer's loss and accuracy at the '=' position on its "
-                                     "training pairs, its held-out pairs and all pairs.");
+  CLI::App* sub =
+      app.add_subcommand("eval-transformer",
+                         "Print a trained transformer's loss and accuracy at the '=' position on its "
+                         "training pairs, its held-out pairs and all pairs.");
   struct Opts {
     CommonOptions common;
     std::string model;
@@ -77,15 +84,18 @@ Runner register_eval_transformer(CLI::App& app) {
     apply_common(o->common);
     const TransformerEvaluation ev = evaluate_transformer_dir(o->model);
     if (o->json) {
-      std::printf("{\"train_acc\": %.6f, \"train_loss\": %.6g, \"val_acc\": %.6f, \"val_loss\": %.6g, "
-                  "\"all_acc\": %.6f, \"all_loss\": %.6g}\n",
-                  ev.train.acc, ev.train.loss, ev.val.acc, ev.val.loss, ev.all.acc, ev.all.loss);
+      std::printf(
+          "{\"train_acc\": %.6f, \"train_loss\": %.6g, \"val_acc\": %.6f, \"val_loss\": %.6g, "
+          "\"all_acc\": %.6f, \"all_loss\": %.6g}\n",
+          ev.train.acc, ev.train.loss, ev.val.acc, ev.val.loss, ev.all.acc, ev.all.loss);
     } else {
       std::printf("%-6s %8s %10s %12s\n", "split", "rows", "accuracy", "loss");
       std::printf("%-6s %8lld %10.4f %12.6g\n", "train", static_cast<long long>(ev.train.n), ev.train.acc,
                   ev.train.loss);
-      std::printf("%-6s %8lld %10.4f %12.6g\n", "val", static_cast<long long>(ev.val.n), ev.val.acc, ev.val.loss);
-      std::printf("%-6s %8lld %10.4f %12.6g\n", "all", static_cast<long long>(ev.all.n), ev.all.acc, ev.all.loss);
+      std::printf("%-6s %8lld %10.4f %12.6g\n", "val", static_cast<long long>(ev.val.n), ev.val.acc,
+                  ev.val.loss);
+      std::printf("%-6s %8lld %10.4f %12.6g\n", "all", static_cast<long long>(ev.all.n), ev.all.acc,
+                  ev.all.loss);
     }
     return 0;
   };
@@ -93,7 +103,8 @@ Runner register_eval_transformer(CLI::App& app) {
 
 Runner register_extract(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
-      "extract", "Extract activations at a TransformerLens hook point (runbook step B) into a safetensors file.");
+      "extract",
+      "Extract activations at a TransformerLens hook point (runbook step B) into a safetensors file.");
   struct Opts {
     CommonOptions common;
     std::string model, site = "resid_post", position = "answer", out;
@@ -106,7 +117,8 @@ Runner register_extract(CLI::App& app) {
   sub->add_option("--layer", o->layer, "block index, 0-based (default: last; negative counts from the end)");
   sub->add_option("--site", o->site, "resid_pre | resid_mid | attn_out | mlp_out | resid_post")
       ->check(CLI::IsMember({"resid_pre", "resid_mid", "attn_out", "mlp_out", "resid_post"}));
-  sub->add_option("--position", o->position, "answer (the '=' position) | all | <index> (negative from the end)");
+  sub->add_option("--position", o->position,
+                  "answer (the '=' position) | all | <index> (negative from the end)");
   sub->add_option("-o,--out", o->out, "output .safetensors file")->required();
   sub->add_flag("--overwrite", o->overwrite, "replace an existing output file");
   return [o] {

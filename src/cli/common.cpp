@@ -11,7 +11,9 @@ void add_common(CLI::App* app, CommonOptions& common) {
       ->check(CLI::NonNegativeNumber);
 }
 
-void apply_common(const CommonOptions& common) { set_num_threads(common.threads); }
+void apply_common(const CommonOptions& common) {
+  set_num_threads(common.threads);
+}
 
 void add_config_options(CLI::App* app, ConfigOptions& opts) {
   app->add_option("-c,--config", opts.config_file, "YAML config file (unknown keys are errors)")
@@ -43,7 +45,8 @@ Config build_config(ConfigSchema schema, const ConfigOptions& opts) {
 void add_output_options(CLI::App* app, OutputOptions& opts, const std::string& what, bool required) {
   auto* o = app->add_option("-o,--out", opts.out, what);
   if (required) o->required();
-  app->add_flag("--resume", opts.resume, "continue an interrupted run in --out (starts fresh when there is none)");
+  app->add_flag("--resume", opts.resume,
+                "continue an interrupted run in --out (starts fresh when there is none)");
   app->add_flag("--overwrite", opts.overwrite, "replace the contents of a non-empty --out");
 }
 

@@ -17,8 +17,8 @@ int main(int argc, char** argv) {
       "husai: reliability-first sparse-autoencoder research on a transformer that truly groks modular "
       "arithmetic.\nRun `husai <command> --help` for a command's options."};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string("husai ") + husai::version() + " (git " + husai::git_commit() +
-                                        (husai::git_dirty() ? ", dirty" : "") + ")");
+  app.set_version_flag("--version", std::string("husai ") + husai::version() + " (git " +
+                                        husai::git_commit() + (husai::git_dirty() ? ", dirty" : "") + ")");
   std::map<CLI::App*, husai::cli::Runner> runners;
   auto add = [&](husai::cli::Runner (*reg)(CLI::App&)) {
     const size_t before = app.get_subcommands({}).size();

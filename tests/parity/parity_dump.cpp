@@ -72,7 +72,9 @@ int run(int argc, char** argv) {
   std::vector<float> params(static_cast<size_t>(layout.total));
   init_params(layout, params.data(), seed, 0.8 / std::sqrt(static_cast<double>(cfg.d_model)));
   ensure_directory(out);
-  const nlohmann::json training = {{"seed", seed}, {"lr", adamw.lr}, {"weight_decay", adamw.weight_decay},
+  const nlohmann::json training = {{"seed", seed},
+                                   {"lr", adamw.lr},
+                                   {"weight_decay", adamw.weight_decay},
                                    {"betas", {adamw.beta1, adamw.beta2}}};
   write_file_atomic(out + "/config.json", transformer_config_json(cfg, task, training).dump(2));
   save_model_safetensors(out + "/model.safetensors", layout, params.data());
@@ -84,7 +86,8 @@ int run(int argc, char** argv) {
   std::vector<int64_t> tokens, labels;
   for (int64_t i = 0; i < B; ++i) {
     const int64_t row = perm[static_cast<size_t>(i)];
-    tokens.insert(tokens.end(), all_tokens.begin() + row * cfg.n_ctx, all_tokens.begin() + (row + 1) * cfg.n_ctx);
+    tokens.insert(tokens.end(), all_tokens.begin() + row * cfg.n_ctx,
+                  all_tokens.begin() + (row + 1) * cfg.n_ctx);
     labels.push_back(all_labels[static_cast<size_t>(row)]);
   }
   SafetensorsFile dump;
@@ -103,8 +106,8 @@ int run(int argc, char** argv) {
   std::vector<float> step_losses;
   auto loss_and_grad = [&] {
     transformer_forward(cfg, pv, ws, tokens.data(), B, n_pos, 1);
-    cross_entropy_forward_backward(losses.data(), nullptr, dlogits.data(), ws.logits.data(), labels.data(), B, V,
-                                   1.0f / static_cast<float>(B));
+    cross_entropy_forward_backward(losses.data(), nullptr, dlogits.data(), ws.logits.data(), labels.data(), B,
+                                   V, 1.0f / static_cast<float>(B));
     std::fill(grads.begin(), grads.end(), 0.0f);
     transformer_backward(cfg, pv, make_views(cfg, layout, grads.data()), ws, tokens.data(), dlogits.data());
     double sum = 0;
@@ -113,19 +116,19 @@ int run(int argc, char** argv) {
   };
   const float loss0 = loss_and_grad();
   dump.put("loss", TensorData::f32({1}, &loss0));
-  for (const ParamEntry& e : layout.entries) dump.put("grad." + e.name, TensorData::f32(e.shape, grads.data() + e.offset));
+  for (const ParamEntry& e : layout.entries)
+    dump.put("grad." + e.name, TensorData::f32(e.shape, grads.data() + e.offset));
   for (int64_t s = 1; s <= steps; ++s) {
     step_losses.push_back(s == 1 ? loss0 : loss_and_grad());
     adamw_step(params.data(), grads.data(), m.data(), v.data(), layout.total, s, adamw.lr, adamw);
   }
   dump.put("adamw_losses", TensorData::f32({steps}, step_losses.data()));
-  for (const ParamEntry& e : layout.entries) dump.put("final." + e.name, TensorData::f32(e.shape, params.data() + e.offset));
-  dump.metadata = {{"lr", exact(adamw.lr)},
-                   {"weight_decay", exact(adamw.weight_decay)},
-                   {"beta1", exact(adamw.beta1)},
-                   {"beta2", exact(adamw.beta2)},
-                   {"eps", exact(adamw.eps)},
-                   {"answer_position", std::to_string(task.answer_position())}};
+  for (const ParamEntry& e : layout.entries)
+    dump.put("final." + e.name, TensorData::f32(e.shape, params.data() + e.offset));
+  dump.metadata = {
+      {"lr", exact(adamw.lr)},       {"weight_decay", exact(adamw.weight_decay)},
+      {"beta1", exact(adamw.beta1)}, {"beta2", exact(adamw.beta2)},
+      {"eps", exact(adamw.eps)},     {"answer_position", std::to_string(task.answer_position())}};
   dump.save(out + "/parity.safetensors");
   return 0;
 }

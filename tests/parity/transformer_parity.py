@@ -11,6 +11,8 @@ run, rebuilds the same model in plain PyTorch from those parameters, and compare
   grads   per parameter ||g_husai - g_torch|| / max(||g_torch||, floor); the worst one is reported
   adamw   per step |loss_husai - loss_torch| / |loss_torch| for `steps` full-batch AdamW steps
   final   parameters after those steps: max abs diff and displacement error (see FINAL_* below)
+The AdamW checks' tolerances are floored at a multiple of how far PyTorch's own float32 run is from
+its float64 run (see NOISE_FACTOR), because a few AdamW steps through ReLUs are chaotic.
 
 The PyTorch model is written from the TransformerLens HookedTransformer semantics by hand (no
 TransformerLens import), so it is an oracle independent of husai's code.
@@ -51,26 +53,37 @@ GRAD_TOL = 1e-3  # relative, per parameter
 # its gradient, so relative error against it is meaningless. The denominator is therefore floored
 # at GRAD_FLOOR_REL times the global gradient norm over all parameters.
 GRAD_FLOOR_REL = 1e-3
-ADAMW_TOL = 1e-4  # relative, per step
-# Final parameters after the AdamW steps need more care than 1e-4 absolute, because AdamW divides
-# each entry's step by that entry's running gradient RMS sqrt(v_hat) + eps, which amplifies noise:
-#  * where the RMS is tiny the step is a ratio of two rounding-noise-sized numbers, so float32 noise
-#    of ~1e-10 in the gradient moves the entry by up to ~lr per step (attn.b_K, whose true gradient
-#    is exactly zero, is the extreme case): f32 and f64 PyTorch differ there by ~1e-3 after 10 steps.
-#    These "ill-conditioned" entries (the float64 reference's smallest sqrt(v_hat) over the run below
-#    FINAL_COND_RMS) are only checked to have moved a sane amount: |diff| <= FINAL_ILL_STEPS_TOL*lr*steps.
-#  * a ReLU pre-activation that sits within rounding of 0 flips its derivative between
-#    implementations, and AdamW turns that into an O(lr) difference in a few entries: f32 vs f64
-#    PyTorch differ by up to ~5e-5 on well-conditioned entries of config (a).
-#    Relative to a small parameter's whole displacement that is up to ~2.4e-4 (mlp.b_in).
-# So the pass criterion on well-conditioned entries is the relative error of each parameter's
-# displacement, ||theta_husai - theta_ref|| / ||theta_ref - theta_init|| <= FINAL_DISP_TOL (a wrong
-# bias correction, decay or beta gives >= 1e-1), plus max|theta_husai - theta_ref| <=
-# FINAL_ABS_TOL * max(1, max|theta|), which catches a few wrong entries (an entry given a wrong
-# step is ~lr*steps = 1e-2 off) and sits 10x above the kink noise.
+
+# The AdamW run is a different kind of check: after a few steps the trajectory is chaotic, so
+# float32 rounding alone moves it by more than any fixed tolerance would allow for some
+# initialisations. Two mechanisms, both visible between float32 and float64 PyTorch themselves:
+#  * AdamW divides each entry's step by its running gradient RMS sqrt(v_hat) + eps. Where that RMS is
+#    tiny the step is a ratio of two rounding-noise-sized numbers and can move by up to ~lr per step
+#    (attn.b_K, whose true gradient is exactly zero, is the extreme case).
+#  * a ReLU pre-activation within rounding of 0 flips its derivative between implementations, AdamW
+#    turns that into an O(lr) change of some entries, and the next steps spread it. In config (a)
+#    (ReLU, d_mlp 512) float32 and float64 PyTorch differ by ~4e-4 in the step-10 loss and ~4e-3 in
+#    some final mlp.W_in entries for one initialisation, by ~1.5e-7 and ~5e-5 for another.
+# So each AdamW metric's tolerance is max(fixed tolerance, NOISE_FACTOR x the same metric between
+# float32 and float64 PyTorch on the same initial parameters and batch): husai must match PyTorch as
+# closely as PyTorch's own float32 run matches float64, up to NOISE_FACTOR (two independent float32
+# roundings of a chaotic run differ by about as much as each from float64; the factor absorbs the
+# spread of their maxima). The fixed tolerances below decide whenever the run is not chaotic, which
+# is the case for configs (b)-(e); there an optimizer bug (wrong bias correction, coupled decay,
+# swapped betas) is off by >= 1e-2.
+NOISE_FACTOR = 4.0
+ADAMW_TOL = 1e-4  # relative, per step (worst step)
+# Final parameters are split by the float64 reference's smallest sqrt(v_hat) over the run:
+#   well-conditioned entries (>= FINAL_COND_RMS):
+#     max|theta_husai - theta_ref| <= FINAL_ABS_TOL * max(1, max|theta|); an entry given a wrong step
+#       is ~lr*steps = 1e-2 off;
+#     per parameter ||theta_husai - theta_ref|| / ||theta_ref - theta_init|| <= FINAL_DISP_TOL, the
+#       relative error of the AdamW displacement, which catches small systematic errors;
+#   ill-conditioned entries: max|diff| <= FINAL_ILL_STEPS_TOL * lr * steps, i.e. AdamW moved them a
+#     sane amount (their value is rounding noise in any float32 implementation).
 FINAL_COND_RMS = 1e-6  # 100x AdamW's eps
-FINAL_DISP_TOL = 1e-2
-FINAL_ABS_TOL = 5e-4
+FINAL_ABS_TOL = 1e-4
+FINAL_DISP_TOL = 1e-3
 FINAL_ILL_STEPS_TOL = 2.0
 
 SUBPROCESS_TIMEOUT_S = 120
@@ -519,43 +532,54 @@ def compare_case(c: Case, d: Path, rep: Report) -> None:
     rep.check(c.name, "grads", max(g32[w32], g64[w64]) <= GRAD_TOL,
               f"worst rel err vs f32 {_f(g32[w32])} ({w32}), vs f64 {_f(g64[w64])} ({w64}) (tol {GRAD_TOL:g})")
 
-    # --- AdamW loss trajectory -----------------------------------------------------------------
-    hl = dump["adamw_losses"].astype(np.float64)
-    e32 = float(np.max(np.abs(hl - r32.adamw_losses) / np.abs(r32.adamw_losses)))
-    e64 = float(np.max(np.abs(hl - r64.adamw_losses) / np.abs(r64.adamw_losses)))
-    rep.check(c.name, "adamw", max(e32, e64) <= ADAMW_TOL,
-              f"{steps} steps, loss {hl[0]:.4f} -> {hl[-1]:.4f}; worst rel err f32 {_f(e32)}, f64 {_f(e64)} "
-              f"(tol {ADAMW_TOL:g})")
+    # --- AdamW loss trajectory (tolerance floored at NOISE_FACTOR x PyTorch's f32-vs-f64 noise) ---
+    def traj_err(cand: np.ndarray, ref: np.ndarray) -> float:
+        return float(np.max(np.abs(cand.astype(np.float64) - ref) / np.abs(ref)))
+
+    hl = dump["adamw_losses"]
+    e32, e64 = traj_err(hl, r32.adamw_losses), traj_err(hl, r64.adamw_losses)
+    noise = traj_err(r32.adamw_losses, r64.adamw_losses)
+    tol = max(ADAMW_TOL, NOISE_FACTOR * noise)
+    rep.check(c.name, "adamw", max(e32, e64) <= tol,
+              f"{steps} steps, loss {hl[0]:.4f} -> {hl[-1]:.4f}; worst rel err vs f32 {_f(e32)}, vs f64 {_f(e64)}; "
+              f"torch f32-vs-f64 {_f(noise)} (tol {tol:.3g})")
 
     # --- final parameters, split by AdamW conditioning (see FINAL_COND_RMS) ----------------------
     well = {n: r64.min_rms[n] >= FINAL_COND_RMS for n in r64.final}
     n_ill = sum(int((~m).sum()) for m in well.values())
     n_all = sum(m.size for m in well.values())
 
-    def final_errs(ref: Reference) -> tuple[tuple[float, str], tuple[float, str], tuple[float, str]]:
-        """worst (value, param) of: well-conditioned displacement rel err, well-conditioned scaled
-        max abs diff, ill-conditioned max abs diff"""
-        disp, mabs, ill = (0.0, "-"), (0.0, "-"), (0.0, "-")
-        worse = lambda cur, v, n: (v, n) if v > cur[0] else cur  # noqa: E731  (keeps "-" while all 0)
-        for n, t in ref.final.items():
-            diff = dump["final." + n].astype(np.float64) - t
+    def final_errs(cand: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, tuple[float, str]]:
+        """worst (value, param) of: well-conditioned scaled max abs diff ("abs"), well-conditioned
+        displacement relative error ("disp"), ill-conditioned max abs diff ("ill")"""
+        out = {"abs": (0.0, "-"), "disp": (0.0, "-"), "ill": (0.0, "-")}
+
+        def worse(key: str, v: float, n: str) -> None:
+            if v > out[key][0]:
+                out[key] = (v, n)
+
+        for n, t in ref.items():
+            diff = cand[n].astype(np.float64) - t
             w = well[n]
             if w.any():
+                worse("abs", float(np.abs(diff[w]).max()) / max(1.0, float(np.abs(t).max())), n)
                 moved = float(np.linalg.norm((t - params[n].astype(np.float64))[w]))
-                disp = worse(disp, float(np.linalg.norm(diff[w])) / max(moved, 1e-30), n)
-                mabs = worse(mabs, float(np.abs(diff[w]).max()) / max(1.0, float(np.abs(t).max())), n)
+                worse("disp", float(np.linalg.norm(diff[w])) / max(moved, 1e-30), n)
             if (~w).any():
-                ill = worse(ill, float(np.abs(diff[~w]).max()), n)
-        return disp, mabs, ill
+                worse("ill", float(np.abs(diff[~w]).max()), n)
+        return out
 
-    d32, a32, i32 = final_errs(r32)
-    d64, a64, i64 = final_errs(r64)
-    ill_tol = FINAL_ILL_STEPS_TOL * hp["lr"] * steps
-    ok = max(d32[0], d64[0]) <= FINAL_DISP_TOL and max(a32[0], a64[0]) <= FINAL_ABS_TOL and max(i32[0], i64[0]) <= ill_tol
+    husai_final = {n: dump["final." + n] for n in shapes}
+    h32, h64 = final_errs(husai_final, r32.final), final_errs(husai_final, r64.final)
+    fnoise = final_errs(r32.final, r64.final)
+    fixed = {"abs": FINAL_ABS_TOL, "disp": FINAL_DISP_TOL, "ill": FINAL_ILL_STEPS_TOL * hp["lr"] * steps}
+    tols = {k: max(fixed[k], NOISE_FACTOR * fnoise[k][0]) for k in fixed}
+    ok = all(max(h32[k][0], h64[k][0]) <= tols[k] for k in fixed)
+    part = lambda k: (f"vs f32 {_f(h32[k][0])} ({h32[k][1]}), vs f64 {_f(h64[k][0])} ({h64[k][1]}), "  # noqa: E731
+                      f"torch f32-vs-f64 {_f(fnoise[k][0])} (tol {tols[k]:.3g})")
     rep.check(c.name, "final", ok,
-              f"max abs diff vs f32 {_f(a32[0])} ({a32[1]}), vs f64 {_f(a64[0])} ({a64[1]}) (tol {FINAL_ABS_TOL:g}); "
-              f"displacement rel err vs f32 {_f(d32[0])} ({d32[1]}), vs f64 {_f(d64[0])} ({d64[1]}) (tol {FINAL_DISP_TOL:g}); "
-              f"{n_ill}/{n_all} ill-conditioned entries: max abs diff vs f64 {_f(i64[0])} ({i64[1]}) (tol {ill_tol:g})")
+              f"max abs diff {part('abs')}; displacement rel err {part('disp')}; "
+              f"{n_ill}/{n_all} ill-conditioned entries, max abs diff {part('ill')}")
 
 
 def main() -> int:

@@ -21,7 +21,9 @@ using gradcheck::expect_gradient_matches;
 using gradcheck::fill_normal;
 using Vec = std::vector<double>;
 
-double dot(const Vec& a, const Vec& b) { return std::inner_product(a.begin(), a.end(), b.begin(), 0.0); }
+double dot(const Vec& a, const Vec& b) {
+  return std::inner_product(a.begin(), a.end(), b.begin(), 0.0);
+}
 
 TEST(LayerGradients, LayerNorm) {
   const int64_t N = 5, D = 8;
@@ -37,7 +39,8 @@ TEST(LayerGradients, LayerNorm) {
   };
   loss();
   Vec dx(N * D, 0.0), dw(D, 0.0), db(D, 0.0);
-  layernorm_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), mean.data(), rstd.data(), w.data(), N, D);
+  layernorm_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), mean.data(), rstd.data(), w.data(),
+                     N, D);
   expect_gradient_matches("ln.x", loss, x.data(), dx.data(), N * D);
   expect_gradient_matches("ln.w", loss, w.data(), dw.data(), D);
   expect_gradient_matches("ln.b", loss, b.data(), db.data(), D);
@@ -63,8 +66,8 @@ TEST(LayerGradients, Embed) {
 
 void check_attention(int64_t B, int64_t T, int64_t Q, int64_t D, int64_t H, int64_t E) {
   const int64_t HE = H * E;
-  Vec x(B * T * D), W_Q(H * D * E), W_K(H * D * E), W_V(H * D * E), W_O(HE * D), b_Q(HE), b_K(HE), b_V(HE), b_O(D),
-      r(B * Q * D);
+  Vec x(B * T * D), W_Q(H * D * E), W_K(H * D * E), W_V(H * D * E), W_O(HE * D), b_Q(HE), b_K(HE), b_V(HE),
+      b_O(D), r(B * Q * D);
   fill_normal(x, 1);
   fill_normal(W_Q, 2, 0.5);
   fill_normal(W_K, 3, 0.5);
@@ -75,9 +78,10 @@ void check_attention(int64_t B, int64_t T, int64_t Q, int64_t D, int64_t H, int6
   fill_normal(b_V, 8, 0.3);
   fill_normal(b_O, 9, 0.3);
   fill_normal(r, 10);
-  Vec w_q(D * HE), w_kv(D * 2 * HE), x_q(B * Q * D), q(B * Q * HE), kv(B * T * 2 * HE), pattern(B * H * Q * T),
-      z(B * Q * HE), out(B * Q * D);
-  AttentionActs<double> acts{w_q.data(), w_kv.data(), x_q.data(), q.data(), kv.data(), pattern.data(), z.data()};
+  Vec w_q(D * HE), w_kv(D * 2 * HE), x_q(B * Q * D), q(B * Q * HE), kv(B * T * 2 * HE),
+      pattern(B * H * Q * T), z(B * Q * HE), out(B * Q * D);
+  AttentionActs<double> acts{w_q.data(), w_kv.data(),    x_q.data(), q.data(),
+                             kv.data(),  pattern.data(), z.data()};
   const AttentionWeights<double> w{W_Q.data(), W_K.data(), W_V.data(), W_O.data(),
                                    b_Q.data(), b_K.data(), b_V.data(), b_O.data()};
   const AttentionDims dims{B, T, Q, D, H, E};
@@ -105,8 +109,12 @@ void check_attention(int64_t B, int64_t T, int64_t Q, int64_t D, int64_t H, int6
   expect_gradient_matches("attn.b_O", loss, b_O.data(), db_O.data(), D);
 }
 
-TEST(LayerGradients, AttentionAllQueries) { check_attention(2, 4, 4, 6, 2, 3); }
-TEST(LayerGradients, AttentionLastQueryOnly) { check_attention(3, 5, 1, 6, 3, 2); }
+TEST(LayerGradients, AttentionAllQueries) {
+  check_attention(2, 4, 4, 6, 2, 3);
+}
+TEST(LayerGradients, AttentionLastQueryOnly) {
+  check_attention(3, 5, 1, 6, 3, 2);
+}
 
 class MlpGradients : public ::testing::TestWithParam<ActFn> {};
 
@@ -128,8 +136,8 @@ TEST_P(MlpGradients, AllTensors) {
   };
   loss();
   Vec dx(N * D, 0.0), dW_in(D * M, 0.0), db_in(M, 0.0), dW_out(M * D, 0.0), db_out(D, 0.0), dpre(N * M);
-  mlp_backward(dx.data(), MlpGrads<double>{dW_in.data(), db_in.data(), dW_out.data(), db_out.data()}, dpre.data(),
-               r.data(), x.data(), pre.data(), post.data(), w, act, N, D, M);
+  mlp_backward(dx.data(), MlpGrads<double>{dW_in.data(), db_in.data(), dW_out.data(), db_out.data()},
+               dpre.data(), r.data(), x.data(), pre.data(), post.data(), w, act, N, D, M);
   const std::string name = "mlp(" + to_string(act) + ")";
   expect_gradient_matches(name + ".x", loss, x.data(), dx.data(), N * D);
   expect_gradient_matches(name + ".W_in", loss, W_in.data(), dW_in.data(), D * M);
@@ -139,7 +147,8 @@ TEST_P(MlpGradients, AllTensors) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllActivations, MlpGradients,
-                         ::testing::Values(ActFn::Relu, ActFn::Gelu, ActFn::GeluNew, ActFn::GeluFast, ActFn::Silu),
+                         ::testing::Values(ActFn::Relu, ActFn::Gelu, ActFn::GeluNew, ActFn::GeluFast,
+                                           ActFn::Silu),
                          [](const auto& param_info) { return to_string(param_info.param); });
 
 TEST(LayerGradients, Unembed) {
@@ -167,12 +176,13 @@ TEST(LayerGradients, CrossEntropy) {
   const std::vector<int64_t> labels = {0, 4, 2, 2};
   Vec losses(N);
   auto loss = [&] {
-    cross_entropy_forward_backward<double>(losses.data(), nullptr, nullptr, logits.data(), labels.data(), N, V, 0.0);
+    cross_entropy_forward_backward<double>(losses.data(), nullptr, nullptr, logits.data(), labels.data(), N,
+                                           V, 0.0);
     return std::accumulate(losses.begin(), losses.end(), 0.0) / static_cast<double>(N);
   };
   Vec dlogits(N * V);
-  cross_entropy_forward_backward<double>(losses.data(), nullptr, dlogits.data(), logits.data(), labels.data(), N, V,
-                                         1.0 / static_cast<double>(N));
+  cross_entropy_forward_backward<double>(losses.data(), nullptr, dlogits.data(), logits.data(), labels.data(),
+                                         N, V, 1.0 / static_cast<double>(N));
   expect_gradient_matches("ce.logits", loss, logits.data(), dlogits.data(), N * V);
 }
 

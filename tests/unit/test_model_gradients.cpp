@@ -56,7 +56,8 @@ TEST_P(ModelGradients, EveryParameter) {
   std::vector<int64_t> tokens, labels;
   for (int64_t i = 0; i < B; ++i) {
     const int64_t row = (i * 7 + 3) % task.n_pairs();
-    tokens.insert(tokens.end(), all_tokens.begin() + row * cfg.n_ctx, all_tokens.begin() + (row + 1) * cfg.n_ctx);
+    tokens.insert(tokens.end(), all_tokens.begin() + row * cfg.n_ctx,
+                  all_tokens.begin() + (row + 1) * cfg.n_ctx);
     labels.push_back(all_labels[static_cast<size_t>(row)]);
   }
   const int64_t n_pos = c.answer_only ? task.answer_position() + 1 : cfg.n_ctx;
@@ -70,8 +71,8 @@ TEST_P(ModelGradients, EveryParameter) {
   auto loss = [&] {
     transformer_forward(cfg, make_views(cfg, layout, params.data()), ws, tokens.data(), B, n_pos, n_query);
     if (c.answer_only) {
-      cross_entropy_forward_backward<double>(losses.data(), nullptr, nullptr, ws.logits.data(), labels.data(), B, V,
-                                             0.0);
+      cross_entropy_forward_backward<double>(losses.data(), nullptr, nullptr, ws.logits.data(), labels.data(),
+                                             B, V, 0.0);
       return std::accumulate(losses.begin(), losses.end(), 0.0) / static_cast<double>(B);
     }
     return std::inner_product(ws.logits.begin(), ws.logits.end(), r.begin(), 0.0);
@@ -79,8 +80,8 @@ TEST_P(ModelGradients, EveryParameter) {
   loss();
   std::vector<double> dlogits(ws.logits.size());
   if (c.answer_only) {
-    cross_entropy_forward_backward<double>(losses.data(), nullptr, dlogits.data(), ws.logits.data(), labels.data(),
-                                           B, V, 1.0 / static_cast<double>(B));
+    cross_entropy_forward_backward<double>(losses.data(), nullptr, dlogits.data(), ws.logits.data(),
+                                           labels.data(), B, V, 1.0 / static_cast<double>(B));
   } else {
     dlogits = r;
   }
@@ -88,23 +89,24 @@ TEST_P(ModelGradients, EveryParameter) {
   const ParamViews<double> pv = make_views(cfg, layout, params.data());
   transformer_backward(cfg, pv, make_views(cfg, layout, grads.data()), ws, tokens.data(), dlogits.data());
   for (const ParamEntry& e : layout.entries) {
-    gradcheck::expect_gradient_matches(e.name, loss, params.data() + e.offset, grads.data() + e.offset, e.size, 1, 1e-6, 1e-5);
+    gradcheck::expect_gradient_matches(e.name, loss, params.data() + e.offset, grads.data() + e.offset,
+                                       e.size, 1, 1e-6, 1e-5);
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Configs, ModelGradients,
-    ::testing::Values(Case{true, ActFn::Relu, TokenFormat::Seq7, 2, true},
-                      Case{true, ActFn::Relu, TokenFormat::Seq7, 2, false},
-                      Case{false, ActFn::Gelu, TokenFormat::Abeq, 1, true},
-                      Case{false, ActFn::Silu, TokenFormat::Abeq, 2, false},
-                      Case{true, ActFn::GeluNew, TokenFormat::Seq7, 1, true},
-                      Case{true, ActFn::GeluFast, TokenFormat::Abeq, 3, true}),
-    [](const auto& param_info) {
-      const Case& c = param_info.param;
-      return std::string(c.layer_norm ? "LN_" : "noLN_") + to_string(c.act) + "_" + to_string(c.format) + "_L" +
-             std::to_string(c.n_layers) + (c.answer_only ? "_answer" : "_full");
-    });
+INSTANTIATE_TEST_SUITE_P(Configs, ModelGradients,
+                         ::testing::Values(Case{true, ActFn::Relu, TokenFormat::Seq7, 2, true},
+                                           Case{true, ActFn::Relu, TokenFormat::Seq7, 2, false},
+                                           Case{false, ActFn::Gelu, TokenFormat::Abeq, 1, true},
+                                           Case{false, ActFn::Silu, TokenFormat::Abeq, 2, false},
+                                           Case{true, ActFn::GeluNew, TokenFormat::Seq7, 1, true},
+                                           Case{true, ActFn::GeluFast, TokenFormat::Abeq, 3, true}),
+                         [](const auto& param_info) {
+                           const Case& c = param_info.param;
+                           return std::string(c.layer_norm ? "LN_" : "noLN_") + to_string(c.act) + "_" +
+                                  to_string(c.format) + "_L" + std::to_string(c.n_layers) +
+                                  (c.answer_only ? "_answer" : "_full");
+                         });
 
 }  // namespace
 }  // namespace husai

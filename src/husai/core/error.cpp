@@ -26,6 +26,8 @@ std::string Error::message() const {
   return out;
 }
 
-void fail_file(const std::string& path, const std::string& what) { throw Error(what).file(path); }
+void fail_file(const std::string& path, const std::string& what) {
+  throw Error(what).file(path);
+}
 
 }  // namespace husai

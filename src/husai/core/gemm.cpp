@@ -69,8 +69,8 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
     const int64_t tn = t % tiles_n;
     const int64_t r0 = tm * kTileRows;
     const int64_t c0 = tn * kTileCols;
-    tile_product(trans_a, trans_b, r0, std::min(kTileRows, M - r0), c0, std::min(kTileCols, N - c0), K, alpha, A,
-                 lda, B, ldb, beta, C, ldc);
+    tile_product(trans_a, trans_b, r0, std::min(kTileRows, M - r0), c0, std::min(kTileCols, N - c0), K, alpha,
+                 A, lda, B, ldb, beta, C, ldc);
   });
 }
 
@@ -90,8 +90,8 @@ void column_sums(const T* in, int64_t rows, int64_t cols, int64_t ld, T* out, bo
 
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
                           int64_t, float, float*, int64_t);
-template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
-                           int64_t, double, double*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                           const double*, int64_t, double, double*, int64_t);
 template void column_sums<float>(const float*, int64_t, int64_t, int64_t, float*, bool);
 template void column_sums<double>(const double*, int64_t, int64_t, int64_t, double*, bool);
 

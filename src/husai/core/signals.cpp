@@ -1,7 +1,7 @@
 #include "husai/core/signals.hpp"
 
-#include <csignal>
 #include <unistd.h>
+#include <csignal>
 
 namespace husai {
 namespace {
@@ -23,8 +23,12 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-bool stop_requested() { return g_stop != 0; }
+bool stop_requested() {
+  return g_stop != 0;
+}
 
-void clear_stop_request() { g_stop = 0; }
+void clear_stop_request() {
+  g_stop = 0;
+}
 
 }  // namespace husai

@@ -28,8 +28,12 @@ std::atomic<int>& thread_count() {
 
 }  // namespace
 
-void set_num_threads(int n_threads) { thread_count() = n_threads > 0 ? n_threads : default_threads(); }
+void set_num_threads(int n_threads) {
+  thread_count() = n_threads > 0 ? n_threads : default_threads();
+}
 
-int num_threads() { return thread_count().load(std::memory_order_relaxed); }
+int num_threads() {
+  return thread_count().load(std::memory_order_relaxed);
+}
 
 }  // namespace husai

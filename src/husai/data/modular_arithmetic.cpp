@@ -33,7 +33,9 @@ TokenFormat parse_token_format(const std::string& name) {
   throw Error("unknown token format '" + name + "' (expected seq7 or abeq)");
 }
 
-std::string to_string(TokenFormat format) { return format == TokenFormat::Seq7 ? "seq7" : "abeq"; }
+std::string to_string(TokenFormat format) {
+  return format == TokenFormat::Seq7 ? "seq7" : "abeq";
+}
 
 int64_t ModularTask::answer(int64_t a, int64_t b) const {
   const int64_t p = modulus;
@@ -89,7 +91,8 @@ Split make_split(int64_t n, double train_fraction, uint64_t seed) {
   }
   const auto n_train = static_cast<int64_t>(std::llround(train_fraction * static_cast<double>(n)));
   if (n_train < 1 || n_train >= n) {
-    throw Error("train_fraction " + std::to_string(train_fraction) + " leaves an empty train or validation set")
+    throw Error("train_fraction " + std::to_string(train_fraction) +
+                " leaves an empty train or validation set")
         .key("training.train_fraction");
   }
   const std::vector<int64_t> perm = permutation(n, seed, stream_id("split"));

@@ -25,12 +25,14 @@ std::string report_text(const std::string& fig_prefix, const TrainTransformerRes
                    command_line().empty() ? "" : command_line()[0]);
   s += "## 1. The transformer groks modular arithmetic\n\n";
   s += fmt::format(
-      "Task: (a {} b) mod {}, format `{}`; the answer is scored at the `=` position, which never sees the answer "
+      "Task: (a {} b) mod {}, format `{}`; the answer is scored at the `=` position, which never sees the "
+      "answer "
       "token. Model: {} layers, d_model {}, {} heads, d_mlp {}, {}, normalization {}.\n\n",
       r["task"]["operation"].get<std::string>(), r["task"]["modulus"].get<int64_t>(),
       r["task"]["format"].get<std::string>(), r["model"]["n_layers"].get<int64_t>(),
-      r["model"]["d_model"].get<int64_t>(), r["model"]["n_heads"].get<int64_t>(), r["model"]["d_mlp"].get<int64_t>(),
-      r["model"]["act_fn"].get<std::string>(), r["model"]["normalization_type"].get<std::string>());
+      r["model"]["d_model"].get<int64_t>(), r["model"]["n_heads"].get<int64_t>(),
+      r["model"]["d_mlp"].get<int64_t>(), r["model"]["act_fn"].get<std::string>(),
+      r["model"]["normalization_type"].get<std::string>());
   s += "| metric | value |\n|---|---|\n";
   s += fmt::format("| epochs | {} |\n", t.epochs);
   s += fmt::format("| train fraction | {} |\n", r["training"]["train_fraction"].get<double>());
@@ -42,9 +44,10 @@ std::string report_text(const std::string& fig_prefix, const TrainTransformerRes
   s += fmt::format("| training wall time | {:.1f} s |\n\n", t.wall_time_s);
   s += fmt::format("![grokking curve]({}transformer/grokking.png)\n\n", fig_prefix);
   const bool grokked = t.val.acc >= 0.99;
-  s += grokked ? "Verdict: the model generalises to pairs it never trained on (held-out accuracy >= 0.99).\n\n"
-               : "Verdict: the model has NOT generalised (held-out accuracy < 0.99); SAE features learned on it "
-                 "would describe memorisation.\n\n";
+  s += grokked
+           ? "Verdict: the model generalises to pairs it never trained on (held-out accuracy >= 0.99).\n\n"
+           : "Verdict: the model has NOT generalised (held-out accuracy < 0.99); SAE features learned on it "
+             "would describe memorisation.\n\n";
   s += "## 2. Activations\n\n";
   s += fmt::format("`{}activations.safetensors`: {} rows x {} at `{}`, position `{}`.\n", fig_prefix, ex.rows,
                    ex.d_model, ex.hook_name, ex.position);
@@ -76,16 +79,19 @@ DemoResult run_demo(const Config& transformer_config, const DemoOptions& options
   result.activations_path = acts_path;
   result.report_path = (run_dir / "REPORT.md").string();
   result.latest_report_path = (demo_root / "REPORT.md").string();
-  write_file_atomic(result.report_path, report_text("", t, transformer_config, ex, run_dir.filename().string()));
-  write_file_atomic(result.latest_report_path, report_text(run_dir.filename().string() + "/", t, transformer_config,
-                                                           ex, run_dir.filename().string()));
+  write_file_atomic(result.report_path,
+                    report_text("", t, transformer_config, ex, run_dir.filename().string()));
+  write_file_atomic(
+      result.latest_report_path,
+      report_text(run_dir.filename().string() + "/", t, transformer_config, ex, run_dir.filename().string()));
   write_file_atomic((run_dir / "config.json").string(), transformer_config.resolved().dump(2) + "\n");
 
   Manifest manifest;
   manifest.command = command_line();
   manifest.config_hash = transformer_config.hash();
-  for (const char* name : {"config.json", "REPORT.md", "activations.safetensors", "transformer/model.safetensors",
-                           "transformer/metrics.json", "transformer/grokking.png"}) {
+  for (const char* name :
+       {"config.json", "REPORT.md", "activations.safetensors", "transformer/model.safetensors",
+        "transformer/metrics.json", "transformer/grokking.png"}) {
     manifest.add_output(run_dir.string(), name);
   }
   manifest.write(run_dir.string());

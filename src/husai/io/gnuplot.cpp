@@ -34,7 +34,8 @@ void render_one(const std::string& terminal, const std::string& body, const std:
   std::filesystem::remove(log_path, ec);
   if (rc != 0 || !std::filesystem::exists(tmp_out)) {
     std::filesystem::remove(tmp_out, ec);
-    throw Error("gnuplot failed (is gnuplot installed? `make deps` installs gnuplot-nox): " + log).file(out_path);
+    throw Error("gnuplot failed (is gnuplot installed? `make deps` installs gnuplot-nox): " + log)
+        .file(out_path);
   }
   std::filesystem::rename(tmp_out, out_path, ec);
   if (ec) throw Error("cannot rename figure into place: " + ec.message()).file(out_path);
@@ -42,8 +43,8 @@ void render_one(const std::string& terminal, const std::string& body, const std:
 
 }  // namespace
 
-void render_figure(const std::string& body, const std::string& png_path, const std::string& svg_path, int width,
-                   int height) {
+void render_figure(const std::string& body, const std::string& png_path, const std::string& svg_path,
+                   int width, int height) {
   const std::string size = std::to_string(width) + "," + std::to_string(height);
   render_one("pngcairo size " + size + " enhanced font 'Sans,11'", body, png_path);
   render_one("svg size " + size + " enhanced font 'Sans,11' background rgb 'white'", body, svg_path);

@@ -39,7 +39,9 @@ void Manifest::add_output(const std::string& dir, const std::string& name) {
   outputs.push_back(describe_file((std::filesystem::path(dir) / name).string(), name));
 }
 
-void Manifest::add_input(const std::string& path) { inputs.push_back(describe_file(path, path)); }
+void Manifest::add_input(const std::string& path) {
+  inputs.push_back(describe_file(path, path));
+}
 
 nlohmann::json Manifest::to_json() const {
   auto files = [](const std::vector<FileRecord>& records) {
@@ -71,7 +73,9 @@ void set_command_line(int argc, const char* const* argv) {
   command_storage().assign(argv, argv + argc);
 }
 
-const std::vector<std::string>& command_line() { return command_storage(); }
+const std::vector<std::string>& command_line() {
+  return command_storage();
+}
 
 std::string utc_timestamp_iso() {
   const std::tm tm = utc_now();

@@ -17,8 +17,9 @@ bool prepare_output_dir(const std::string& dir, ExistingOutput policy) {
   const bool non_empty = fs::exists(dir, ec) && !fs::is_empty(dir, ec);
   if (non_empty) {
     if (policy == ExistingOutput::Refuse) {
-      throw Error("output directory exists and is not empty; pass --resume to continue it or --overwrite to "
-                  "replace it")
+      throw Error(
+          "output directory exists and is not empty; pass --resume to continue it or --overwrite to "
+          "replace it")
           .file(dir);
     }
     if (policy == ExistingOutput::Overwrite) {

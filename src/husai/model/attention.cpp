@@ -172,8 +172,8 @@ void attention_backward(T* din, const AttentionGrads<T>& grads, AttentionScratch
   gemm<T>(false, true, B * Tn, D, 2 * HE, T(1), scratch.dkv, 2 * HE, acts.w_kv, 2 * HE, T(1), din, D);
 }
 
-template void attention_forward<float>(float*, AttentionActs<float>&, const float*, const AttentionWeights<float>&,
-                                       const AttentionDims&);
+template void attention_forward<float>(float*, AttentionActs<float>&, const float*,
+                                       const AttentionWeights<float>&, const AttentionDims&);
 template void attention_forward<double>(double*, AttentionActs<double>&, const double*,
                                         const AttentionWeights<double>&, const AttentionDims&);
 template void attention_backward<float>(float*, const AttentionGrads<float>&, AttentionScratch<float>&,

@@ -10,7 +10,8 @@ ActFn parse_act_fn(const std::string& name) {
   if (name == "gelu_new") return ActFn::GeluNew;
   if (name == "gelu_fast") return ActFn::GeluFast;
   if (name == "silu") return ActFn::Silu;
-  throw Error("unknown act_fn '" + name + "' (expected relu, gelu, gelu_new, gelu_fast or silu)").key("model.act_fn");
+  throw Error("unknown act_fn '" + name + "' (expected relu, gelu, gelu_new, gelu_fast or silu)")
+      .key("model.act_fn");
 }
 
 std::string to_string(ActFn act) {

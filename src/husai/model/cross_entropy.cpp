@@ -7,8 +7,8 @@
 namespace husai {
 
 template <typename T>
-void cross_entropy_forward_backward(T* losses, uint8_t* correct, T* dlogits, const T* logits, const int64_t* labels,
-                                    int64_t N, int64_t V, T grad_scale) {
+void cross_entropy_forward_backward(T* losses, uint8_t* correct, T* dlogits, const T* logits,
+                                    const int64_t* labels, int64_t N, int64_t V, T grad_scale) {
   parallel_chunks(N, 256, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const T* z = logits + r * V;
@@ -34,7 +34,7 @@ void cross_entropy_forward_backward(T* losses, uint8_t* correct, T* dlogits, con
 
 template void cross_entropy_forward_backward<float>(float*, uint8_t*, float*, const float*, const int64_t*,
                                                     int64_t, int64_t, float);
-template void cross_entropy_forward_backward<double>(double*, uint8_t*, double*, const double*, const int64_t*,
-                                                     int64_t, int64_t, double);
+template void cross_entropy_forward_backward<double>(double*, uint8_t*, double*, const double*,
+                                                     const int64_t*, int64_t, int64_t, double);
 
 }  // namespace husai

@@ -10,7 +10,7 @@ namespace husai {
 // (ties resolved to the lowest index, as torch.argmax). When dlogits is non-null it receives
 // d(mean loss)/dlogits = (softmax - onehot) * grad_scale (grad_scale = 1/N for a mean over N rows).
 template <typename T>
-void cross_entropy_forward_backward(T* losses, uint8_t* correct, T* dlogits, const T* logits, const int64_t* labels,
-                                    int64_t N, int64_t V, T grad_scale);
+void cross_entropy_forward_backward(T* losses, uint8_t* correct, T* dlogits, const T* logits,
+                                    const int64_t* labels, int64_t N, int64_t V, T grad_scale);
 
 }  // namespace husai

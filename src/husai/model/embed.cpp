@@ -39,13 +39,13 @@ void embed_backward(T* dW_E, T* dW_pos, const T* dout, const int64_t* tokens, in
   });
 }
 
-template void embed_forward<float>(float*, const int64_t*, int64_t, const float*, const float*, int64_t, int64_t,
-                                   int64_t);
+template void embed_forward<float>(float*, const int64_t*, int64_t, const float*, const float*, int64_t,
+                                   int64_t, int64_t);
 template void embed_forward<double>(double*, const int64_t*, int64_t, const double*, const double*, int64_t,
                                     int64_t, int64_t);
 template void embed_backward<float>(float*, float*, const float*, const int64_t*, int64_t, int64_t, int64_t,
                                     int64_t);
-template void embed_backward<double>(double*, double*, const double*, const int64_t*, int64_t, int64_t, int64_t,
-                                     int64_t);
+template void embed_backward<double>(double*, double*, const double*, const int64_t*, int64_t, int64_t,
+                                     int64_t, int64_t);
 
 }  // namespace husai

@@ -9,8 +9,8 @@
 
 namespace husai {
 
-ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& spec, const std::string& out_path,
-                                   bool quiet) {
+ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& spec,
+                                   const std::string& out_path, bool quiet) {
   const TransformerConfig& cfg = model.cfg;
   const ModularTask& task = model.task;
   const int64_t layer = spec.layer < 0 ? cfg.n_layers + spec.layer : spec.layer;
@@ -28,7 +28,8 @@ ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& 
       position = std::stoll(spec.position, &used);
       if (used != spec.position.size()) throw std::invalid_argument("trailing");
     } catch (const std::exception&) {
-      throw Error("position must be 'answer', 'all' or an integer, got '" + spec.position + "'").key("--position");
+      throw Error("position must be 'answer', 'all' or an integer, got '" + spec.position + "'")
+          .key("--position");
     }
     if (position < 0) position += cfg.n_ctx;
     if (position < 0 || position >= cfg.n_ctx) {
@@ -58,7 +59,8 @@ ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& 
       if (all_positions) {
         std::copy_n(data + b * hook_pos * D, hook_pos * D, acts.begin() + (batch_start + b) * per_pair * D);
       } else {
-        std::copy_n(data + (b * hook_pos + position - first_pos) * D, D, acts.begin() + (batch_start + b) * D);
+        std::copy_n(data + (b * hook_pos + position - first_pos) * D, D,
+                    acts.begin() + (batch_start + b) * D);
       }
     }
   };
@@ -101,7 +103,8 @@ ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& 
   out.put("is_train", TensorData::i64({N}, train_flag.data()));
   if (all_positions) out.put("position", TensorData::i64({N}, pos.data()));
   const std::string hook_name = "blocks." + std::to_string(layer) + ".hook_" + hook_site_name(spec.site);
-  const std::string position_text = all_positions ? "all" : (prefix_only ? "answer" : std::to_string(position));
+  const std::string position_text =
+      all_positions ? "all" : (prefix_only ? "answer" : std::to_string(position));
   out.metadata = {{"model_sha256", model.model_sha256},
                   {"model_path", model.model_path},
                   {"hook_name", hook_name},

@@ -26,7 +26,7 @@ struct ExtractSummary {
 // Writes a safetensors file: activations [N, d_model] F32 (one position: N = p^2 rows in pair order;
 // "all": pair-major rows pair*n_ctx + pos plus an I64 `position`), a, b, labels, is_train (I64), and
 // metadata (model hash and path, hook_name, layer, site, position, answer_position, modulus).
-ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& spec, const std::string& out_path,
-                                   bool quiet);
+ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& spec,
+                                   const std::string& out_path, bool quiet);
 
 }  // namespace husai

@@ -28,8 +28,8 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* in, const T* w, const 
 }
 
 template <typename T>
-void layernorm_backward(T* din, T* dw, T* db, const T* dout, const T* in, const T* mean, const T* rstd, const T* w,
-                        int64_t N, int64_t D) {
+void layernorm_backward(T* din, T* dw, T* db, const T* dout, const T* in, const T* mean, const T* rstd,
+                        const T* w, int64_t N, int64_t D) {
   // Input gradient, row by row: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w.
   parallel_chunks(N, 128, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -67,13 +67,13 @@ void layernorm_backward(T* din, T* dw, T* db, const T* dout, const T* in, const 
   });
 }
 
-template void layernorm_forward<float>(float*, float*, float*, const float*, const float*, const float*, int64_t,
-                                       int64_t, double);
-template void layernorm_forward<double>(double*, double*, double*, const double*, const double*, const double*,
-                                        int64_t, int64_t, double);
+template void layernorm_forward<float>(float*, float*, float*, const float*, const float*, const float*,
+                                       int64_t, int64_t, double);
+template void layernorm_forward<double>(double*, double*, double*, const double*, const double*,
+                                        const double*, int64_t, int64_t, double);
 template void layernorm_backward<float>(float*, float*, float*, const float*, const float*, const float*,
                                         const float*, const float*, int64_t, int64_t);
-template void layernorm_backward<double>(double*, double*, double*, const double*, const double*, const double*,
-                                         const double*, const double*, int64_t, int64_t);
+template void layernorm_backward<double>(double*, double*, double*, const double*, const double*,
+                                         const double*, const double*, const double*, int64_t, int64_t);
 
 }  // namespace husai

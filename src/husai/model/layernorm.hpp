@@ -16,7 +16,7 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* in, const T* w, const 
 // din += dL/dx, dw += sum_rows dy * xhat, db += sum_rows dy (accumulating, as llm.c does, so residual
 // branches add into one buffer).
 template <typename T>
-void layernorm_backward(T* din, T* dw, T* db, const T* dout, const T* in, const T* mean, const T* rstd, const T* w,
-                        int64_t N, int64_t D);
+void layernorm_backward(T* din, T* dw, T* db, const T* dout, const T* in, const T* mean, const T* rstd,
+                        const T* w, int64_t N, int64_t D);
 
 }  // namespace husai

@@ -60,8 +60,8 @@ T activation_grad(ActFn act, T x) {
 }
 
 template <typename T>
-void mlp_forward(T* out, T* pre, T* post, const T* in, const MlpWeights<T>& w, ActFn act, int64_t N, int64_t D,
-                 int64_t M) {
+void mlp_forward(T* out, T* pre, T* post, const T* in, const MlpWeights<T>& w, ActFn act, int64_t N,
+                 int64_t D, int64_t M) {
   parallel_chunks(N, 256, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) std::copy_n(w.b_in, M, pre + r * M);
   });
@@ -93,12 +93,13 @@ template float activation<float>(ActFn, float);
 template double activation<double>(ActFn, double);
 template float activation_grad<float>(ActFn, float);
 template double activation_grad<double>(ActFn, double);
-template void mlp_forward<float>(float*, float*, float*, const float*, const MlpWeights<float>&, ActFn, int64_t,
-                                 int64_t, int64_t);
+template void mlp_forward<float>(float*, float*, float*, const float*, const MlpWeights<float>&, ActFn,
+                                 int64_t, int64_t, int64_t);
 template void mlp_forward<double>(double*, double*, double*, const double*, const MlpWeights<double>&, ActFn,
                                   int64_t, int64_t, int64_t);
-template void mlp_backward<float>(float*, const MlpGrads<float>&, float*, const float*, const float*, const float*,
-                                  const float*, const MlpWeights<float>&, ActFn, int64_t, int64_t, int64_t);
+template void mlp_backward<float>(float*, const MlpGrads<float>&, float*, const float*, const float*,
+                                  const float*, const float*, const MlpWeights<float>&, ActFn, int64_t,
+                                  int64_t, int64_t);
 template void mlp_backward<double>(double*, const MlpGrads<double>&, double*, const double*, const double*,
                                    const double*, const double*, const MlpWeights<double>&, ActFn, int64_t,
                                    int64_t, int64_t);

@@ -34,8 +34,8 @@ struct MlpGrads {
 
 // pre [N, M] (hook_pre) and post [N, M] (hook_post) are kept for the backward pass.
 template <typename T>
-void mlp_forward(T* out, T* pre, T* post, const T* in, const MlpWeights<T>& w, ActFn act, int64_t N, int64_t D,
-                 int64_t M);
+void mlp_forward(T* out, T* pre, T* post, const T* in, const MlpWeights<T>& w, ActFn act, int64_t N,
+                 int64_t D, int64_t M);
 
 // din += dL/din, grads += dL/dweights; dpre [N, M] is scratch.
 template <typename T>

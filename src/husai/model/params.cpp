@@ -101,7 +101,8 @@ template <typename T>
 void init_params(const ParamLayout& layout, T* base, uint64_t seed, double init_range) {
   for (const ParamEntry& e : layout.entries) {
     T* p = base + e.offset;
-    const bool is_ln_weight = e.name.ends_with("ln1.w") || e.name.ends_with("ln2.w") || e.name == "ln_final.w";
+    const bool is_ln_weight =
+        e.name.ends_with("ln1.w") || e.name.ends_with("ln2.w") || e.name == "ln_final.w";
     if (e.is_weight) {
       const Philox rng(seed, stream_id(e.name));
       parallel_chunks(e.size, 4096, [&](int64_t i0, int64_t i1) {

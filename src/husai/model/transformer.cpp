@@ -70,8 +70,8 @@ const char* hook_site_name(HookSite site) {
 }
 
 HookSite parse_hook_site(const std::string& name) {
-  for (HookSite s : {HookSite::ResidPre, HookSite::AttnOut, HookSite::ResidMid, HookSite::MlpOut,
-                     HookSite::ResidPost}) {
+  for (HookSite s :
+       {HookSite::ResidPre, HookSite::AttnOut, HookSite::ResidMid, HookSite::MlpOut, HookSite::ResidPost}) {
     if (name == hook_site_name(s)) return s;
   }
   throw Error("unknown site '" + name + "' (expected resid_pre, resid_mid, attn_out, mlp_out or resid_post)");
@@ -126,8 +126,9 @@ void TransformerWorkspace<T>::resize(const TransformerConfig& cfg, int64_t batch
 }
 
 template <typename T>
-void transformer_forward(const TransformerConfig& cfg, const ParamViews<T>& params, TransformerWorkspace<T>& ws,
-                         const int64_t* tokens, int64_t B, int64_t n_pos, int64_t n_query, const HookFn<T>* hook) {
+void transformer_forward(const TransformerConfig& cfg, const ParamViews<T>& params,
+                         TransformerWorkspace<T>& ws, const int64_t* tokens, int64_t B, int64_t n_pos,
+                         int64_t n_query, const HookFn<T>* hook) {
   if (n_pos < 1 || n_pos > cfg.n_ctx || n_query < 1 || n_query > n_pos) {
     throw Error("transformer_forward: bad positions (n_pos " + std::to_string(n_pos) + ", n_query " +
                 std::to_string(n_query) + ", n_ctx " + std::to_string(cfg.n_ctx) + ")");
@@ -151,8 +152,8 @@ void transformer_forward(const TransformerConfig& cfg, const ParamViews<T>& para
 
     const T* attn_in = resid_pre;
     if (cfg.layer_norm) {
-      layernorm_forward(a.ln1_out.data(), a.ln1_mean.data(), a.ln1_rstd.data(), resid_pre, p.ln1_w, p.ln1_b, rows,
-                        D, cfg.ln_eps);
+      layernorm_forward(a.ln1_out.data(), a.ln1_mean.data(), a.ln1_rstd.data(), resid_pre, p.ln1_w, p.ln1_b,
+                        rows, D, cfg.ln_eps);
       attn_in = a.ln1_out.data();
     }
     AttentionActs<T> acts = attention_acts(a);
@@ -188,10 +189,12 @@ void transformer_forward(const TransformerConfig& cfg, const ParamViews<T>& para
 }
 
 template <typename T>
-void transformer_backward(const TransformerConfig& cfg, const ParamViews<T>& params, const ParamViews<T>& grads,
-                          TransformerWorkspace<T>& ws, const int64_t* tokens, const T* dlogits) {
+void transformer_backward(const TransformerConfig& cfg, const ParamViews<T>& params,
+                          const ParamViews<T>& grads, TransformerWorkspace<T>& ws, const int64_t* tokens,
+                          const T* dlogits) {
   const int64_t B = ws.B, n_pos = ws.n_pos, n_query = ws.n_query;
-  const int64_t D = cfg.d_model, HE = cfg.n_heads * cfg.d_head, M = cfg.d_mlp, V = cfg.d_vocab, L = cfg.n_layers;
+  const int64_t D = cfg.d_model, HE = cfg.n_heads * cfg.d_head, M = cfg.d_mlp, V = cfg.d_vocab,
+                L = cfg.n_layers;
   const int64_t rows = B * n_pos;
   auto sz = [](int64_t n) { return static_cast<size_t>(n); };
   ws.d_resid.resize(sz(rows * D));
@@ -212,13 +215,14 @@ void transformer_backward(const TransformerConfig& cfg, const ParamViews<T>& par
   zero(ws.d_resid_next, out_rows * D);
   if (cfg.layer_norm) {
     zero(ws.d_lnf, out_rows * D);
-    unembed_backward(ws.d_lnf.data(), grads.W_U, grads.b_U, dlogits, ws.lnf_out.data(), params.W_U, out_rows, D, V);
+    unembed_backward(ws.d_lnf.data(), grads.W_U, grads.b_U, dlogits, ws.lnf_out.data(), params.W_U, out_rows,
+                     D, V);
     layernorm_backward(ws.d_resid_next.data(), grads.lnf_w, grads.lnf_b, ws.d_lnf.data(),
                        ws.resid[static_cast<size_t>(L)].data(), ws.lnf_mean.data(), ws.lnf_rstd.data(),
                        params.lnf_w, out_rows, D);
   } else {
-    unembed_backward(ws.d_resid_next.data(), grads.W_U, grads.b_U, dlogits, ws.resid[static_cast<size_t>(L)].data(),
-                     params.W_U, out_rows, D, V);
+    unembed_backward(ws.d_resid_next.data(), grads.W_U, grads.b_U, dlogits,
+                     ws.resid[static_cast<size_t>(L)].data(), params.W_U, out_rows, D, V);
   }
 
   for (int64_t l = L - 1; l >= 0; --l) {
@@ -240,14 +244,15 @@ void transformer_backward(const TransformerConfig& cfg, const ParamViews<T>& par
                  ws.d_resid_next.data(), mlp_in, a.mlp_pre.data(), a.mlp_post.data(),
                  MlpWeights<T>{p.W_in, p.b_in, p.W_out, p.b_out}, cfg.act_fn, q_rows, D, M);
     if (cfg.layer_norm) {
-      layernorm_backward(ws.d_mid.data(), g.ln2_w, g.ln2_b, ws.d_ln.data(), a.resid_mid.data(), a.ln2_mean.data(),
-                         a.ln2_rstd.data(), p.ln2_w, q_rows, D);
+      layernorm_backward(ws.d_mid.data(), g.ln2_w, g.ln2_b, ws.d_ln.data(), a.resid_mid.data(),
+                         a.ln2_mean.data(), a.ln2_rstd.data(), p.ln2_w, q_rows, D);
     }
     // d_mid = dL/d resid_mid. resid_mid = resid_pre[query rows] + attn_out.
     zero(ws.d_resid, rows * D);
     parallel_chunks(B, 256, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
-        std::copy_n(ws.d_mid.begin() + b * q_pos * D, q_pos * D, ws.d_resid.begin() + (b * n_pos + n_pos - q_pos) * D);
+        std::copy_n(ws.d_mid.begin() + b * q_pos * D, q_pos * D,
+                    ws.d_resid.begin() + (b * n_pos + n_pos - q_pos) * D);
       }
     });
     const T* attn_in = cfg.layer_norm ? a.ln1_out.data() : ws.resid[li].data();
@@ -256,11 +261,11 @@ void transformer_backward(const TransformerConfig& cfg, const ParamViews<T>& par
       zero(ws.d_ln, rows * D);
       d_attn_in = ws.d_ln.data();
     }
-    AttentionScratch<T> scratch{ws.dz.data(), ws.dq.data(), ws.dkv.data(), ws.dx_q.data(), ws.dw_q.data(),
-                                ws.dw_kv.data()};
+    AttentionScratch<T> scratch{ws.dz.data(),   ws.dq.data(),   ws.dkv.data(),
+                                ws.dx_q.data(), ws.dw_q.data(), ws.dw_kv.data()};
     AttentionActs<T> acts = attention_acts(a);
-    attention_backward(d_attn_in, AttentionGrads<T>{g.W_Q, g.W_K, g.W_V, g.W_O, g.b_Q, g.b_K, g.b_V, g.b_O}, scratch,
-                       ws.d_mid.data(), acts, attn_in, attention_weights(p),
+    attention_backward(d_attn_in, AttentionGrads<T>{g.W_Q, g.W_K, g.W_V, g.W_O, g.b_Q, g.b_K, g.b_V, g.b_O},
+                       scratch, ws.d_mid.data(), acts, attn_in, attention_weights(p),
                        AttentionDims{B, n_pos, q_pos, D, cfg.n_heads, cfg.d_head});
     if (cfg.layer_norm) {
       layernorm_backward(ws.d_resid.data(), g.ln1_w, g.ln1_b, ws.d_ln.data(), ws.resid[li].data(),
@@ -274,16 +279,16 @@ void transformer_backward(const TransformerConfig& cfg, const ParamViews<T>& par
 template struct TransformerWorkspace<float>;
 template struct TransformerWorkspace<double>;
 template void transformer_forward<float>(const TransformerConfig&, const ParamViews<float>&,
-                                         TransformerWorkspace<float>&, const int64_t*, int64_t, int64_t, int64_t,
-                                         const HookFn<float>*);
+                                         TransformerWorkspace<float>&, const int64_t*, int64_t, int64_t,
+                                         int64_t, const HookFn<float>*);
 template void transformer_forward<double>(const TransformerConfig&, const ParamViews<double>&,
-                                          TransformerWorkspace<double>&, const int64_t*, int64_t, int64_t, int64_t,
-                                          const HookFn<double>*);
+                                          TransformerWorkspace<double>&, const int64_t*, int64_t, int64_t,
+                                          int64_t, const HookFn<double>*);
 template void transformer_backward<float>(const TransformerConfig&, const ParamViews<float>&,
-                                          const ParamViews<float>&, TransformerWorkspace<float>&, const int64_t*,
-                                          const float*);
+                                          const ParamViews<float>&, TransformerWorkspace<float>&,
+                                          const int64_t*, const float*);
 template void transformer_backward<double>(const TransformerConfig&, const ParamViews<double>&,
-                                           const ParamViews<double>&, TransformerWorkspace<double>&, const int64_t*,
-                                           const double*);
+                                           const ParamViews<double>&, TransformerWorkspace<double>&,
+                                           const int64_t*, const double*);
 
 }  // namespace husai

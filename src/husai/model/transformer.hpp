@@ -28,8 +28,8 @@ HookSite parse_hook_site(const std::string& name);
 // Called after each hook point is computed, with its activations [B * n_pos, D] (row = b*n_pos + i,
 // position first_pos + i); it may read or overwrite them (activation patching, SAE splicing).
 template <typename T>
-using HookFn = std::function<void(int64_t layer, HookSite site, T* acts, int64_t B, int64_t n_pos,
-                                  int64_t first_pos)>;
+using HookFn =
+    std::function<void(int64_t layer, HookSite site, T* acts, int64_t B, int64_t n_pos, int64_t first_pos)>;
 
 template <typename T>
 struct BlockActs {
@@ -65,13 +65,14 @@ struct TransformerWorkspace {
 // Runs the model on tokens [B, n_ctx] (row stride cfg.n_ctx) over positions [0, n_pos), with the last
 // block computing outputs for its last n_query positions; ws.logits holds [B*n_query, V].
 template <typename T>
-void transformer_forward(const TransformerConfig& cfg, const ParamViews<T>& params, TransformerWorkspace<T>& ws,
-                         const int64_t* tokens, int64_t B, int64_t n_pos, int64_t n_query,
-                         const HookFn<T>* hook = nullptr);
+void transformer_forward(const TransformerConfig& cfg, const ParamViews<T>& params,
+                         TransformerWorkspace<T>& ws, const int64_t* tokens, int64_t B, int64_t n_pos,
+                         int64_t n_query, const HookFn<T>* hook = nullptr);
 
 // Backpropagates dlogits [B*n_query, V] through the pass last run on ws; grads += dL/dparams.
 template <typename T>
-void transformer_backward(const TransformerConfig& cfg, const ParamViews<T>& params, const ParamViews<T>& grads,
-                          TransformerWorkspace<T>& ws, const int64_t* tokens, const T* dlogits);
+void transformer_backward(const TransformerConfig& cfg, const ParamViews<T>& params,
+                          const ParamViews<T>& grads, TransformerWorkspace<T>& ws, const int64_t* tokens,
+                          const T* dlogits);
 
 }  // namespace husai

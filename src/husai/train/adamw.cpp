@@ -9,7 +9,8 @@
 namespace husai {
 
 template <typename T>
-void adamw_step(T* params, const T* grads, T* m, T* v, int64_t n, int64_t step, double lr, const AdamWConfig& cfg) {
+void adamw_step(T* params, const T* grads, T* m, T* v, int64_t n, int64_t step, double lr,
+                const AdamWConfig& cfg) {
   // Scalars in double, as PyTorch computes them in Python floats, then applied in T.
   const auto decay = static_cast<T>(1.0 - lr * cfg.weight_decay);
   const auto b1 = static_cast<T>(cfg.beta1);
@@ -44,7 +45,8 @@ double scheduled_lr(double lr, int64_t step, int64_t warmup_steps, LrSchedule sc
   return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(std::numbers::pi * progress));
 }
 
-template void adamw_step<float>(float*, const float*, float*, float*, int64_t, int64_t, double, const AdamWConfig&);
+template void adamw_step<float>(float*, const float*, float*, float*, int64_t, int64_t, double,
+                                const AdamWConfig&);
 template void adamw_step<double>(double*, const double*, double*, double*, int64_t, int64_t, double,
                                  const AdamWConfig&);
 

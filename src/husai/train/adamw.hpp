@@ -20,7 +20,8 @@ struct AdamWConfig {
 
 // One step over a flat buffer; `step` counts from 1; `lr` is this step's (scheduled) learning rate.
 template <typename T>
-void adamw_step(T* params, const T* grads, T* m, T* v, int64_t n, int64_t step, double lr, const AdamWConfig& cfg);
+void adamw_step(T* params, const T* grads, T* m, T* v, int64_t n, int64_t step, double lr,
+                const AdamWConfig& cfg);
 
 enum class LrSchedule { Constant, Cosine };
 

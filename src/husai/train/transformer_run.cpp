@@ -25,9 +25,13 @@ namespace fs = std::filesystem;
 constexpr int kMetricsSchemaVersion = 1;
 constexpr const char* kCheckpoint = "checkpoint.safetensors";
 
-std::string path_in(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
+std::string path_in(const std::string& dir, const std::string& name) {
+  return (fs::path(dir) / name).string();
+}
 
-std::string exact(double v) { return fmt::format("{:.17g}", v); }
+std::string exact(double v) {
+  return fmt::format("{:.17g}", v);
+}
 
 nlohmann::json epoch_json(const EpochMetrics& m) {
   return {{"epoch", m.epoch},           {"step", m.step},           {"lr", m.lr},
@@ -83,14 +87,15 @@ void load_checkpoint(const std::string& path, TrainState& s, const std::string& 
     return it->second;
   };
   if (meta("config_hash") != config_hash) {
-    throw Error("the checkpoint was written with a different config (hash " + meta("config_hash").substr(0, 12) +
-                ", now " + config_hash.substr(0, 12) +
+    throw Error("the checkpoint was written with a different config (hash " +
+                meta("config_hash").substr(0, 12) + ", now " + config_hash.substr(0, 12) +
                 "); resume with the same config, or pass --overwrite to start again")
         .file(path);
   }
   const auto load_vec = [&](const char* name, std::vector<float>& dst) {
     const std::vector<float> v = f.get(name).to_f32();
-    if (v.size() != dst.size()) throw Error(std::string("tensor '") + name + "' has the wrong size").file(path);
+    if (v.size() != dst.size())
+      throw Error(std::string("tensor '") + name + "' has the wrong size").file(path);
     dst = v;
   };
   load_vec("params", s.params);
@@ -137,8 +142,9 @@ void render_grokking_figure(const std::string& dir, const std::vector<EpochMetri
   std::ostringstream data;
   data << "$M << EOD\n";
   for (const EpochMetrics& m : history) {
-    data << m.epoch << " " << fmt::format("{:.6g} {:.6g} {:.6g} {:.6g}", std::max(m.train_loss, 1e-12),
-                                          std::max(m.val_loss, 1e-12), m.train_acc, m.val_acc)
+    data << m.epoch << " "
+         << fmt::format("{:.6g} {:.6g} {:.6g} {:.6g}", std::max(m.train_loss, 1e-12),
+                        std::max(m.val_loss, 1e-12), m.train_acc, m.val_acc)
          << "\n";
   }
   data << "EOD\n";
@@ -184,7 +190,8 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
     load_checkpoint(checkpoint_path, trainer.state(), config_hash);
     if (!options.quiet) {
       std::fprintf(stderr, "husai: resuming %s at epoch %lld (step %lld)\n", dir.c_str(),
-                   static_cast<long long>(trainer.state().epochs_done), static_cast<long long>(trainer.state().step));
+                   static_cast<long long>(trainer.state().epochs_done),
+                   static_cast<long long>(trainer.state().step));
     }
   }
   write_file_atomic(path_in(dir, "config.json"), config_json.dump(2) + "\n");
@@ -194,13 +201,13 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
   Progress progress("train-transformer", rc.train.epochs, options.quiet);
   const int64_t start_step = trainer.state().step;
   const auto t0 = std::chrono::steady_clock::now();
-  const bool completed = trainer.run(
-      [] { return stop_requested(); },
-      [&](const EpochMetrics& m) {
-        progress.update(m.epoch, fmt::format("loss {:.4f} val_loss {:.4f} val_acc {:.4f}", m.train_loss, m.val_loss,
-                                             m.val_acc));
-      },
-      [&] { save_checkpoint(dir, trainer.state(), config_hash); });
+  const bool completed =
+      trainer.run([] { return stop_requested(); },
+                  [&](const EpochMetrics& m) {
+                    progress.update(m.epoch, fmt::format("loss {:.4f} val_loss {:.4f} val_acc {:.4f}",
+                                                         m.train_loss, m.val_loss, m.val_acc));
+                  },
+                  [&] { save_checkpoint(dir, trainer.state(), config_hash); });
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   TrainTransformerResult result;
@@ -243,16 +250,17 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
   };
   write_file_atomic(path_in(dir, "metrics.json"), metrics.dump(2) + "\n");
   if (options.figures) {
-    render_grokking_figure(dir, trainer.state().history, result.grok_epoch,
-                           fmt::format("(a {} b) mod {}, {} layer(s), train fraction {}", to_string(rc.task.op),
-                                       rc.task.modulus, rc.model.n_layers, rc.train.train_fraction));
+    render_grokking_figure(
+        dir, trainer.state().history, result.grok_epoch,
+        fmt::format("(a {} b) mod {}, {} layer(s), train fraction {}", to_string(rc.task.op), rc.task.modulus,
+                    rc.model.n_layers, rc.train.train_fraction));
   }
 
   Manifest manifest;
   manifest.command = command_line();
   manifest.config_hash = config_hash;
-  for (const char* name : {"config.json", "split.safetensors", "model.safetensors", "metrics.json", "metrics.jsonl",
-                           kCheckpoint}) {
+  for (const char* name : {"config.json", "split.safetensors", "model.safetensors", "metrics.json",
+                           "metrics.jsonl", kCheckpoint}) {
     manifest.add_output(dir, name);
   }
   if (options.figures) {

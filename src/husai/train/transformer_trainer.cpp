@@ -14,8 +14,8 @@ constexpr double kGrokAccuracy = 0.99;
 
 }  // namespace
 
-TransformerTrainer::TransformerTrainer(TransformerConfig model, ModularTask task, TransformerTrainConfig train,
-                                       Split split)
+TransformerTrainer::TransformerTrainer(TransformerConfig model, ModularTask task,
+                                       TransformerTrainConfig train, Split split)
     : model_(model), task_(task), train_(train), split_(std::move(split)), layout_(make_param_layout(model)) {
   tokens_ = task_.tokens();
   labels_ = task_.labels();
@@ -33,8 +33,8 @@ int64_t TransformerTrainer::steps_per_epoch() const {
 }
 
 double TransformerTrainer::lr_at(int64_t step) const {
-  return scheduled_lr(train_.adamw.lr, step, train_.warmup_steps, train_.lr_schedule, train_.epochs * steps_per_epoch(),
-                      train_.min_lr_ratio);
+  return scheduled_lr(train_.adamw.lr, step, train_.warmup_steps, train_.lr_schedule,
+                      train_.epochs * steps_per_epoch(), train_.min_lr_ratio);
 }
 
 void TransformerTrainer::init_fresh() {
@@ -126,8 +126,10 @@ bool TransformerTrainer::run(const std::function<bool()>& should_stop,
     // The epoch's data order is a pure function of (seed, epoch): a resumed run replays it exactly.
     std::vector<int64_t> order = split_.train_idx;
     if (n_batches > 1) {
-      const std::vector<int64_t> perm = permutation(n_train, train_.seed, stream_id("shuffle") + static_cast<uint64_t>(epoch));
-      for (int64_t i = 0; i < n_train; ++i) order[static_cast<size_t>(i)] = split_.train_idx[static_cast<size_t>(perm[static_cast<size_t>(i)])];
+      const std::vector<int64_t> perm =
+          permutation(n_train, train_.seed, stream_id("shuffle") + static_cast<uint64_t>(epoch));
+      for (int64_t i = 0; i < n_train; ++i)
+        order[static_cast<size_t>(i)] = split_.train_idx[static_cast<size_t>(perm[static_cast<size_t>(i)])];
     }
     while (state_.batch_in_epoch < n_batches) {
       if (should_stop()) {
@@ -140,8 +142,9 @@ bool TransformerTrainer::run(const std::function<bool()>& should_stop,
       ++state_.batch_in_epoch;
       const double loss = state_.epoch_loss_sum;
       if (!std::isfinite(loss)) {
-        throw Error("training diverged: loss is " + std::to_string(loss) + " at step " + std::to_string(state_.step) +
-                    " (epoch " + std::to_string(epoch) + "); the last checkpoint is kept");
+        throw Error("training diverged: loss is " + std::to_string(loss) + " at step " +
+                    std::to_string(state_.step) + " (epoch " + std::to_string(epoch) +
+                    "); the last checkpoint is kept");
       }
     }
     EpochMetrics m;
@@ -161,7 +164,8 @@ bool TransformerTrainer::run(const std::function<bool()>& should_stop,
     state_.epoch_correct = 0;
     state_.epoch_count = 0;
     on_epoch(m);
-    if (train_.checkpoint_every > 0 && epoch % train_.checkpoint_every == 0 && epoch < train_.epochs) on_checkpoint();
+    if (train_.checkpoint_every > 0 && epoch % train_.checkpoint_every == 0 && epoch < train_.epochs)
+      on_checkpoint();
   }
   return true;
 }

@@ -26,7 +26,7 @@ struct TransformerTrainConfig {
   LrSchedule lr_schedule = LrSchedule::Constant;
   double min_lr_ratio = 0.1;
   uint64_t seed = 0;
-  double init_range = 0.0;  // <= 0: TransformerLens' 0.8 / sqrt(d_model)
+  double init_range = 0.0;        // <= 0: TransformerLens' 0.8 / sqrt(d_model)
   int64_t checkpoint_every = 50;  // epochs
   int64_t eval_batch_size = 4096;
 };
