@@ -136,9 +136,10 @@ Split read_split(const std::string& path) {
   return s;
 }
 
-void render_grokking_figure(const std::string& dir, const std::vector<EpochMetrics>& history,
+// Returns false (and draws nothing) when there is no epoch to plot.
+bool render_grokking_figure(const std::string& dir, const std::vector<EpochMetrics>& history,
                             const std::optional<int64_t>& grok_epoch, const std::string& title) {
-  if (history.empty()) return;
+  if (history.empty()) return false;
   std::ostringstream data;
   data << "$M << EOD\n";
   for (const EpochMetrics& m : history) {
@@ -167,6 +168,7 @@ void render_grokking_figure(const std::string& dir, const std::vector<EpochMetri
           "$M using 1:5 with lines lw 2 lc rgb '#d62728' title 'validation'\n";
   body << "unset multiplot\n";
   render_figure(body.str(), path_in(dir, "grokking.png"), path_in(dir, "grokking.svg"), 900, 800);
+  return true;
 }
 
 }  // namespace
@@ -249,8 +251,9 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
       {"resumed", resuming},
   };
   write_file_atomic(path_in(dir, "metrics.json"), metrics.dump(2) + "\n");
+  bool has_figure = false;
   if (options.figures) {
-    render_grokking_figure(
+    has_figure = render_grokking_figure(
         dir, trainer.state().history, result.grok_epoch,
         fmt::format("(a {} b) mod {}, {} layer(s), train fraction {}", to_string(rc.task.op), rc.task.modulus,
                     rc.model.n_layers, rc.train.train_fraction));
@@ -263,7 +266,7 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
                            "metrics.jsonl", kCheckpoint}) {
     manifest.add_output(dir, name);
   }
-  if (options.figures) {
+  if (has_figure) {
     manifest.add_output(dir, "grokking.png");
     manifest.add_output(dir, "grokking.svg");
   }
