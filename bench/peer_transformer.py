@@ -54,6 +54,8 @@ class Transformer(torch.nn.Module):
         self.cfg = cfg
         d, h, e, m = cfg["d_model"], cfg["n_heads"], cfg["d_head"], cfg["d_mlp"]
         self.ln = cfg.get("normalization_type") == "LN"
+        self.ln_eps = float(cfg.get("eps", 1e-5))  # TransformerLens keeps LayerNorm's eps in cfg.eps
+        self.attn_only = bool(cfg.get("attn_only", False))
         if cfg.get("normalization_type") not in ("LN", None):
             raise SystemExit(f"peer: normalization_type {cfg['normalization_type']!r} not supported")
         self.act = _act(cfg["act_fn"])
@@ -77,7 +79,8 @@ class Transformer(torch.nn.Module):
                 b.ln1_w, b.ln1_b, b.ln2_w, b.ln2_b = ones(d), zeros(d), ones(d), zeros(d)
             b.W_Q, b.W_K, b.W_V, b.W_O = w(h, d, e), w(h, d, e), w(h, d, e), w(h, e, d)
             b.b_Q, b.b_K, b.b_V, b.b_O = zeros(h, e), zeros(h, e), zeros(h, e), zeros(d)
-            b.W_in, b.b_in, b.W_out, b.b_out = w(d, m), zeros(m), w(m, d), zeros(d)
+            if not cfg.get("attn_only", False):
+                b.W_in, b.b_in, b.W_out, b.b_out = w(d, m), zeros(m), w(m, d), zeros(d)
             self.blocks.append(b)
         if self.ln:
             self.lnf_w, self.lnf_b = ones(d), zeros(d)
@@ -86,11 +89,10 @@ class Transformer(torch.nn.Module):
         n = cfg["n_ctx"]
         self.register_buffer("causal", torch.ones(n, n, dtype=torch.bool).triu(1), persistent=False)
 
-    @staticmethod
-    def _layer_norm(x, w, b):
+    def _layer_norm(self, x, w, b):
         # F.layer_norm computes exactly TL's LN (biased variance, eps inside the sqrt) in one kernel,
         # which is what a PyTorch user would write.
-        return F.layer_norm(x, x.shape[-1:], w, b, 1e-5)
+        return F.layer_norm(x, x.shape[-1:], w, b, self.ln_eps)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         n = tokens.shape[1]
@@ -106,6 +108,8 @@ class Transformer(torch.nn.Module):
             pattern = scores.masked_fill(self.causal[:n, :n], float("-inf")).softmax(-1)
             z = (pattern @ v).transpose(1, 2)  # [B,n,h,e]
             x = x + torch.einsum("bphe,hed->bpd", z, b.W_O) + b.b_O
+            if self.attn_only:
+                continue
             y = self._layer_norm(x, b.ln2_w, b.ln2_b) if self.ln else x
             x = x + self.act(y @ b.W_in + b.b_in) @ b.W_out + b.b_out
         if self.ln:
@@ -253,7 +257,7 @@ def main() -> int:
         "threads": args.threads,
         "torch": torch.__version__,
         "blas": blas_info(),
-        "train_samples": n_train,
+        "n_train": n_train,
         "batch_size": bs,
         "final_train_loss": last_loss,
     }))

@@ -35,6 +35,21 @@ TARGET_S=${BENCH_TARGET_S:-30}
 [[ -f "$CONFIG" ]] || { echo "bench: $CONFIG not found" >&2; exit 1; }
 "$PY" -c 'import torch' 2>/dev/null || { echo "bench: $PY cannot import torch (make deps-test)" >&2; exit 1; }
 
+# Both sides use OpenMP, whose threads spin-wait at barriers: on a machine already busy with other
+# work, T = nproc threads then fight for the cores and multi-threaded throughput can collapse several
+# fold (measured: the peer at 2 threads on a 2-core machine under load ~8 ran 7x slower than with
+# OMP_WAIT_POLICY=PASSIVE). Say so rather than report such numbers silently.
+load_note() {
+  "$PY" -c '
+import os, sys
+load, cores = os.getloadavg()[0], os.cpu_count()
+msg = f"load average {load:.2f} on {cores} cores"
+if load > 0.5 * cores:
+    msg += f"; WARNING: machine busy, {sys.argv[1]}-thread numbers are unreliable (OpenMP spin-waiting)"
+print(msg)' "$THREADS"
+}
+echo "== bench: $(load_note)"
+
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/husai-bench.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
@@ -79,8 +94,10 @@ fi
 echo "== pytorch: $P_EPOCHS epochs (+1 warm-up), $THREADS threads"
 peer --config-json "$TMP/husai/config.json" --epochs "$P_EPOCHS" --threads "$THREADS" >"$TMP/peer.json"
 
+LOAD_AFTER=$(load_note)
+
 # ---- report ------------------------------------------------------------------------------------
-"$PY" - "$TMP/husai/metrics.json" "$TMP/peer.json" "$H_EPOCHS" "$THREADS" <<'EOF'
+"$PY" - "$TMP/husai/metrics.json" "$TMP/peer.json" "$H_EPOCHS" "$THREADS" "$LOAD_AFTER" <<'EOF'
 import json, sys
 h, p = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 h_epochs, threads = int(sys.argv[3]), int(sys.argv[4])
@@ -97,7 +114,8 @@ print()
 print(f"{'side':<8} {'samples/s':>11} {'wall s':>8} {'epochs':>6} {'threads':>7}  BLAS")
 for side, sps, wall, ep, thr, blas in rows:
     print(f"{side:<8} {sps:>11.1f} {wall:>8.1f} {ep:>6} {thr:>7}  {blas}")
-if h.get("train_samples") not in (None, p["train_samples"]):
-    print(f"note: train set sizes differ (husai {h['train_samples']}, pytorch {p['train_samples']})")
+if h.get("n_train") not in (None, p["n_train"]):
+    print(f"note: train set sizes differ (husai {h['n_train']}, pytorch {p['n_train']})")
+print(f"machine after the runs: {sys.argv[5]}")
 print(f"ratio (husai / pytorch): {h['samples_per_s'] / p['samples_per_s']:.2f}x")
 EOF

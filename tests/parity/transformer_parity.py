@@ -463,6 +463,10 @@ def compare_case(c: Case, d: Path, rep: Report) -> None:
             if cfg.get(k) != want[k]:
                 raise ParityError(f"config.json {k} = {cfg.get(k)!r}, requested {want[k]!r}")
         cfg.setdefault("d_vocab_out", cfg["d_vocab"])
+        if cfg.get("attn_only") or cfg.get("positional_embedding_type", "standard") != "standard":
+            raise ParityError("config.json: attn_only / non-standard positional embeddings are not modelled here")
+        if not math.isclose(float(cfg.get("eps", 1e-5)), 1e-5):
+            raise ParityError(f"config.json: LayerNorm eps {cfg['eps']}, the parity semantics fix 1e-5")
         task = cfg.get("task", {})
         for k in ("modulus", "format", "answer_position"):
             if task.get(k) != want["task"][k]:
