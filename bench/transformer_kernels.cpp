@@ -2,6 +2,10 @@
 // single-call Eigen product of the same shape (measured in the same run), and one full training step
 // of the default model (forward + backward + AdamW) at batch 512.
 
+// GCC 12's false -W(maybe-)uninitialized inside Eigen's AVX-512 GEMM kernels; see src/husai/core/gemm.cpp.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
@@ -9,6 +13,7 @@
 
 #include "husai/core/gemm.hpp"
 #include "husai/core/rng.hpp"
+#include "husai/core/tensor.hpp"
 #include "husai/core/threading.hpp"
 #include "husai/data/modular_arithmetic.hpp"
 #include "husai/model/cross_entropy.hpp"
