@@ -17,3 +17,21 @@ import json,sys
 ev=json.load(sys.stdin); m=json.load(open(sys.argv[1]))
 assert abs(ev['val_acc']-m['val_acc'])<1e-9, (ev, m)
 print('eval-transformer agrees:', ev['val_acc'])" "$WORK/run/metrics.json"
+
+# Extraction matches an independent PyTorch forward pass, for the answer position and for all positions.
+"$HUSAI" extract --quiet --model "$WORK/run" --out "$WORK/answer.safetensors"
+"$HUSAI" extract --quiet --model "$WORK/run" --layer 0 --site mlp_out --position all --out "$WORK/all_l0.safetensors"
+"$HUSAI" extract --quiet --model "$WORK/run" --layer 0 --site mlp_out --position answer --out "$WORK/answer_l0.safetensors"
+/usr/bin/python3 "$(dirname "$0")/extract_check.py" "$WORK/run" "$WORK/answer.safetensors" "$WORK/all_l0.safetensors" \
+  "$WORK/answer_l0.safetensors"
+
+# Bad input: an existing output file is refused; a missing model folder is a clear error.
+if "$HUSAI" extract --quiet --model "$WORK/run" --out "$WORK/answer.safetensors" 2> "$WORK/err.txt"; then
+  echo "FAIL: existing output accepted" >&2; exit 1
+fi
+grep -q "output file exists" "$WORK/err.txt"
+if "$HUSAI" extract --quiet --model "$WORK/nope" --out "$WORK/x.safetensors" 2> "$WORK/err.txt"; then
+  echo "FAIL: missing model accepted" >&2; exit 1
+fi
+grep -q "nope" "$WORK/err.txt"
+echo "small_grok: ok"
