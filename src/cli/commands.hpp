@@ -12,5 +12,7 @@ Runner register_train_transformer(CLI::App& app);
 Runner register_eval_transformer(CLI::App& app);
 Runner register_extract(CLI::App& app);
 Runner register_demo(CLI::App& app);
+Runner register_train_sae(CLI::App& app);
+Runner register_synth(CLI::App& app);
 
 }  // namespace husai::cli

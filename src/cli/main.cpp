@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
   add(husai::cli::register_eval_transformer);
   add(husai::cli::register_extract);
   add(husai::cli::register_demo);
+  add(husai::cli::register_train_sae);
+  add(husai::cli::register_synth);
 
   try {
     app.parse(argc, argv);

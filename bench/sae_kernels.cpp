@@ -1,0 +1,87 @@
+// SAE kernels: the encoder GEMM through husai's deterministic tiled gemm vs one plain (single-threaded,
+// EIGEN_DONT_PARALLELIZE) Eigen sgemm of the same shape in the same run, and a whole TopK training step
+// (forward, AuxK off, every gradient) at d_in 128, d_sae 1024, k 32, batch 4096.
+
+// Instantiates Eigen's GEMM directly: the same GCC 12 false -W(maybe-)uninitialized inside AVX-512 intrinsics
+// that src/husai/core/gemm.cpp documents.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Core>
+#include <vector>
+
+#include "husai/core/gemm.hpp"
+#include "husai/core/rng.hpp"
+#include "husai/core/threading.hpp"
+#include "husai/sae/sae.hpp"
+
+namespace {
+
+constexpr int64_t kB = 4096, kD = 128, kL = 1024, kK = 32;
+
+std::vector<float> normal(int64_t n, uint64_t seed) {
+  const husai::Philox rng(seed, 1);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    v[static_cast<size_t>(i)] = static_cast<float>(rng.normal(static_cast<uint64_t>(i)));
+  return v;
+}
+
+void set_flops(benchmark::State& state) {
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      2.0 * kB * kD * kL * static_cast<double>(state.iterations()) * 1e-9, benchmark::Counter::kIsRate);
+}
+
+void BM_EncoderGemm_husai(benchmark::State& state) {
+  const std::vector<float> x = normal(kB * kD, 1), w = normal(kD * kL, 2);
+  std::vector<float> z(static_cast<size_t>(kB * kL));
+  for (auto _ : state) {
+    husai::gemm<float>(false, false, kB, kL, kD, 1.0f, x.data(), kD, w.data(), kL, 0.0f, z.data(), kL);
+    benchmark::DoNotOptimize(z.data());
+  }
+  set_flops(state);
+  state.counters["threads"] = husai::num_threads();
+}
+BENCHMARK(BM_EncoderGemm_husai)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_EncoderGemm_EigenSgemm(benchmark::State& state) {
+  using M = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const std::vector<float> xv = normal(kB * kD, 1), wv = normal(kD * kL, 2);
+  const Eigen::Map<const M> x(xv.data(), kB, kD), w(wv.data(), kD, kL);
+  M z(kB, kL);
+  for (auto _ : state) {
+    z.noalias() = x * w;
+    benchmark::DoNotOptimize(z.data());
+  }
+  set_flops(state);
+  state.counters["threads"] = 1;
+}
+BENCHMARK(BM_EncoderGemm_EigenSgemm)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_TopKTrainStep(benchmark::State& state) {
+  husai::SaeConfig cfg;
+  cfg.arch = husai::SaeArch::TopK;
+  cfg.d_in = kD;
+  cfg.d_sae = kL;
+  cfg.k = kK;
+  const husai::SaeLayout layout = husai::make_sae_layout(cfg);
+  std::vector<float> params(static_cast<size_t>(layout.total)), grads(params.size());
+  husai::init_sae_params(cfg, layout, params.data(), 42, std::vector<float>(kD, 0.0f));
+  const std::vector<float> x = normal(kB * kD, 3);
+  husai::SaeWorkspace<float> ws;
+  const husai::SaeBatch<float> batch{x.data(), kB, 1, nullptr};
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(
+        husai::sae_loss_backward<float>(cfg, layout, params.data(), grads.data(), batch, ws));
+  }
+  state.counters["samples/s"] =
+      benchmark::Counter(static_cast<double>(kB * state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["threads"] = husai::num_threads();
+}
+BENCHMARK(BM_TopKTrainStep)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

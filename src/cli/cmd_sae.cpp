@@ -1,0 +1,121 @@
+// train-sae and synth: SAE training (runbook step C) and planted-dictionary activations.
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "commands.hpp"
+#include "common.hpp"
+#include "husai/core/error.hpp"
+#include "husai/data/synthetic.hpp"
+#include "husai/train/sae_run.hpp"
+
+namespace husai::cli {
+
+Runner register_train_sae(CLI::App& app) {
+  CLI::App* sub = app.add_subcommand(
+      "train-sae",
+      "Train sparse autoencoders on an activation file, several seeds in one pass (runbook step C). Writes "
+      "--out/seed<S>/ SAELens folders (cfg.json, sae_weights.safetensors) with metrics.json(l), plus "
+      "split.safetensors, trainer_state.safetensors and manifest.json.");
+  struct Opts {
+    CommonOptions common;
+    ConfigOptions config;
+    OutputOptions output;
+    std::string activations;
+  };
+  auto o = std::make_shared<Opts>();
+  add_common(sub, o->common);
+  add_config_options(sub, o->config);
+  sub->add_option("--activations", o->activations, "safetensors file with the activation rows")->required();
+  add_config_flag(sub, o->config, "--key", "data.key", "tensor name in the activation file");
+  add_config_flag(sub, o->config, "--architecture", "sae.architecture",
+                  "relu|topk|batchtopk|jumprelu|matryoshka");
+  add_config_flag(sub, o->config, "--d-sae", "sae.d_sae", "number of latents");
+  add_config_flag(sub, o->config, "--expansion", "sae.expansion", "d_sae / d_in");
+  add_config_flag(sub, o->config, "--k", "sae.k", "active latents per row");
+  add_config_flag(sub, o->config, "--l1", "sae.l1_coefficient", "L1 coefficient (relu)");
+  add_config_flag(sub, o->config, "--steps", "training.steps", "optimizer steps");
+  add_config_flag(sub, o->config, "--epochs", "training.epochs",
+                  "passes over the training rows (instead of --steps)");
+  add_config_flag(sub, o->config, "--batch-size", "training.batch_size", "rows per step");
+  add_config_flag(sub, o->config, "--lr", "training.lr", "Adam learning rate");
+  add_config_flag(sub, o->config, "--seeds", "training.seeds", "comma-separated SAE seeds, e.g. 42,123,456");
+  add_config_flag(sub, o->config, "--data-order-seed", "training.data_order_seed",
+                  "shared data-order seed, or null for one order per seed");
+  add_config_flag(sub, o->config, "--eval-fraction", "data.eval_fraction", "fraction of rows held out");
+  add_config_flag(sub, o->config, "--checkpoint-every", "training.checkpoint_every",
+                  "steps between checkpoints");
+  add_output_options(sub, o->output, "run folder to write");
+  sub->footer("Config keys (YAML sections, or --set section.key=value):\n" + sae_config_schema().describe());
+  return [o] {
+    apply_common(o->common);
+    // "--seeds 42,123" is a flow list without its brackets.
+    auto& seeds = o->config.flags["training.seeds"].second;
+    if (seeds && !seeds->empty() && seeds->front() != '[') seeds = "[" + *seeds + "]";
+    const Config config = build_config(sae_config_schema(), o->config);
+    TrainSaeOptions opts;
+    opts.activations_path = o->activations;
+    opts.out_dir = o->output.out;
+    opts.existing = existing_policy(o->output);
+    opts.quiet = o->common.quiet;
+    const TrainSaeResult r = train_sae(config, opts);
+    if (!r.completed) {
+      std::fprintf(
+          stderr,
+          "husai: interrupted after step %lld; a checkpoint is in %s. Resume with the same command plus "
+          "--resume.\n",
+          static_cast<long long>(r.steps), opts.out_dir.c_str());
+      return 1;
+    }
+    if (!o->common.quiet) {
+      std::printf("trained %zu seed(s) x %lld steps in %.1f s (%.0f samples/s)\n", r.seeds.size(),
+                  static_cast<long long>(r.steps), r.wall_time_s, r.samples_per_s);
+      for (size_t i = 0; i < r.seeds.size(); ++i) {
+        std::printf("  seed %llu: held-out explained variance %.4f, L0 %.2f\n",
+                    static_cast<unsigned long long>(r.seeds[i]), r.eval_explained_variance[i], r.eval_l0[i]);
+      }
+      std::printf("run folder: %s\n", opts.out_dir.c_str());
+    }
+    return 0;
+  };
+}
+
+Runner register_synth(CLI::App& app) {
+  CLI::App* sub = app.add_subcommand(
+      "synth",
+      "Write activations built from a planted random dictionary (unit rows) with sparse non-negative "
+      "codes: tensors `activations` [rows, d_in] and `dictionary` [n_features, d_in].");
+  struct Opts {
+    CommonOptions common;
+    SynthSpec spec;
+    std::string out;
+    bool overwrite = false;
+  };
+  auto o = std::make_shared<Opts>();
+  add_common(sub, o->common);
+  sub->add_option("--d-in", o->spec.d_in, "dimension of the rows")->required();
+  sub->add_option("--n-features", o->spec.n_features, "planted dictionary size")->required();
+  sub->add_option("--active", o->spec.active, "features per row")->required();
+  sub->add_option("--rows", o->spec.rows, "number of rows")->required();
+  sub->add_option("--seed", o->spec.seed, "seed (default 0)");
+  sub->add_option("-o,--out", o->out, "output .safetensors file")->required();
+  sub->add_flag("--overwrite", o->overwrite, "replace an existing output file");
+  return [o] {
+    apply_common(o->common);
+    if (!o->overwrite && std::filesystem::exists(o->out)) {
+      throw Error("output file exists; pass --overwrite to replace it").file(o->out);
+    }
+    const SynthData data = make_synthetic(o->spec);
+    write_synthetic(o->out, o->spec, data);
+    if (!o->common.quiet) {
+      std::printf("wrote %lld rows (d_in %lld, %lld planted features, %lld active) to %s\n",
+                  static_cast<long long>(o->spec.rows), static_cast<long long>(o->spec.d_in),
+                  static_cast<long long>(o->spec.n_features), static_cast<long long>(o->spec.active),
+                  o->out.c_str());
+    }
+    return 0;
+  };
+}
+
+}  // namespace husai::cli

@@ -1,0 +1,139 @@
+// JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead"; SAELens jumprelu):
+//   z = (x - b_dec) W_enc + b_enc     theta = exp(log_threshold)     f = z * H(z - theta)
+//   x_hat = f W_dec + b_dec
+//   loss = (1/B) sum_b ||x_hat_b - x_b||^2 + l0_coefficient * P
+//   P = (1/B) sum_b sum_i H(z_bi - theta_i)                          (step / L0 penalty, default)
+//   P = (1/B) sum_b sum_i tanh(c f_bi ||W_dec,i||)                   (tanh_penalty; Anthropic, Jan 2025)
+//
+// Straight-through estimator with a rectangle kernel K(u) = [|u| < 1/2] of bandwidth eps:
+//   df/dz = H(z - theta)                 df/dtheta = -(theta / eps) K((z - theta) / eps)
+//   dH(z - theta)/dz = 0                 dH(z - theta)/dtheta = -(1 / eps) K((z - theta) / eps)
+// Documented surrogate (what the gradient check differentiates): the theta-gradient is the exact gradient of
+//   S(theta) = sum_bi G_bi * stop(theta_i) * H_eps(z_bi - theta_i) + l0_coefficient/B * sum_bi H_eps(z_bi -
+//   theta_i)
+// (second term only for the step penalty), H_eps(u) = clamp(u / eps + 1/2, 0, 1) the kernel-smoothed step
+// and G = d loss / d f at the current point; every other gradient is the exact gradient of the loss.
+// log_threshold's gradient is theta * d/dtheta.
+
+#include <cmath>
+
+#include "husai/sae/dense_path.hpp"
+
+namespace husai {
+
+template <typename T>
+SaeLossParts jumprelu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
+                                    const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {
+  using namespace sae_detail;
+  const int64_t B = batch.n_rows;
+  const int64_t D = cfg.d_in;
+  const int64_t L = cfg.d_sae;
+  encoder_pre(cfg, p, batch.x, B, ws);
+  std::vector<T> theta(static_cast<size_t>(L));
+  for (int64_t i = 0; i < L; ++i) theta[static_cast<size_t>(i)] = std::exp(p.log_threshold[i]);
+  ws.f.resize(static_cast<size_t>(B * L));
+  parallel_chunks(B, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t i = 0; i < L; ++i) {
+        const T zv = ws.z[static_cast<size_t>(r * L + i)];
+        ws.f[static_cast<size_t>(r * L + i)] = zv > theta[static_cast<size_t>(i)] ? zv : T(0);
+      }
+    }
+  });
+  ws.x_hat.resize(static_cast<size_t>(B * D));
+  decoder_dense(cfg, p, ws.f.data(), B, ws.x_hat.data());
+  std::vector<T> dec_norm(static_cast<size_t>(L));
+  for (int64_t i = 0; i < L; ++i) {
+    T s = T(0);
+    for (int64_t d = 0; d < D; ++d) s += p.W_dec[i * D + d] * p.W_dec[i * D + d];
+    dec_norm[static_cast<size_t>(i)] = std::sqrt(s);
+  }
+
+  SaeLossParts out;
+  if (g != nullptr) ws.grad_out.resize(static_cast<size_t>(B * D));
+  out.mse = mse_and_grad(batch.x, ws.x_hat.data(), B, D, g != nullptr ? ws.grad_out.data() : nullptr);
+  ws.fired.assign(static_cast<size_t>(L), 0);
+  const auto c = static_cast<T>(cfg.tanh_scale);
+  double penalty = 0;
+  int64_t nnz = 0;
+  for (int64_t r = 0; r < B; ++r) {
+    double row = 0;
+    for (int64_t i = 0; i < L; ++i) {
+      const T fv = ws.f[static_cast<size_t>(r * L + i)];
+      if (fv != T(0)) {
+        ++nnz;
+        ws.fired[static_cast<size_t>(i)] = 1;
+        row += cfg.tanh_penalty ? static_cast<double>(std::tanh(c * fv * dec_norm[static_cast<size_t>(i)]))
+                                : 1.0;
+      }
+    }
+    penalty += row;
+  }
+  out.sparsity = cfg.l0_coefficient * penalty / static_cast<double>(B);
+  out.loss = out.mse + out.sparsity;
+  out.l0 = static_cast<double>(nnz) / static_cast<double>(B);
+  out.explained_variance = batch_explained_variance(batch.x, ws.x_hat.data(), B, D);
+  if (g == nullptr) return out;
+
+  // df = dL/df for every entry (inactive ones too: the threshold's straight-through gradient needs them).
+  const auto coef = static_cast<T>(cfg.l0_coefficient / static_cast<double>(B));
+  const auto inv_eps = static_cast<T>(1.0 / cfg.bandwidth);
+  ws.df.resize(static_cast<size_t>(B * L));
+  gemm<T>(false, true, B, L, D, T(1), ws.grad_out.data(), D, p.W_dec, D, T(0), ws.df.data(), L);
+  ws.dz.resize(static_cast<size_t>(B * L));
+  // Per-row theta contributions, reduced over rows in row order below.
+  std::vector<T> dtheta_rows(static_cast<size_t>(B * L));
+  std::vector<T> tanh_dec(static_cast<size_t>(B * L), T(0));  // d P / d ||W_dec,i|| per entry (tanh)
+  parallel_chunks(B, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t i = 0; i < L; ++i) {
+        const size_t j = static_cast<size_t>(r * L + i);
+        const T th = theta[static_cast<size_t>(i)];
+        const T zv = ws.z[j];
+        T df = ws.df[j];
+        if (cfg.tanh_penalty) {
+          const T t = std::tanh(c * ws.f[j] * dec_norm[static_cast<size_t>(i)]);
+          const T dt = coef * (T(1) - t * t) * c;
+          df += dt * dec_norm[static_cast<size_t>(i)];
+          tanh_dec[j] = dt * ws.f[j];
+        }
+        ws.df[j] = df;
+        ws.dz[j] = zv > th ? df : T(0);
+        const T u = (zv - th) * inv_eps;
+        const bool in_kernel = u > T(-0.5) && u < T(0.5);
+        T dth = T(0);
+        if (in_kernel) {
+          dth = -th * inv_eps * df;
+          if (!cfg.tanh_penalty) dth -= coef * inv_eps;
+        }
+        dtheta_rows[j] = dth;
+      }
+    }
+  });
+  dense_param_grads(cfg, p, *g, ws.xc.data(), ws.f.data(), ws.grad_out.data(), ws.dz.data(), B);
+  parallel_chunks(L, 64, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      T dth = T(0);
+      T dn = T(0);
+      for (int64_t r = 0; r < B; ++r) {
+        dth += dtheta_rows[static_cast<size_t>(r * L + i)];
+        dn += tanh_dec[static_cast<size_t>(r * L + i)];
+      }
+      g->log_threshold[i] = dth * theta[static_cast<size_t>(i)];
+      const T n = dec_norm[static_cast<size_t>(i)];
+      if (cfg.tanh_penalty && n > T(0)) {
+        for (int64_t d = 0; d < D; ++d) g->W_dec[i * D + d] += dn * p.W_dec[i * D + d] / n;
+      }
+    }
+  });
+  return out;
+}
+
+template SaeLossParts jumprelu_loss_backward<float>(const SaeConfig&, const SaeView<const float>&,
+                                                    const SaeView<float>*, const SaeBatch<float>&,
+                                                    SaeWorkspace<float>&);
+template SaeLossParts jumprelu_loss_backward<double>(const SaeConfig&, const SaeView<const double>&,
+                                                     const SaeView<double>*, const SaeBatch<double>&,
+                                                     SaeWorkspace<double>&);
+
+}  // namespace husai

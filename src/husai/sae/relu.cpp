@@ -1,0 +1,97 @@
+// ReLU SAE with an L1 penalty weighted by decoder row norms (SAELens "standard"; Anthropic, April 2024):
+//   xc = x - b_dec (apply_b_dec_to_input)     z = xc W_enc + b_enc        f = ReLU(z)
+//   x_hat = f W_dec + b_dec
+//   loss = (1/B) sum_b ||x_hat_b - x_b||^2 + lambda_t (1/B) sum_b sum_i f_bi ||W_dec,i||
+// lambda_t = l1_coefficient * min(1, step / l1_warmup_steps): the warm-up keeps early training from killing
+// latents before the reconstruction has organised them.
+//
+// Backward: g = (2/B)(x_hat - x);  df = g W_dec^T + (lambda_t / B) ||W_dec,i||;  dz = df * [z > 0];
+//   dW_dec = f^T g + (lambda_t / B) (sum_b f_bi) W_dec,i / ||W_dec,i||;  dW_enc = xc^T dz;  db_enc = sum_b
+//   dz; db_dec = sum_b g - W_enc db_enc.
+
+#include <cmath>
+
+#include "husai/sae/dense_path.hpp"
+
+namespace husai {
+
+template <typename T>
+SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
+                                const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {
+  using namespace sae_detail;
+  const int64_t B = batch.n_rows;
+  const int64_t D = cfg.d_in;
+  const int64_t L = cfg.d_sae;
+  encoder_pre(cfg, p, batch.x, B, ws);
+  ws.f.resize(static_cast<size_t>(B * L));
+  for (size_t j = 0; j < ws.f.size(); ++j) ws.f[j] = ws.z[j] > T(0) ? ws.z[j] : T(0);
+  ws.x_hat.resize(static_cast<size_t>(B * D));
+  decoder_dense(cfg, p, ws.f.data(), B, ws.x_hat.data());
+
+  std::vector<T> dec_norm(static_cast<size_t>(L));
+  for (int64_t i = 0; i < L; ++i) {
+    T s = T(0);
+    for (int64_t d = 0; d < D; ++d) s += p.W_dec[i * D + d] * p.W_dec[i * D + d];
+    dec_norm[static_cast<size_t>(i)] = std::sqrt(s);
+  }
+  const double warm =
+      cfg.l1_warmup_steps > 0
+          ? std::min(1.0, static_cast<double>(batch.step) / static_cast<double>(cfg.l1_warmup_steps))
+          : 1.0;
+  const double lambda = cfg.l1_coefficient * warm;
+
+  SaeLossParts out;
+  if (g != nullptr) ws.grad_out.resize(static_cast<size_t>(B * D));
+  out.mse = mse_and_grad(batch.x, ws.x_hat.data(), B, D, g != nullptr ? ws.grad_out.data() : nullptr);
+  ws.fired.assign(static_cast<size_t>(L), 0);
+  double weighted_l1 = 0;
+  int64_t nnz = 0;
+  std::vector<T> f_sum(static_cast<size_t>(L), T(0));
+  for (int64_t r = 0; r < B; ++r) {
+    double row = 0;
+    for (int64_t i = 0; i < L; ++i) {
+      const T fv = ws.f[static_cast<size_t>(r * L + i)];
+      if (fv > T(0)) {
+        ++nnz;
+        ws.fired[static_cast<size_t>(i)] = 1;
+        f_sum[static_cast<size_t>(i)] += fv;
+        row += static_cast<double>(fv) * static_cast<double>(dec_norm[static_cast<size_t>(i)]);
+      }
+    }
+    weighted_l1 += row;
+  }
+  out.sparsity = lambda * weighted_l1 / static_cast<double>(B);
+  out.loss = out.mse + out.sparsity;
+  out.l0 = static_cast<double>(nnz) / static_cast<double>(B);
+  out.explained_variance = batch_explained_variance(batch.x, ws.x_hat.data(), B, D);
+  if (g == nullptr) return out;
+
+  const auto coef = static_cast<T>(lambda / static_cast<double>(B));
+  ws.dz.resize(static_cast<size_t>(B * L));
+  gemm<T>(false, true, B, L, D, T(1), ws.grad_out.data(), D, p.W_dec, D, T(0), ws.dz.data(), L);
+  parallel_chunks(B, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t i = 0; i < L; ++i) {
+        T& v = ws.dz[static_cast<size_t>(r * L + i)];
+        v = ws.z[static_cast<size_t>(r * L + i)] > T(0) ? v + coef * dec_norm[static_cast<size_t>(i)] : T(0);
+      }
+    }
+  });
+  dense_param_grads(cfg, p, *g, ws.xc.data(), ws.f.data(), ws.grad_out.data(), ws.dz.data(), B);
+  for (int64_t i = 0; i < L; ++i) {
+    const T n = dec_norm[static_cast<size_t>(i)];
+    if (n <= T(0)) continue;
+    const T c = coef * f_sum[static_cast<size_t>(i)] / n;
+    for (int64_t d = 0; d < D; ++d) g->W_dec[i * D + d] += c * p.W_dec[i * D + d];
+  }
+  return out;
+}
+
+template SaeLossParts relu_loss_backward<float>(const SaeConfig&, const SaeView<const float>&,
+                                                const SaeView<float>*, const SaeBatch<float>&,
+                                                SaeWorkspace<float>&);
+template SaeLossParts relu_loss_backward<double>(const SaeConfig&, const SaeView<const double>&,
+                                                 const SaeView<double>*, const SaeBatch<double>&,
+                                                 SaeWorkspace<double>&);
+
+}  // namespace husai

@@ -1,0 +1,260 @@
+#include "husai/sae/sae.hpp"
+
+#include <cmath>
+#include <numeric>
+
+#include "husai/core/error.hpp"
+#include "husai/core/rng.hpp"
+#include "husai/core/threading.hpp"
+
+namespace husai {
+
+std::string_view sae_arch_name(SaeArch arch) {
+  switch (arch) {
+    case SaeArch::ReLU:
+      return "relu";
+    case SaeArch::TopK:
+      return "topk";
+    case SaeArch::BatchTopK:
+      return "batchtopk";
+    case SaeArch::JumpReLU:
+      return "jumprelu";
+    case SaeArch::Matryoshka:
+      return "matryoshka";
+  }
+  return "?";
+}
+
+SaeArch parse_sae_arch(std::string_view name) {
+  for (SaeArch a :
+       {SaeArch::ReLU, SaeArch::TopK, SaeArch::BatchTopK, SaeArch::JumpReLU, SaeArch::Matryoshka}) {
+    if (name == sae_arch_name(a)) return a;
+  }
+  throw Error("unknown SAE architecture '" + std::string(name) +
+              "' (known: relu, topk, batchtopk, jumprelu, matryoshka)");
+}
+
+bool sae_arch_is_topk_family(SaeArch arch) {
+  return arch == SaeArch::TopK || arch == SaeArch::BatchTopK || arch == SaeArch::Matryoshka;
+}
+
+bool sae_arch_has_running_threshold(SaeArch arch) {
+  return arch == SaeArch::BatchTopK || arch == SaeArch::Matryoshka;
+}
+
+std::string_view sae_inference_architecture(SaeArch arch) {
+  switch (arch) {
+    case SaeArch::ReLU:
+      return "standard";
+    case SaeArch::TopK:
+      return "topk";
+    default:
+      return "jumprelu";
+  }
+}
+
+void SaeConfig::validate() const {
+  if (d_in <= 0 || d_sae <= 0) throw Error("d_in and d_sae must be positive");
+  if (d_sae > (int64_t{1} << 31) - 1) throw Error("d_sae too large");
+  if (sae_arch_is_topk_family(arch)) {
+    if (k < 1) throw Error("k must be >= 1").key("sae.k");
+    if (k > d_sae) {
+      throw Error("k = " + std::to_string(k) + " exceeds d_sae = " + std::to_string(d_sae) +
+                  ": a row cannot have more active latents than the dictionary has")
+          .key("sae.k");
+    }
+  }
+  if (arch == SaeArch::Matryoshka) {
+    if (group_sizes.empty())
+      throw Error("matryoshka needs at least one group size").key("sae.matryoshka_groups");
+    int64_t sum = 0;
+    for (int64_t g : group_sizes) {
+      if (g < 1) throw Error("matryoshka group sizes must be >= 1").key("sae.matryoshka_groups");
+      sum += g;
+    }
+    if (sum != d_sae) {
+      throw Error("matryoshka group sizes sum to " + std::to_string(sum) + ", but d_sae is " +
+                  std::to_string(d_sae))
+          .key("sae.matryoshka_groups");
+    }
+  }
+  if (arch == SaeArch::JumpReLU && (bandwidth <= 0 || init_threshold <= 0)) {
+    throw Error("jumprelu bandwidth and init_threshold must be > 0");
+  }
+}
+
+SaeLayout make_sae_layout(const SaeConfig& cfg) {
+  SaeLayout l;
+  const int64_t D = cfg.d_in;
+  const int64_t L = cfg.d_sae;
+  l.W_enc = 0;
+  l.W_dec = D * L;
+  l.b_enc = 2 * D * L;
+  l.b_dec = l.b_enc + L;
+  l.log_threshold = l.b_dec + D;
+  l.n_log_threshold = cfg.arch == SaeArch::JumpReLU ? L : 0;
+  l.total = l.log_threshold + l.n_log_threshold;
+  return l;
+}
+
+template <typename T>
+SaeLossParts sae_loss_backward(const SaeConfig& cfg, const SaeLayout& layout, const T* params, T* grads,
+                               const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {
+  const SaeView<const T> p = make_sae_view(layout, params);
+  SaeView<T> g;
+  if (grads != nullptr) {
+    std::fill(grads, grads + layout.total, T(0));
+    g = make_sae_view(layout, grads);
+  }
+  const SaeView<T>* gp = grads != nullptr ? &g : nullptr;
+  switch (cfg.arch) {
+    case SaeArch::ReLU:
+      return relu_loss_backward(cfg, p, gp, batch, ws);
+    case SaeArch::TopK:
+      return topk_loss_backward(cfg, p, gp, batch, ws);
+    case SaeArch::BatchTopK:
+      return batchtopk_loss_backward(cfg, p, gp, batch, ws);
+    case SaeArch::JumpReLU:
+      return jumprelu_loss_backward(cfg, p, gp, batch, ws);
+    case SaeArch::Matryoshka:
+      return matryoshka_loss_backward(cfg, p, gp, batch, ws);
+  }
+  throw Error("internal: unknown architecture");
+}
+
+void init_sae_params(const SaeConfig& cfg, const SaeLayout& layout, float* params, uint64_t seed,
+                     const std::vector<float>& b_dec) {
+  const int64_t D = cfg.d_in;
+  const int64_t L = cfg.d_sae;
+  std::fill(params, params + layout.total, 0.0f);
+  const Philox rng(seed, stream_id("sae.W_dec"));
+  float* W_dec = params + layout.W_dec;
+  float* W_enc = params + layout.W_enc;
+  for (int64_t i = 0; i < L; ++i) {
+    double norm2 = 0;
+    std::vector<double> row(static_cast<size_t>(D));
+    for (int64_t d = 0; d < D; ++d) {
+      row[static_cast<size_t>(d)] = rng.normal(static_cast<uint64_t>(i * D + d));
+      norm2 += row[static_cast<size_t>(d)] * row[static_cast<size_t>(d)];
+    }
+    const double inv = 1.0 / std::sqrt(std::max(norm2, 1e-30));
+    for (int64_t d = 0; d < D; ++d) {
+      const auto w = static_cast<float>(row[static_cast<size_t>(d)] * inv);
+      W_dec[i * D + d] = w;
+      W_enc[d * L + i] = w;
+    }
+  }
+  std::copy(b_dec.begin(), b_dec.end(), params + layout.b_dec);
+  for (int64_t i = 0; i < layout.n_log_threshold; ++i) {
+    params[layout.log_threshold + i] = static_cast<float>(std::log(cfg.init_threshold));
+  }
+}
+
+void remove_parallel_decoder_grad(const SaeConfig& cfg, const SaeLayout& layout, const float* params,
+                                  float* grads) {
+  const int64_t D = cfg.d_in;
+  const float* W = params + layout.W_dec;
+  float* G = grads + layout.W_dec;
+  parallel_chunks(cfg.d_sae, 64, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      float dot = 0;
+      float nn = 0;
+      for (int64_t d = 0; d < D; ++d) {
+        dot += G[i * D + d] * W[i * D + d];
+        nn += W[i * D + d] * W[i * D + d];
+      }
+      if (nn <= 0) continue;
+      const float c = dot / nn;
+      for (int64_t d = 0; d < D; ++d) G[i * D + d] -= c * W[i * D + d];
+    }
+  });
+}
+
+void normalize_decoder_rows(const SaeConfig& cfg, const SaeLayout& layout, float* params) {
+  const int64_t D = cfg.d_in;
+  float* W = params + layout.W_dec;
+  parallel_chunks(cfg.d_sae, 64, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      float nn = 0;
+      for (int64_t d = 0; d < D; ++d) nn += W[i * D + d] * W[i * D + d];
+      if (nn <= 0) continue;
+      const float inv = 1.0f / std::sqrt(nn);
+      for (int64_t d = 0; d < D; ++d) W[i * D + d] *= inv;
+    }
+  });
+}
+
+std::vector<float> rows_mean(const float* x, int64_t n_rows, int64_t d) {
+  std::vector<double> acc(static_cast<size_t>(d), 0.0);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    for (int64_t j = 0; j < d; ++j) acc[static_cast<size_t>(j)] += static_cast<double>(x[r * d + j]);
+  }
+  std::vector<float> out(static_cast<size_t>(d));
+  for (int64_t j = 0; j < d; ++j) {
+    out[static_cast<size_t>(j)] =
+        static_cast<float>(acc[static_cast<size_t>(j)] / static_cast<double>(n_rows));
+  }
+  return out;
+}
+
+std::vector<float> geometric_median(const float* x, int64_t n_rows, int64_t d, int max_iter, double tol) {
+  std::vector<float> mean = rows_mean(x, n_rows, d);
+  std::vector<double> y(mean.begin(), mean.end());
+  std::vector<double> num(static_cast<size_t>(d));
+  for (int it = 0; it < max_iter; ++it) {
+    std::fill(num.begin(), num.end(), 0.0);
+    double den = 0;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      double dist2 = 0;
+      for (int64_t j = 0; j < d; ++j) {
+        const double diff = static_cast<double>(x[r * d + j]) - y[static_cast<size_t>(j)];
+        dist2 += diff * diff;
+      }
+      // Floor the distance so a data point sitting on the estimate does not divide by zero.
+      const double w = 1.0 / std::max(std::sqrt(dist2), 1e-8);
+      den += w;
+      for (int64_t j = 0; j < d; ++j) num[static_cast<size_t>(j)] += w * static_cast<double>(x[r * d + j]);
+    }
+    double shift2 = 0;
+    double norm2 = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      const double next = num[static_cast<size_t>(j)] / den;
+      shift2 += (next - y[static_cast<size_t>(j)]) * (next - y[static_cast<size_t>(j)]);
+      norm2 += next * next;
+      y[static_cast<size_t>(j)] = next;
+    }
+    if (std::sqrt(shift2) <= tol * std::max(1.0, std::sqrt(norm2))) break;
+  }
+  return std::vector<float>(y.begin(), y.end());
+}
+
+template <typename T>
+double batch_explained_variance(const T* x, const T* x_hat, int64_t n_rows, int64_t d) {
+  if (n_rows <= 0) return 0.0;
+  std::vector<double> mean(static_cast<size_t>(d), 0.0);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    for (int64_t j = 0; j < d; ++j) mean[static_cast<size_t>(j)] += static_cast<double>(x[r * d + j]);
+  }
+  for (double& m : mean) m /= static_cast<double>(n_rows);
+  double err = 0;
+  double var = 0;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    for (int64_t j = 0; j < d; ++j) {
+      const double xv = static_cast<double>(x[r * d + j]);
+      const double e = xv - static_cast<double>(x_hat[r * d + j]);
+      const double c = xv - mean[static_cast<size_t>(j)];
+      err += e * e;
+      var += c * c;
+    }
+  }
+  return var > 0 ? 1.0 - err / var : 0.0;
+}
+
+template SaeLossParts sae_loss_backward<float>(const SaeConfig&, const SaeLayout&, const float*, float*,
+                                               const SaeBatch<float>&, SaeWorkspace<float>&);
+template SaeLossParts sae_loss_backward<double>(const SaeConfig&, const SaeLayout&, const double*, double*,
+                                                const SaeBatch<double>&, SaeWorkspace<double>&);
+template double batch_explained_variance<float>(const float*, const float*, int64_t, int64_t);
+template double batch_explained_variance<double>(const double*, const double*, int64_t, int64_t);
+
+}  // namespace husai

@@ -1,0 +1,65 @@
+#pragma once
+
+// SAE folders on disk, and SAE inference, as Python users know them.
+//
+// Reads:
+//   * SAELens folders (written by husai or anyone): DIR/cfg.json + DIR/sae_weights.safetensors with
+//     W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_enc [d_sae], b_dec [d_in], and threshold [d_sae]
+//     (or log_threshold) for jumprelu, b_gate / b_mag / r_mag for gated. Architectures: standard, topk (k
+//     from cfg "k", or the pre-v6 activation_fn_str "topk" with activation_fn_kwargs.k), jumprelu, gated. Any
+//     float dtype on disk (F32, F16, BF16, F64) is converted to float. normalize_activations must be "none".
+//   * EleutherAI sparsify folders: DIR/sae.safetensors with encoder.weight [M, d_in], encoder.bias [M],
+//     W_dec [M, d_in], b_dec [d_in], and DIR/cfg.json with "k" (and "d_in"): a topk SAE with
+//     f = TopK(ReLU((x - b_dec) W_enc + b_enc)), the same latents as SAELens' topk.
+// Writes SAELens v6 folders (write_saelens_folder).
+//
+// Inference (rows are row-major, float):
+//   xc = x - b_dec when apply_b_dec_to_input, else x;   z = xc W_enc + b_enc
+//   standard: f = ReLU(z)                 topk: f = ReLU(TopK_k(z)) per row (ties to the lower latent index)
+//   jumprelu: f = z * [z > threshold]     gated: f = [xc W_enc + b_gate > 0] * ReLU(xc W_enc * exp(r_mag) +
+//   b_mag) decode: x_hat = f W_dec + b_dec
+// Results do not depend on the thread count.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace husai {
+
+struct SaeModel {
+  std::string architecture = "standard";  // SAELens name: standard | topk | jumprelu | gated
+  int64_t d_in = 0;
+  int64_t d_sae = 0;
+  int64_t k = 0;  // topk only
+  bool apply_b_dec_to_input = true;
+  std::vector<float> W_enc;                       // [d_in, d_sae]
+  std::vector<float> W_dec;                       // [d_sae, d_in]
+  std::vector<float> b_enc;                       // [d_sae]
+  std::vector<float> b_dec;                       // [d_in]
+  std::vector<float> threshold;                   // [d_sae], jumprelu
+  std::vector<float> b_gate, b_mag, r_mag;        // [d_sae], gated
+  nlohmann::json cfg = nlohmann::json::object();  // cfg.json as read (empty for models built in memory)
+  std::string source_format;                      // "saelens", "sparsify", or "" (built in memory)
+
+  // Latents of n_rows rows of x [n_rows, d_in] into latents [n_rows, d_sae].
+  void encode(const float* x, int64_t n_rows, float* latents) const;
+  std::vector<float> encode(const float* x, int64_t n_rows) const;
+  // Reconstruction [n_rows, d_in] of latents [n_rows, d_sae].
+  void decode(const float* latents, int64_t n_rows, float* x_hat) const;
+  std::vector<float> decode(const float* latents, int64_t n_rows) const;
+
+  // Throws husai::Error when a tensor's size does not match d_in / d_sae or the architecture lacks a tensor.
+  void validate(const std::string& where) const;
+};
+
+// Loads a SAELens or sparsify folder (see above). Errors name the folder, the file and what is wrong.
+SaeModel load_sae(const std::string& dir);
+
+// Writes DIR/cfg.json (SAELens v6 keys: architecture, d_in, d_sae, dtype "float32", device "cpu",
+// apply_b_dec_to_input, normalize_activations "none", reshape_activations "none", k for topk, and
+// `metadata` as given) and DIR/sae_weights.safetensors (F32), each atomically. Creates DIR.
+void write_saelens_folder(const std::string& dir, const SaeModel& sae, const nlohmann::json& metadata);
+
+}  // namespace husai

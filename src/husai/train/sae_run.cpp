@@ -1,0 +1,568 @@
+#include "husai/train/sae_run.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "husai/core/atomic_file.hpp"
+#include "husai/core/error.hpp"
+#include "husai/core/progress.hpp"
+#include "husai/core/rng.hpp"
+#include "husai/core/signals.hpp"
+#include "husai/io/manifest.hpp"
+#include "husai/io/safetensors.hpp"
+#include "husai/io/sha256.hpp"
+#include "husai/sae/recon_metrics.hpp"
+#include "husai/sae/saelens_io.hpp"
+#include "husai/train/sae_trainer.hpp"
+
+namespace husai {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kSchemaVersion = 1;
+constexpr const char* kState = "trainer_state.safetensors";
+constexpr int64_t kMedianRows = 16384;
+
+std::string join(const std::string& dir, const std::string& name) {
+  return (fs::path(dir) / name).string();
+}
+std::string seed_dir(const std::string& dir, uint64_t seed) {
+  return join(dir, "seed" + std::to_string(seed));
+}
+std::string exact(double v) {
+  return fmt::format("{:.17g}", v);
+}
+
+struct ArchDefaults {
+  double lr;
+};
+ArchDefaults arch_defaults(SaeArch arch) {
+  switch (arch) {
+    case SaeArch::ReLU:
+      return {5e-4};
+    case SaeArch::JumpReLU:
+      return {1e-3};
+    default:
+      return {1e-3};
+  }
+}
+
+// The loaded activation rows and where they came from.
+struct Activations {
+  std::vector<float> x;
+  int64_t n_rows = 0, d_in = 0;
+  std::string sha256, hook_name = "unknown", model_name = "unknown";
+};
+
+Activations load_activations(const std::string& path, const std::string& key) {
+  if (path.empty()) throw Error("--activations FILE is required");
+  const SafetensorsFile f = SafetensorsFile::load(path);
+  const TensorData& t = f.get(key);  // a missing key names the available ones
+  if (t.shape.size() != 2) {
+    throw Error("tensor '" + key + "' must be 2-D [rows, d_in], it has " + std::to_string(t.shape.size()) +
+                " dimension(s)")
+        .file(path);
+  }
+  if (dtype_is_integer(t.dtype))
+    throw Error("tensor '" + key + "' holds integers, not activations").file(path);
+  Activations a;
+  a.n_rows = t.shape[0];
+  a.d_in = t.shape[1];
+  if (a.n_rows < 2 || a.d_in < 1)
+    throw Error("tensor '" + key + "' needs at least 2 rows and 1 column").file(path);
+  a.x = t.to_f32();
+  for (int64_t r = 0; r < a.n_rows; ++r) {
+    for (int64_t d = 0; d < a.d_in; ++d) {
+      const float v = a.x[static_cast<size_t>(r * a.d_in + d)];
+      if (!std::isfinite(v)) {
+        throw Error("activation row " + std::to_string(r) + " (0-based), column " + std::to_string(d) +
+                    " of '" + key + "' is " + (std::isnan(v) ? "NaN" : "infinite"))
+            .file(path);
+      }
+    }
+  }
+  a.sha256 = sha256_file_hex(path);
+  if (auto it = f.metadata.find("hook_name"); it != f.metadata.end()) a.hook_name = it->second;
+  if (auto it = f.metadata.find("model_path"); it != f.metadata.end()) a.model_name = it->second;
+  if (auto it = f.metadata.find("producer"); it != f.metadata.end() && it->second == "husai synth") {
+    a.model_name = "synthetic";
+  }
+  return a;
+}
+
+SaeTrainSettings settings_from(const Config& c, int64_t d_in, int64_t n_train) {
+  SaeTrainSettings s;
+  SaeConfig& m = s.sae;
+  m.arch = parse_sae_arch(c.get_string("sae.architecture"));
+  m.d_in = d_in;
+  m.d_sae =
+      c.is_null("sae.d_sae")
+          ? static_cast<int64_t>(std::llround(c.get_double("sae.expansion") * static_cast<double>(d_in)))
+          : c.get_int("sae.d_sae");
+  m.apply_b_dec_to_input = c.get_bool("sae.apply_b_dec_to_input");
+  m.k = c.get_int("sae.k");
+  m.k_aux = c.is_null("sae.k_aux") ? 0 : c.get_int("sae.k_aux");
+  m.aux_coefficient = c.get_double("sae.aux_coefficient");
+  m.dead_window = c.get_int("sae.dead_window");
+  m.threshold_lr = c.get_double("sae.threshold_lr");
+  m.l1_coefficient = c.get_double("sae.l1_coefficient");
+  m.l1_warmup_steps = c.get_int("sae.l1_warmup_steps");
+  m.bandwidth = c.get_double("sae.jumprelu_bandwidth");
+  m.init_threshold = c.get_double("sae.jumprelu_init_threshold");
+  m.l0_coefficient = c.get_double("sae.l0_coefficient");
+  m.tanh_penalty = c.get_string("sae.jumprelu_penalty") == "tanh";
+  m.tanh_scale = c.get_double("sae.jumprelu_tanh_scale");
+  if (m.arch == SaeArch::Matryoshka) {
+    if (c.is_null("sae.matryoshka_groups")) {
+      // Default: doubling groups d_sae/16, /16, /8, /4, /2 (the rest), as in Bussmann et al.
+      int64_t left = m.d_sae;
+      std::vector<int64_t> g;
+      for (int64_t part : {16, 16, 8, 4}) {
+        const int64_t size = std::max<int64_t>(1, m.d_sae / part);
+        if (size < left) {
+          g.push_back(size);
+          left -= size;
+        }
+      }
+      g.push_back(left);
+      m.group_sizes = g;
+    } else {
+      m.group_sizes = c.get_int_list("sae.matryoshka_groups");
+    }
+  }
+  s.batch_size = c.get_int("training.batch_size");
+  if (!c.is_null("training.epochs")) {
+    if (c.source("training.steps").kind != ValueSource::Kind::kDefault) {
+      c.fail("give training.steps or training.epochs, not both", {"training.steps", "training.epochs"});
+    }
+    const double samples = c.get_double("training.epochs") * static_cast<double>(n_train);
+    s.steps =
+        std::max<int64_t>(1, static_cast<int64_t>(std::ceil(samples / static_cast<double>(s.batch_size))));
+  } else {
+    s.steps = c.get_int("training.steps");
+  }
+  s.adam.lr = c.is_null("training.lr") ? arch_defaults(m.arch).lr : c.get_double("training.lr");
+  const std::vector<double> betas = c.get_double_list("training.betas");
+  s.adam.beta1 = betas[0];
+  s.adam.beta2 = betas[1];
+  s.adam.eps = c.get_double("training.eps");
+  s.adam.weight_decay = 0;
+  s.lr_warmup_steps = c.get_int("training.lr_warmup_steps");
+  s.lr_decay_fraction = c.get_double("training.lr_decay_fraction");
+  s.min_lr_ratio = c.get_double("training.min_lr_ratio");
+  s.grad_clip_norm = c.get_double("training.grad_clip_norm");
+  s.normalize_decoder = c.get_bool("sae.normalize_decoder");
+  s.seeds.clear();
+  for (int64_t seed : c.get_int_list("training.seeds")) s.seeds.push_back(static_cast<uint64_t>(seed));
+  if (!c.is_null("training.data_order_seed"))
+    s.data_order_seed = static_cast<uint64_t>(c.get_int("training.data_order_seed"));
+  s.checkpoint_every = c.get_int("training.checkpoint_every");
+  s.log_every = c.get_int("training.log_every");
+  return s;
+}
+
+nlohmann::json log_json(const SaeLogRow& r, bool with_threshold) {
+  nlohmann::json j = {
+      {"step", r.step},          {"samples", r.samples}, {"lr", r.lr},
+      {"loss", r.loss},          {"mse", r.mse},         {"aux", r.aux},
+      {"sparsity", r.sparsity},  {"l0", r.l0},           {"explained_variance", r.explained_variance},
+      {"frac_dead", r.frac_dead}};
+  if (with_threshold) j["threshold"] = r.threshold;
+  return j;
+}
+
+SaeLogRow log_from_json(const nlohmann::json& j) {
+  SaeLogRow r;
+  r.step = j.at("step").get<int64_t>();
+  r.samples = j.at("samples").get<int64_t>();
+  r.lr = j.at("lr").get<double>();
+  r.loss = j.at("loss").get<double>();
+  r.mse = j.at("mse").get<double>();
+  r.aux = j.at("aux").get<double>();
+  r.sparsity = j.at("sparsity").get<double>();
+  r.l0 = j.at("l0").get<double>();
+  r.explained_variance = j.at("explained_variance").get<double>();
+  r.frac_dead = j.at("frac_dead").get<double>();
+  r.threshold = j.value("threshold", 0.0);
+  return r;
+}
+
+void write_curves(const std::string& dir, const SaeTrainer& t) {
+  const bool thr = sae_arch_has_running_threshold(t.settings().sae.arch);
+  for (const SaeSeedState& s : t.seeds()) {
+    std::string out;
+    for (const SaeLogRow& r : s.history) out += log_json(r, thr).dump() + "\n";
+    ensure_directory(seed_dir(dir, s.seed));
+    write_file_atomic(join(seed_dir(dir, s.seed), "metrics.jsonl"), out);
+  }
+}
+
+void save_state(const std::string& dir, const SaeTrainer& t, const std::string& config_hash,
+                const Activations& acts) {
+  SafetensorsFile f;
+  nlohmann::json seeds = nlohmann::json::array();
+  for (const SaeSeedState& s : t.seeds()) {
+    const std::string p = "seed" + std::to_string(s.seed) + ".";
+    const std::vector<int64_t> shape = {static_cast<int64_t>(s.params.size())};
+    f.put(p + "params", TensorData::f32(shape, s.params.data()));
+    f.put(p + "adam_m", TensorData::f32(shape, s.adam_m.data()));
+    f.put(p + "adam_v", TensorData::f32(shape, s.adam_v.data()));
+    f.put(p + "since_fired",
+          TensorData::i64({static_cast<int64_t>(s.since_fired.size())}, s.since_fired.data()));
+    nlohmann::json history = nlohmann::json::array();
+    for (const SaeLogRow& r : s.history) history.push_back(log_json(r, true));
+    f.metadata[p + "history"] = history.dump();
+    f.metadata[p + "threshold"] = exact(s.threshold);
+    f.metadata[p + "threshold_set"] = s.threshold_set ? "1" : "0";
+    seeds.push_back(s.seed);
+  }
+  f.metadata["format"] = "husai-sae-trainer-state";
+  f.metadata["config_hash"] = config_hash;
+  f.metadata["step"] = std::to_string(t.step());
+  f.metadata["d_in"] = std::to_string(t.settings().sae.d_in);
+  f.metadata["activations_sha256"] = acts.sha256;
+  f.metadata["seeds"] = seeds.dump();
+  f.save(join(dir, kState));
+  write_curves(dir, t);
+}
+
+void load_state(const std::string& path, SaeTrainer& t, const std::string& config_hash,
+                const Activations& acts, const std::string& acts_path) {
+  const SafetensorsFile f = SafetensorsFile::load(path);
+  auto meta = [&](const std::string& key) -> const std::string& {
+    const auto it = f.metadata.find(key);
+    if (it == f.metadata.end()) throw Error("trainer state lacks '" + key + "'").file(path);
+    return it->second;
+  };
+  if (meta("format") != "husai-sae-trainer-state") throw Error("not a husai SAE trainer state").file(path);
+  const int64_t d_in = std::stoll(meta("d_in"));
+  if (d_in != t.settings().sae.d_in) {
+    throw Error("cannot resume: the run was trained on d_in = " + std::to_string(d_in) + ", but " +
+                acts_path + " has d_in = " + std::to_string(t.settings().sae.d_in) +
+                "; use the same activation file, or --overwrite to start again")
+        .file(path);
+  }
+  if (meta("activations_sha256") != acts.sha256) {
+    throw Error("cannot resume: the run was trained on another activation file (sha256 " +
+                meta("activations_sha256").substr(0, 12) + ", now " + acts.sha256.substr(0, 12) +
+                "); use the same file, or --overwrite to start again")
+        .file(path);
+  }
+  if (meta("config_hash") != config_hash) {
+    throw Error("cannot resume: the run was started with a different config (hash " +
+                meta("config_hash").substr(0, 12) + ", now " + config_hash.substr(0, 12) +
+                "); resume with the same settings, or pass --overwrite to start again")
+        .file(path);
+  }
+  for (SaeSeedState& s : t.seeds()) {
+    const std::string p = "seed" + std::to_string(s.seed) + ".";
+    auto load = [&](const std::string& name, std::vector<float>& dst) {
+      std::vector<float> v = f.get(p + name).to_f32();
+      if (v.size() != dst.size()) throw Error("tensor '" + p + name + "' has the wrong size").file(path);
+      dst = std::move(v);
+    };
+    load("params", s.params);
+    load("adam_m", s.adam_m);
+    load("adam_v", s.adam_v);
+    s.since_fired = f.get(p + "since_fired").to_i64();
+    s.threshold = std::stod(meta(p + "threshold"));
+    s.threshold_set = meta(p + "threshold_set") == "1";
+    s.history.clear();
+    for (const auto& j : nlohmann::json::parse(meta(p + "history"))) s.history.push_back(log_from_json(j));
+  }
+  t.set_step(std::stoll(meta("step")));
+}
+
+// The inference SAE of a trained seed, with the input scaling folded into the weights (SAELens
+// fold_activation_norm_scaling_factor): the same latents on unscaled x, and x_hat in unscaled units.
+SaeModel export_model(const SaeTrainer& t, const SaeSeedState& s, double scale) {
+  const SaeConfig& cfg = t.settings().sae;
+  const SaeLayout& l = t.layout();
+  SaeModel m;
+  m.architecture = std::string(sae_inference_architecture(cfg.arch));
+  m.d_in = cfg.d_in;
+  m.d_sae = cfg.d_sae;
+  m.k = cfg.arch == SaeArch::TopK ? cfg.k : 0;
+  m.apply_b_dec_to_input = cfg.apply_b_dec_to_input;
+  const float* p = s.params.data();
+  const auto sf = static_cast<float>(scale);
+  m.W_enc.assign(p + l.W_enc, p + l.W_enc + cfg.d_in * cfg.d_sae);
+  m.W_dec.assign(p + l.W_dec, p + l.W_dec + cfg.d_in * cfg.d_sae);
+  m.b_enc.assign(p + l.b_enc, p + l.b_enc + cfg.d_sae);
+  m.b_dec.assign(p + l.b_dec, p + l.b_dec + cfg.d_in);
+  if (scale != 1.0) {
+    for (float& w : m.W_enc) w *= sf;
+    for (float& w : m.W_dec) w /= sf;
+    for (float& b : m.b_dec) b /= sf;
+  }
+  if (cfg.arch == SaeArch::JumpReLU) {
+    m.threshold.resize(static_cast<size_t>(cfg.d_sae));
+    for (int64_t i = 0; i < cfg.d_sae; ++i)
+      m.threshold[static_cast<size_t>(i)] = std::exp(p[l.log_threshold + i]);
+  } else if (sae_arch_has_running_threshold(cfg.arch)) {
+    m.threshold.assign(static_cast<size_t>(cfg.d_sae), static_cast<float>(s.threshold));
+  }
+  return m;
+}
+
+nlohmann::json plateau_info(const std::vector<SaeLogRow>& h) {
+  // Relative loss improvement over the last 20% of the logged curve: below 1% counts as a plateau.
+  nlohmann::json j = {{"rule", "loss(at 80% of logged steps) vs final loss: relative improvement < 0.01"}};
+  if (h.size() < 5) {
+    j["plateaued"] = nullptr;
+    j["relative_improvement_last_20pct"] = nullptr;
+    return j;
+  }
+  const SaeLogRow& a = h[static_cast<size_t>(static_cast<double>(h.size() - 1) * 0.8)];
+  const SaeLogRow& b = h.back();
+  const double rel = a.loss != 0 ? (a.loss - b.loss) / std::abs(a.loss) : 0.0;
+  j["from_step"] = a.step;
+  j["to_step"] = b.step;
+  j["relative_improvement_last_20pct"] = rel;
+  j["ev_gain_last_20pct"] = b.explained_variance - a.explained_variance;
+  j["plateaued"] = rel < 0.01;
+  return j;
+}
+
+}  // namespace
+
+ConfigSchema sae_config_schema() {
+  ConfigSchema s;
+  s.add_enum("sae.architecture", "topk", {"relu", "topk", "batchtopk", "jumprelu", "matryoshka"},
+             "training architecture");
+  s.add_int("sae.d_sae", nullptr, "latents; null = expansion * d_in").nullable().min(1).max(1 << 24);
+  s.add_float("sae.expansion", 8.0, "d_sae / d_in when d_sae is null").greater_than(0.0);
+  s.add_int("sae.k", 32, "active latents per row (topk; mean per row for batchtopk, matryoshka)").min(1);
+  s.add_int("sae.k_aux", nullptr, "AuxK latents per row; null = d_in / 2").nullable().min(1);
+  s.add_float("sae.aux_coefficient", 1.0 / 32, "AuxK weight (0 disables AuxK)").min(0.0);
+  s.add_int("sae.dead_window", 100000, "samples without firing after which a latent is dead (AuxK)").min(1);
+  s.add_float("sae.threshold_lr", 0.01, "batchtopk/matryoshka running-threshold update rate")
+      .greater_than(0.0)
+      .max(1.0);
+  s.add_int_list("sae.matryoshka_groups", nullptr,
+                 "nested group sizes summing to d_sae; null = d_sae/16, /16, /8, /4, rest")
+      .nullable()
+      .min(1);
+  s.add_float("sae.l1_coefficient", 2.0, "relu: L1 weight (decoder-norm weighted)").min(0.0);
+  s.add_int("sae.l1_warmup_steps", 200, "relu: steps over which the L1 weight ramps up from 0").min(0);
+  s.add_float("sae.l0_coefficient", 0.05, "jumprelu: sparsity penalty weight").min(0.0);
+  s.add_enum("sae.jumprelu_penalty", "step", {"step", "tanh"}, "jumprelu: L0 step penalty or tanh penalty");
+  s.add_float("sae.jumprelu_tanh_scale", 4.0, "jumprelu tanh penalty: c in tanh(c |f| ||W_dec,i||)")
+      .greater_than(0.0);
+  s.add_float("sae.jumprelu_bandwidth", 0.05, "jumprelu: straight-through kernel bandwidth")
+      .greater_than(0.0);
+  s.add_float("sae.jumprelu_init_threshold", 0.05, "jumprelu: threshold at init").greater_than(0.0);
+  s.add_bool("sae.apply_b_dec_to_input", true, "subtract b_dec from the input before encoding (SAELens)");
+  s.add_bool("sae.normalize_decoder", true,
+             "unit-norm decoder rows after every step, parallel gradient removed");
+  s.add_enum("sae.b_dec_init", "geometric_median", {"geometric_median", "mean", "zeros"}, "b_dec at init");
+  s.add_enum("sae.normalize_activations", "expected_average_only_in", {"expected_average_only_in", "none"},
+             "scale inputs so E||x|| = sqrt(d_in) during training (folded into the saved weights)");
+
+  s.add_string("data.key", "activations", "tensor of the activation file holding the rows [N, d_in]");
+  s.add_float("data.eval_fraction", 0.1, "fraction of rows held out from training").min(0.0).less_than(1.0);
+  s.add_int("data.split_seed", 0, "seed of the held-out permutation (independent of the SAE seeds)").min(0);
+
+  s.add_int("training.steps", 3000, "optimizer steps (each seed)").min(1);
+  s.add_float("training.epochs", nullptr, "passes over the training rows instead of steps")
+      .nullable()
+      .greater_than(0.0);
+  s.add_int("training.batch_size", 1024, "rows per step").min(1);
+  s.add_float("training.lr", nullptr, "Adam learning rate; null = 5e-4 relu, 1e-3 others")
+      .nullable()
+      .greater_than(0.0);
+  s.add_float_list("training.betas", nlohmann::json::array({0.9, 0.999}), "Adam betas")
+      .length(2)
+      .min(0.0)
+      .less_than(1.0);
+  s.add_float("training.eps", 1e-8, "Adam epsilon").greater_than(0.0);
+  s.add_int("training.lr_warmup_steps", 50, "linear learning-rate warm-up").min(0);
+  s.add_float("training.lr_decay_fraction", 0.2, "linear decay over this final fraction of the steps")
+      .min(0.0)
+      .max(1.0);
+  s.add_float("training.min_lr_ratio", 0.0, "final lr / lr").min(0.0).max(1.0);
+  s.add_float("training.grad_clip_norm", 1.0, "global gradient-norm clip (0: none)").min(0.0);
+  s.add_int_list("training.seeds", nlohmann::json::array({42}), "SAE seeds, trained in one pass").min(0);
+  s.add_int("training.data_order_seed", 0, "seed of the shared data order; null = each seed its own order")
+      .nullable()
+      .min(0);
+  s.add_int("training.checkpoint_every", 500, "steps between resumable checkpoints (0: only at stop/end)")
+      .min(0);
+  s.add_int("training.log_every", 50, "steps between metrics.jsonl rows").min(1);
+  s.add_int("training.eval_batch_size", 4096, "rows per pass when computing metrics").min(1);
+  s.add_check([](const Config& c) {
+    if (!c.is_null("training.epochs") && c.source("training.steps").kind != ValueSource::Kind::kDefault) {
+      c.fail("give training.steps or training.epochs, not both", {"training.steps", "training.epochs"});
+    }
+    std::vector<int64_t> seeds = c.get_int_list("training.seeds");
+    if (seeds.empty()) c.fail("training.seeds needs at least one seed", {"training.seeds"});
+    std::sort(seeds.begin(), seeds.end());
+    if (std::adjacent_find(seeds.begin(), seeds.end()) != seeds.end()) {
+      c.fail("training.seeds has a repeated seed", {"training.seeds"});
+    }
+  });
+  return s;
+}
+
+TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
+  const std::string& dir = options.out_dir;
+  // Everything that can be wrong with the input is checked before anything is written.
+  const Activations acts = load_activations(options.activations_path, config.get_string("data.key"));
+  const int64_t N = acts.n_rows;
+  const int64_t D = acts.d_in;
+  const auto n_eval =
+      static_cast<int64_t>(std::llround(config.get_double("data.eval_fraction") * static_cast<double>(N)));
+  if (N - n_eval < 1) throw Error("no rows left for training after holding out " + std::to_string(n_eval));
+  const std::vector<int64_t> perm =
+      permutation(N, static_cast<uint64_t>(config.get_int("data.split_seed")), stream_id("sae.eval_split"));
+  std::vector<int64_t> eval_idx(perm.begin(), perm.begin() + n_eval);
+  std::vector<int64_t> train_idx(perm.begin() + n_eval, perm.end());
+  std::sort(eval_idx.begin(), eval_idx.end());
+  std::sort(train_idx.begin(), train_idx.end());
+  const auto n_train = static_cast<int64_t>(train_idx.size());
+  SaeTrainSettings settings = settings_from(config, D, n_train);
+  settings.sae.validate();
+
+  // Training rows, scaled so that E||x|| = sqrt(d_in) (the factor is folded back at save).
+  std::vector<float> train_x(static_cast<size_t>(n_train * D));
+  for (int64_t r = 0; r < n_train; ++r) {
+    std::copy_n(acts.x.begin() + train_idx[static_cast<size_t>(r)] * D, D, train_x.begin() + r * D);
+  }
+  double scale = 1.0;
+  if (config.get_string("sae.normalize_activations") == "expected_average_only_in") {
+    double norm_sum = 0;
+    for (int64_t r = 0; r < n_train; ++r) {
+      double n2 = 0;
+      for (int64_t d = 0; d < D; ++d) {
+        const auto v = static_cast<double>(train_x[static_cast<size_t>(r * D + d)]);
+        n2 += v * v;
+      }
+      norm_sum += std::sqrt(n2);
+    }
+    const double mean_norm = norm_sum / static_cast<double>(n_train);
+    if (mean_norm > 0) scale = std::sqrt(static_cast<double>(D)) / mean_norm;
+    for (float& v : train_x) v = static_cast<float>(static_cast<double>(v) * scale);
+  }
+  const std::string b_dec_init = config.get_string("sae.b_dec_init");
+  const int64_t n_median = std::min(n_train, kMedianRows);
+  std::vector<float> b_dec = b_dec_init == "geometric_median" ? geometric_median(train_x.data(), n_median, D)
+                             : b_dec_init == "mean"           ? rows_mean(train_x.data(), n_train, D)
+                                                    : std::vector<float>(static_cast<size_t>(D), 0.0f);
+
+  const std::string config_hash = config.hash();
+  const bool resuming = prepare_output_dir(dir, options.existing);
+  SaeTrainer trainer(settings, train_x.data(), n_train, b_dec);
+  trainer.init_fresh();
+  const std::string state_path = join(dir, kState);
+  if (resuming && fs::exists(state_path))
+    load_state(state_path, trainer, config_hash, acts, options.activations_path);
+  {
+    SafetensorsFile split;
+    split.put("train_idx", TensorData::i64({n_train}, train_idx.data()));
+    split.put("eval_idx", TensorData::i64({n_eval}, eval_idx.data()));
+    split.metadata = {{"activations_sha256", acts.sha256},
+                      {"split_seed", std::to_string(config.get_int("data.split_seed"))}};
+    split.save(join(dir, "split.safetensors"));
+  }
+
+  install_stop_handlers();
+  const int64_t start_step = trainer.step();
+  Progress progress("train-sae " + std::string(sae_arch_name(settings.sae.arch)) + " x" +
+                        std::to_string(settings.seeds.size()) + " seed(s)",
+                    settings.steps, options.quiet);
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool completed =
+      trainer.run([] { return stop_requested(); },
+                  [&](int64_t step) {
+                    const SaeLogRow& r = trainer.seeds().front().history.back();
+                    progress.update(step, fmt::format("loss {:.4g} ev {:.4f} l0 {:.1f} dead {:.3f}", r.loss,
+                                                      r.explained_variance, r.l0, r.frac_dead));
+                  },
+                  [&] { save_state(dir, trainer, config_hash, acts); });
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  TrainSaeResult result;
+  result.steps = trainer.step();
+  result.seeds = settings.seeds;
+  result.wall_time_s = wall;
+  const double samples = static_cast<double>((trainer.step() - start_step) * settings.batch_size) *
+                         static_cast<double>(settings.seeds.size());
+  result.samples_per_s = wall > 0 ? samples / wall : 0.0;
+  if (!completed) {
+    progress.finish("interrupted");
+    return result;
+  }
+  save_state(dir, trainer, config_hash, acts);
+  progress.finish();
+
+  std::vector<float> eval_x(static_cast<size_t>(n_eval * D));
+  for (int64_t r = 0; r < n_eval; ++r) {
+    std::copy_n(acts.x.begin() + eval_idx[static_cast<size_t>(r)] * D, D, eval_x.begin() + r * D);
+  }
+  std::vector<float> train_raw(static_cast<size_t>(n_train * D));
+  for (int64_t r = 0; r < n_train; ++r) {
+    std::copy_n(acts.x.begin() + train_idx[static_cast<size_t>(r)] * D, D, train_raw.begin() + r * D);
+  }
+  const int64_t eval_batch = config.get_int("training.eval_batch_size");
+  Manifest manifest;
+  manifest.command = command_line();
+  manifest.config_hash = config_hash;
+  manifest.add_input(options.activations_path);
+  manifest.add_output(dir, "split.safetensors");
+  manifest.add_output(dir, kState);
+  for (const SaeSeedState& s : trainer.seeds()) {
+    const SaeModel model = export_model(trainer, s, scale);
+    nlohmann::json meta = config.resolved();
+    meta["training_architecture"] = sae_arch_name(settings.sae.arch);
+    meta["seed"] = s.seed;
+    meta["steps"] = trainer.step();
+    meta["d_sae"] = settings.sae.d_sae;
+    meta["lr"] = settings.adam.lr;
+    meta["samples"] = trainer.step() * settings.batch_size;
+    meta["hook_name"] = acts.hook_name;
+    meta["model_name"] = acts.model_name;
+    meta["activations_path"] = options.activations_path;
+    meta["activations_sha256"] = acts.sha256;
+    meta["activation_scaling_factor"] = scale;
+    meta["activation_scaling_folded"] = true;
+    if (sae_arch_has_running_threshold(settings.sae.arch)) meta["running_threshold"] = s.threshold;
+    if (settings.sae.arch == SaeArch::Matryoshka) meta["matryoshka_groups"] = settings.sae.group_sizes;
+    meta["producer"] = "husai";
+    const std::string sdir = seed_dir(dir, s.seed);
+    write_saelens_folder(sdir, model, meta);
+    const ReconMetrics held = reconstruction_metrics(model, eval_x.data(), n_eval, eval_batch);
+    const ReconMetrics tr = reconstruction_metrics(model, train_raw.data(), n_train, eval_batch);
+    nlohmann::json metrics = {
+        {"schema_version", kSchemaVersion},
+        {"seed", s.seed},
+        {"architecture", model.architecture},
+        {"training_architecture", sae_arch_name(settings.sae.arch)},
+        {"d_in", D},
+        {"d_sae", settings.sae.d_sae},
+        {"steps", trainer.step()},
+        {"samples", trainer.step() * settings.batch_size},
+        {"held_out", to_json(held)},
+        {"train_rows", to_json(tr)},
+        {"final_batch", log_json(s.history.empty() ? SaeLogRow{} : s.history.back(), true)},
+        {"plateau", plateau_info(s.history)},
+        {"activation_scaling_factor", scale},
+        {"wall_time_s", wall},
+        {"samples_per_s", result.samples_per_s},
+        {"resumed", resuming}};
+    write_file_atomic(join(sdir, "metrics.json"), metrics.dump(2) + "\n");
+    result.eval_explained_variance.push_back(held.explained_variance);
+    result.eval_l0.push_back(held.l0);
+    for (const char* name : {"cfg.json", "sae_weights.safetensors", "metrics.json", "metrics.jsonl"}) {
+      manifest.add_output(dir, "seed" + std::to_string(s.seed) + "/" + name);
+    }
+  }
+  manifest.extra["resolved_config"] = config.resolved();
+  manifest.write(dir);
+  result.completed = true;
+  return result;
+}
+
+}  // namespace husai

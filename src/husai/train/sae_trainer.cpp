@@ -1,0 +1,180 @@
+#include "husai/train/sae_trainer.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "husai/core/error.hpp"
+#include "husai/core/rng.hpp"
+
+namespace husai {
+
+SaeTrainer::SaeTrainer(SaeTrainSettings settings, const float* train_x, int64_t n_train,
+                       std::vector<float> b_dec_init)
+    : settings_(std::move(settings)),
+      train_x_(train_x),
+      n_train_(n_train),
+      b_dec_init_(std::move(b_dec_init)),
+      layout_(make_sae_layout(settings_.sae)) {
+  settings_.adam.weight_decay = 0.0;
+  settings_.sae.validate();
+  if (n_train_ < 1) throw Error("no training rows");
+  if (settings_.seeds.empty()) throw Error("no seeds given").key("training.seeds");
+}
+
+void SaeTrainer::init_fresh() {
+  seeds_.clear();
+  step_ = 0;
+  for (uint64_t seed : settings_.seeds) {
+    SaeSeedState s;
+    s.seed = seed;
+    s.params.assign(static_cast<size_t>(layout_.total), 0.0f);
+    init_sae_params(settings_.sae, layout_, s.params.data(), seed, b_dec_init_);
+    s.adam_m.assign(s.params.size(), 0.0f);
+    s.adam_v.assign(s.params.size(), 0.0f);
+    s.since_fired.assign(static_cast<size_t>(settings_.sae.d_sae), 0);
+    seeds_.push_back(std::move(s));
+  }
+}
+
+double SaeTrainer::lr_at(int64_t step) const {
+  const double lr = settings_.adam.lr;
+  const int64_t total = settings_.steps;
+  if (settings_.lr_warmup_steps > 0 && step < settings_.lr_warmup_steps) {
+    return lr * static_cast<double>(step) / static_cast<double>(settings_.lr_warmup_steps);
+  }
+  const auto decay_steps =
+      static_cast<int64_t>(std::llround(settings_.lr_decay_fraction * static_cast<double>(total)));
+  const int64_t decay_start = total - decay_steps;
+  if (decay_steps <= 0 || step <= decay_start) return lr;
+  const double left = static_cast<double>(total - step) / static_cast<double>(decay_steps);
+  return lr * (settings_.min_lr_ratio + (1.0 - settings_.min_lr_ratio) * std::max(0.0, left));
+}
+
+void SaeTrainer::batch_rows(uint64_t order_seed, int64_t step, std::vector<int64_t>& rows) {
+  const int64_t B = settings_.batch_size;
+  rows.resize(static_cast<size_t>(B));
+  OrderCache* cache = nullptr;
+  for (OrderCache& c : order_cache_) {
+    if (c.order_seed == order_seed) cache = &c;
+  }
+  if (cache == nullptr) {
+    order_cache_.push_back(OrderCache{order_seed, -1, {}});
+    cache = &order_cache_.back();
+  }
+  for (int64_t j = 0; j < B; ++j) {
+    const int64_t pos = (step - 1) * B + j;
+    const int64_t epoch = pos / n_train_;
+    if (epoch != cache->epoch) {
+      cache->perm =
+          permutation(n_train_, order_seed, stream_id("sae.shuffle") + static_cast<uint64_t>(epoch));
+      cache->epoch = epoch;
+    }
+    rows[static_cast<size_t>(j)] = cache->perm[static_cast<size_t>(pos % n_train_)];
+  }
+}
+
+SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x) {
+  const SaeConfig& cfg = settings_.sae;
+  const int64_t B = settings_.batch_size;
+  const int64_t step = step_ + 1;
+  dead_.resize(static_cast<size_t>(cfg.d_sae));
+  int64_t n_dead = 0;
+  for (int64_t i = 0; i < cfg.d_sae; ++i) {
+    const bool dead = s.since_fired[static_cast<size_t>(i)] >= cfg.dead_window;
+    dead_[static_cast<size_t>(i)] = dead ? 1 : 0;
+    n_dead += dead ? 1 : 0;
+  }
+  grads_.resize(static_cast<size_t>(layout_.total));
+  const SaeBatch<float> batch{x, B, step, dead_.data()};
+  const SaeLossParts parts =
+      sae_loss_backward<float>(cfg, layout_, s.params.data(), grads_.data(), batch, ws_);
+  if (!std::isfinite(parts.loss)) {
+    throw Error("training diverged: the loss is " + std::to_string(parts.loss) + " at step " +
+                std::to_string(step) + " (seed " + std::to_string(s.seed) +
+                "); the last checkpoint is kept. Lower the learning rate or check the activations");
+  }
+  if (settings_.grad_clip_norm > 0) {
+    double n2 = 0;
+    for (const float g : grads_) n2 += static_cast<double>(g) * static_cast<double>(g);
+    const double norm = std::sqrt(n2);
+    if (norm > settings_.grad_clip_norm) {
+      const auto scale = static_cast<float>(settings_.grad_clip_norm / norm);
+      for (float& g : grads_) g *= scale;
+    }
+  }
+  if (settings_.normalize_decoder) remove_parallel_decoder_grad(cfg, layout_, s.params.data(), grads_.data());
+  const double lr = lr_at(step);
+  adamw_step(s.params.data(), grads_.data(), s.adam_m.data(), s.adam_v.data(), layout_.total, step, lr,
+             settings_.adam);
+  if (settings_.normalize_decoder) normalize_decoder_rows(cfg, layout_, s.params.data());
+  for (int64_t i = 0; i < cfg.d_sae; ++i) {
+    int64_t& c = s.since_fired[static_cast<size_t>(i)];
+    c = ws_.fired[static_cast<size_t>(i)] != 0 ? 0 : c + B;
+  }
+  if (sae_arch_has_running_threshold(cfg.arch) && parts.l0 > 0) {
+    if (!s.threshold_set) {
+      s.threshold = ws_.min_active;
+      s.threshold_set = true;
+    } else {
+      s.threshold += cfg.threshold_lr * (ws_.min_active - s.threshold);
+    }
+  }
+  SaeLogRow row;
+  row.step = step;
+  row.samples = step * B;
+  row.lr = lr;
+  row.loss = parts.loss;
+  row.mse = parts.mse;
+  row.aux = parts.aux;
+  row.sparsity = parts.sparsity;
+  row.l0 = parts.l0;
+  row.explained_variance = parts.explained_variance;
+  row.frac_dead = static_cast<double>(n_dead) / static_cast<double>(cfg.d_sae);
+  row.threshold = s.threshold;
+  return row;
+}
+
+bool SaeTrainer::run(const std::function<bool()>& should_stop, const std::function<void(int64_t)>& on_log,
+                     const std::function<void()>& on_checkpoint) {
+  const int64_t B = settings_.batch_size;
+  const int64_t D = settings_.sae.d_in;
+  // Seeds grouped by data order: each group's batch is gathered once and shared.
+  std::vector<std::pair<uint64_t, std::vector<size_t>>> groups;
+  for (size_t i = 0; i < seeds_.size(); ++i) {
+    const uint64_t order = settings_.data_order_seed ? *settings_.data_order_seed : seeds_[i].seed;
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == order; });
+    if (it == groups.end()) {
+      groups.push_back({order, {i}});
+    } else {
+      it->second.push_back(i);
+    }
+  }
+  batch_.resize(static_cast<size_t>(B * D));
+  while (step_ < settings_.steps) {
+    if (should_stop()) {
+      on_checkpoint();
+      return false;
+    }
+    const int64_t step = step_ + 1;
+    const bool log = settings_.log_every > 0 ? (step % settings_.log_every == 0 || step == settings_.steps)
+                                             : step == settings_.steps;
+    for (const auto& [order, members] : groups) {
+      batch_rows(order, step, rows_);
+      for (int64_t j = 0; j < B; ++j) {
+        std::copy_n(train_x_ + rows_[static_cast<size_t>(j)] * D, D, batch_.begin() + j * D);
+      }
+      for (size_t i : members) {
+        const SaeLogRow row = train_step(seeds_[i], batch_.data());
+        if (log) seeds_[i].history.push_back(row);
+      }
+    }
+    step_ = step;
+    if (log) on_log(step);
+    if (settings_.checkpoint_every > 0 && step % settings_.checkpoint_every == 0 && step < settings_.steps) {
+      on_checkpoint();
+    }
+  }
+  return true;
+}
+
+}  // namespace husai

@@ -1,0 +1,105 @@
+#pragma once
+
+// Architecture-agnostic SAE training: several seeds in one pass over the data, sharing each batch read.
+//
+// A seed sets the initialisation. The data order of a seed is a pure function of (order seed, epoch):
+// with data_order_seed set every seed sees the same batches (gathered once per step and used by all), and a
+// seed's weights are byte-identical to those of a run that trains that seed alone; with it unset each seed
+// shuffles with its own seed. Batches run continuously through epochs: step s (1-based) uses stream positions
+// [(s-1) B, s B), position p being row perm_e[p mod n] of epoch e = p / n.
+//
+// One optimizer step of one seed: loss + gradient (sae_loss_backward), global-norm gradient clipping, the
+// decoder constraint (gradient component along each W_dec row removed), Adam (no weight decay), decoder
+// rows back to unit norm, then the dead-latent counters and, for batchtopk / matryoshka, the running
+// threshold. Everything is deterministic and independent of the thread count.
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "husai/sae/sae.hpp"
+#include "husai/train/adamw.hpp"
+
+namespace husai {
+
+struct SaeTrainSettings {
+  SaeConfig sae;
+  int64_t steps = 1000;
+  int64_t batch_size = 1024;
+  AdamWConfig adam;  // weight_decay is forced to 0
+  int64_t lr_warmup_steps = 0;
+  double lr_decay_fraction = 0.2;  // linear decay to lr * min_lr_ratio over the last fraction of the steps
+  double min_lr_ratio = 0.0;
+  double grad_clip_norm = 1.0;  // <= 0: no clipping
+  bool normalize_decoder = true;
+  std::vector<uint64_t> seeds = {42};
+  std::optional<uint64_t> data_order_seed;  // set: one data order shared by all seeds
+  int64_t checkpoint_every = 500;           // steps (0: only when stopping / at the end)
+  int64_t log_every = 50;                   // steps between metrics.jsonl rows (and the last step)
+};
+
+// One row of the training curve: the values of that step's batch before its update.
+struct SaeLogRow {
+  int64_t step = 0;
+  int64_t samples = 0;
+  double lr = 0, loss = 0, mse = 0, aux = 0, sparsity = 0, l0 = 0, explained_variance = 0, frac_dead = 0;
+  double threshold = 0;  // running threshold (batchtopk / matryoshka), else 0
+};
+
+struct SaeSeedState {
+  uint64_t seed = 0;
+  std::vector<float> params, adam_m, adam_v;
+  std::vector<int64_t> since_fired;  // samples since each latent last fired
+  double threshold = 0;
+  bool threshold_set = false;
+  std::vector<SaeLogRow> history;
+};
+
+class SaeTrainer {
+ public:
+  // train_x [n_train, d_in] must outlive the trainer (already scaled, if scaling is on).
+  SaeTrainer(SaeTrainSettings settings, const float* train_x, int64_t n_train, std::vector<float> b_dec_init);
+
+  const SaeTrainSettings& settings() const { return settings_; }
+  const SaeLayout& layout() const { return layout_; }
+  std::vector<SaeSeedState>& seeds() { return seeds_; }
+  const std::vector<SaeSeedState>& seeds() const { return seeds_; }
+  int64_t step() const { return step_; }
+  void set_step(int64_t step) { step_ = step; }
+
+  void init_fresh();
+  // Trains until settings.steps or until should_stop() at a step boundary. on_log(step) after each logged
+  // step; on_checkpoint() every checkpoint_every steps and when stopping. Returns true when all steps are
+  // done. Throws husai::Error naming the step and seed when a loss is NaN or infinite.
+  bool run(const std::function<bool()>& should_stop, const std::function<void(int64_t)>& on_log,
+           const std::function<void()>& on_checkpoint);
+
+  double lr_at(int64_t step) const;
+  // The rows of one step's batch in a data order (exposed for tests).
+  void batch_rows(uint64_t order_seed, int64_t step, std::vector<int64_t>& rows);
+
+ private:
+  SaeLogRow train_step(SaeSeedState& s, const float* x);
+
+  SaeTrainSettings settings_;
+  const float* train_x_;
+  int64_t n_train_;
+  std::vector<float> b_dec_init_;
+  SaeLayout layout_;
+  std::vector<SaeSeedState> seeds_;
+  int64_t step_ = 0;  // completed steps
+  SaeWorkspace<float> ws_;
+  std::vector<float> grads_, batch_;
+  std::vector<uint8_t> dead_;
+  std::vector<int64_t> rows_;
+  // Cached permutation of the epoch last used, per order seed.
+  struct OrderCache {
+    uint64_t order_seed = 0;
+    int64_t epoch = -1;
+    std::vector<int64_t> perm;
+  };
+  std::vector<OrderCache> order_cache_;
+};
+
+}  // namespace husai

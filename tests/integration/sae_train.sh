@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# train-sae end to end on planted-dictionary data: recovery (topk, batchtopk, relu), identical bytes for 1 vs 2
+# threads, for several seeds in one pass vs separate runs, and after kill -9 + --resume; every bad input
+# refused with a clear error and nothing written.
+set -euo pipefail
+HUSAI=$1; WORK=$2
+HERE=$(cd "$(dirname "$0")" && pwd)
+rm -rf "$WORK"; mkdir -p "$WORK"; cd "$WORK"
+"$HUSAI" synth --quiet --d-in 32 --n-features 64 --active 3 --rows 20000 --seed 1 --out synth.safetensors
+common=(train-sae --quiet --activations synth.safetensors --d-sae 128 --k 3 --batch-size 256)
+
+for arch in topk batchtopk relu; do
+  "$HUSAI" "${common[@]}" --architecture "$arch" --steps 1500 --threads 1 --out "rec_$arch"
+  /usr/bin/python3 "$HERE/sae_recovery.py" synth.safetensors "rec_$arch/seed42" 0.9
+done
+
+args=("${common[@]}" --architecture topk --steps 400 --checkpoint-every 25 --set sae.dead_window=5000)
+"$HUSAI" "${args[@]}" --threads 1 --out t1
+"$HUSAI" "${args[@]}" --threads 2 --out t2
+for f in seed42/sae_weights.safetensors seed42/metrics.jsonl seed42/cfg.json trainer_state.safetensors; do
+  cmp "t1/$f" "t2/$f" || { echo "FAIL: $f differs between 1 and 2 threads" >&2; exit 1; }
+done
+echo "1 vs 2 threads: identical bytes"
+
+# Three seeds in one pass vs three separate runs (shared data order).
+start=$(date +%s.%N)
+"$HUSAI" "${args[@]}" --threads 1 --seeds 42,123,456 --out multi
+mid=$(date +%s.%N)
+for s in 42 123 456; do "$HUSAI" "${args[@]}" --threads 1 --seeds $s --out "sep_$s"; done
+end=$(date +%s.%N)
+for s in 42 123 456; do
+  cmp "multi/seed$s/sae_weights.safetensors" "sep_$s/seed$s/sae_weights.safetensors" ||
+    { echo "FAIL: seed $s differs between one pass and a separate run" >&2; exit 1; }
+done
+/usr/bin/python3 -c "import sys; a,b,c=map(float,sys.argv[1:]); print('multi-seed one pass: %.2f s, separate: %.2f s, speedup %.2fx' % (b-a, c-b, (c-b)/(b-a)))" "$start" "$mid" "$end"
+
+# kill -9 at a few moments, resume each time, compare with the uninterrupted run.
+"$HUSAI" "${args[@]}" --threads 2 --out k &
+pid=$!
+for delay in 0.4 0.6 0.8; do
+  sleep "$delay"; kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  "$HUSAI" "${args[@]}" --threads 2 --out k --resume &
+  pid=$!
+done
+wait "$pid"
+for f in seed42/sae_weights.safetensors seed42/metrics.jsonl; do
+  cmp "t1/$f" "k/$f" || { echo "FAIL: $f differs after kill -9 + resume" >&2; exit 1; }
+done
+echo "kill -9 + resume: identical bytes"
+
+expect_fail() {  # NAME PATTERN OUTDIR -- command...
+  local name=$1 pattern=$2 out=$3; shift 4
+  if "$@" 2> "$name.err"; then echo "FAIL: $name accepted" >&2; exit 1; fi
+  grep -q -- "$pattern" "$name.err" || { echo "FAIL: $name: message lacks '$pattern'" >&2; cat "$name.err" >&2; exit 1; }
+  if [[ -n "$out" && -e "$out" ]]; then echo "FAIL: $name wrote $out" >&2; exit 1; fi
+  echo "refused ($name): $(head -c 160 "$name.err")"
+}
+/usr/bin/python3 - <<'PY'
+import json, struct, array
+def write(path, rows, cols, bad_row=None):
+    a = array.array('f', [0.5] * (rows * cols))
+    if bad_row is not None: a[bad_row * cols + 1] = float('nan')
+    h = json.dumps({'activations': {'dtype': 'F32', 'shape': [rows, cols], 'data_offsets': [0, 4 * rows * cols]}}).encode()
+    h += b' ' * (-len(h) % 8)
+    open(path, 'wb').write(struct.pack('<Q', len(h)) + h + a.tobytes())
+write('nan.safetensors', 50, 4, bad_row=17)
+write('d16.safetensors', 200, 16)
+PY
+expect_fail nan "row 17" bad_nan -- "$HUSAI" train-sae --quiet --activations nan.safetensors --out bad_nan
+expect_fail key "activations" bad_key -- "$HUSAI" "${common[@]}" --key acts --out bad_key
+expect_fail k "exceeds d_sae" bad_k -- "$HUSAI" train-sae --quiet --activations synth.safetensors --d-sae 64 --k 500 --out bad_k
+expect_fail resume_d_in "d_in = 32" "" -- "$HUSAI" train-sae --quiet --activations d16.safetensors --d-sae 128 --k 3 \
+  --batch-size 256 --architecture topk --steps 400 --checkpoint-every 25 --set sae.dead_window=5000 --out t1 --resume
+expect_fail nonempty "not empty" "" -- "$HUSAI" "${args[@]}" --out t1
+cmp t1/seed42/sae_weights.safetensors t2/seed42/sae_weights.safetensors
+echo "sae_train: all checks passed"
