@@ -84,4 +84,3 @@ BENCHMARK(BM_TopKTrainStep)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 
-BENCHMARK_MAIN();

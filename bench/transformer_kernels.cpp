@@ -98,4 +98,3 @@ BENCHMARK(BM_TransformerTrainStep)->Arg(512)->UseRealTime()->Unit(benchmark::kMi
 
 }  // namespace
 
-BENCHMARK_MAIN();
