@@ -92,6 +92,8 @@ void Sha256::compress(const uint8_t* block) {
 }
 
 void Sha256::update(const void* data, size_t size) {
+  // An empty update may come with a null pointer, which memcpy must never see (UBSan flags it).
+  if (size == 0) return;
   const auto* p = static_cast<const uint8_t*>(data);
   total_bytes_ += size;
   // Top up a partially filled block first; only whole 64-byte blocks can be compressed.
