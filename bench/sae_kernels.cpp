@@ -83,4 +83,3 @@ void BM_TopKTrainStep(benchmark::State& state) {
 BENCHMARK(BM_TopKTrainStep)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
-

@@ -97,4 +97,3 @@ void BM_TransformerTrainStep(benchmark::State& state) {
 BENCHMARK(BM_TransformerTrainStep)->Arg(512)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
-

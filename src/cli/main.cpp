@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   add(husai::cli::register_demo);
   add(husai::cli::register_train_sae);
   add(husai::cli::register_synth);
+  add(husai::cli::register_eval_sae);
 
   try {
     app.parse(argc, argv);

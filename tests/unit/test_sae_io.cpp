@@ -13,7 +13,7 @@
 #include "husai/core/threading.hpp"
 #include "husai/data/synthetic.hpp"
 #include "husai/io/safetensors.hpp"
-#include "husai/sae/recon_metrics.hpp"
+#include "husai/metrics/sae_eval.hpp"
 #include "husai/sae/saelens_io.hpp"
 #include "husai/train/sae_trainer.hpp"
 
@@ -132,7 +132,7 @@ TEST(SaeMetrics, MatchIndependentComputation) {
   const SaeModel m = random_model("standard", 8, 24);
   const SynthData data = make_synthetic(SynthSpec{8, 16, 2, 50, 3});
   const int64_t n = 50;
-  const ReconMetrics got = reconstruction_metrics(m, data.activations.data(), n, 7);
+  const ReconstructionMetrics got = sae_reconstruction_metrics(m, data.activations.data(), n, 7);
   const std::vector<float> f = m.encode(data.activations.data(), n);
   const std::vector<float> xh = m.decode(f.data(), n);
   double err = 0, var = 0, unc = 0, l0 = 0, cos = 0;

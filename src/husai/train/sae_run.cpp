@@ -11,10 +11,11 @@
 #include "husai/core/progress.hpp"
 #include "husai/core/rng.hpp"
 #include "husai/core/signals.hpp"
+#include "husai/io/activations.hpp"
 #include "husai/io/manifest.hpp"
 #include "husai/io/safetensors.hpp"
 #include "husai/io/sha256.hpp"
-#include "husai/sae/recon_metrics.hpp"
+#include "husai/metrics/sae_eval.hpp"
 #include "husai/sae/saelens_io.hpp"
 #include "husai/train/sae_trainer.hpp"
 
@@ -49,49 +50,6 @@ ArchDefaults arch_defaults(SaeArch arch) {
     default:
       return {1e-3};
   }
-}
-
-// The loaded activation rows and where they came from.
-struct Activations {
-  std::vector<float> x;
-  int64_t n_rows = 0, d_in = 0;
-  std::string sha256, hook_name = "unknown", model_name = "unknown";
-};
-
-Activations load_activations(const std::string& path, const std::string& key) {
-  if (path.empty()) throw Error("--activations FILE is required");
-  const SafetensorsFile f = SafetensorsFile::load(path);
-  const TensorData& t = f.get(key);  // a missing key names the available ones
-  if (t.shape.size() != 2) {
-    throw Error("tensor '" + key + "' must be 2-D [rows, d_in], it has " + std::to_string(t.shape.size()) +
-                " dimension(s)")
-        .file(path);
-  }
-  if (dtype_is_integer(t.dtype))
-    throw Error("tensor '" + key + "' holds integers, not activations").file(path);
-  Activations a;
-  a.n_rows = t.shape[0];
-  a.d_in = t.shape[1];
-  if (a.n_rows < 2 || a.d_in < 1)
-    throw Error("tensor '" + key + "' needs at least 2 rows and 1 column").file(path);
-  a.x = t.to_f32();
-  for (int64_t r = 0; r < a.n_rows; ++r) {
-    for (int64_t d = 0; d < a.d_in; ++d) {
-      const float v = a.x[static_cast<size_t>(r * a.d_in + d)];
-      if (!std::isfinite(v)) {
-        throw Error("activation row " + std::to_string(r) + " (0-based), column " + std::to_string(d) +
-                    " of '" + key + "' is " + (std::isnan(v) ? "NaN" : "infinite"))
-            .file(path);
-      }
-    }
-  }
-  a.sha256 = sha256_file_hex(path);
-  if (auto it = f.metadata.find("hook_name"); it != f.metadata.end()) a.hook_name = it->second;
-  if (auto it = f.metadata.find("model_path"); it != f.metadata.end()) a.model_name = it->second;
-  if (auto it = f.metadata.find("producer"); it != f.metadata.end() && it->second == "husai synth") {
-    a.model_name = "synthetic";
-  }
-  return a;
 }
 
 SaeTrainSettings settings_from(const Config& c, int64_t d_in, int64_t n_train) {
@@ -202,7 +160,7 @@ void write_curves(const std::string& dir, const SaeTrainer& t) {
 }
 
 void save_state(const std::string& dir, const SaeTrainer& t, const std::string& config_hash,
-                const Activations& acts) {
+                const ActivationFile& acts) {
   SafetensorsFile f;
   nlohmann::json seeds = nlohmann::json::array();
   for (const SaeSeedState& s : t.seeds()) {
@@ -231,7 +189,7 @@ void save_state(const std::string& dir, const SaeTrainer& t, const std::string& 
 }
 
 void load_state(const std::string& path, SaeTrainer& t, const std::string& config_hash,
-                const Activations& acts, const std::string& acts_path) {
+                const ActivationFile& acts, const std::string& acts_path) {
   const SafetensorsFile f = SafetensorsFile::load(path);
   auto meta = [&](const std::string& key) -> const std::string& {
     const auto it = f.metadata.find(key);
@@ -411,7 +369,7 @@ ConfigSchema sae_config_schema() {
 TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   const std::string& dir = options.out_dir;
   // Everything that can be wrong with the input is checked before anything is written.
-  const Activations acts = load_activations(options.activations_path, config.get_string("data.key"));
+  const ActivationFile acts = load_activation_file(options.activations_path, config.get_string("data.key"));
   const int64_t N = acts.n_rows;
   const int64_t D = acts.d_in;
   const auto n_eval =
@@ -533,8 +491,8 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
     meta["producer"] = "husai";
     const std::string sdir = seed_dir(dir, s.seed);
     write_saelens_folder(sdir, model, meta);
-    const ReconMetrics held = reconstruction_metrics(model, eval_x.data(), n_eval, eval_batch);
-    const ReconMetrics tr = reconstruction_metrics(model, train_raw.data(), n_train, eval_batch);
+    const ReconstructionMetrics held = sae_reconstruction_metrics(model, eval_x.data(), n_eval, eval_batch);
+    const ReconstructionMetrics tr = sae_reconstruction_metrics(model, train_raw.data(), n_train, eval_batch);
     nlohmann::json metrics = {
         {"schema_version", kSchemaVersion},
         {"seed", s.seed},
@@ -544,8 +502,8 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
         {"d_sae", settings.sae.d_sae},
         {"steps", trainer.step()},
         {"samples", trainer.step() * settings.batch_size},
-        {"held_out", to_json(held)},
-        {"train_rows", to_json(tr)},
+        {"held_out", held.to_json()},
+        {"train_rows", tr.to_json()},
         {"final_batch", log_json(s.history.empty() ? SaeLogRow{} : s.history.back(), true)},
         {"plateau", plateau_info(s.history)},
         {"activation_scaling_factor", scale},
