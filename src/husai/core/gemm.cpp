@@ -21,10 +21,11 @@ using CMap = Eigen::Map<const RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>
 template <typename T>
 using MMap = Eigen::Map<RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 
-// Tile edges. Large enough that Eigen's packing is amortised, small enough to give two cores work
-// on the thin weight-gradient products (e.g. [128 x 512] over K = batch rows).
+// Tile edges, a function of the output shape only. Large enough that Eigen's packing is amortised;
+// short outputs (the weight gradients, e.g. [128 x 512] summed over K = thousands of token rows) get
+// narrower column tiles so that even [128 x 128] splits into tasks for several cores.
 constexpr int64_t kTileRows = 256;
-constexpr int64_t kTileCols = 128;
+int64_t tile_cols(int64_t M) { return M <= kTileRows ? 64 : 128; }
 
 template <typename T>
 void tile_product(bool trans_a, bool trans_b, int64_t r0, int64_t rn, int64_t c0, int64_t cn, int64_t K,
@@ -62,6 +63,7 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
+  const int64_t kTileCols = tile_cols(M);
   const int64_t tiles_m = (M + kTileRows - 1) / kTileRows;
   const int64_t tiles_n = (N + kTileCols - 1) / kTileCols;
   parallel_for(tiles_m * tiles_n, [&](int64_t t) {
