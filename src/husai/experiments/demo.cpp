@@ -7,6 +7,7 @@
 
 #include "husai/core/atomic_file.hpp"
 #include "husai/core/error.hpp"
+#include "husai/core/version.hpp"
 #include "husai/io/manifest.hpp"
 #include "husai/model/extract.hpp"
 #include "husai/train/transformer_run.hpp"
@@ -21,8 +22,9 @@ std::string report_text(const std::string& fig_prefix, const TrainTransformerRes
   const nlohmann::json& r = config.resolved();
   std::string s;
   s += "# husai demo report\n\n";
-  s += fmt::format("Run `{}` (config hash `{}`, husai {}).\n\n", run_id, config.hash().substr(0, 12),
-                   command_line().empty() ? "" : command_line()[0]);
+  s += fmt::format("Run `{}` (config hash `{}`, husai {} built from git {}{}).\n\n", run_id,
+                   config.hash().substr(0, 12), version(), std::string(git_commit()).substr(0, 12),
+                   git_dirty() ? " with uncommitted changes" : "");
   s += "## 1. The transformer groks modular arithmetic\n\n";
   s += fmt::format(
       "Task: (a {} b) mod {}, format `{}`; the answer is scored at the `=` position, which never sees the "
