@@ -11,7 +11,7 @@ namespace husai {
 // It carries where the problem is (file, key, line, row, byte offset) so the CLI can print one clear message.
 class Error : public std::runtime_error {
  public:
-  explicit Error(std::string what) : std::runtime_error(std::move(what)) {}
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
 
   Error& file(std::string path) {
     file_ = std::move(path);

@@ -45,7 +45,8 @@ void fill_rows_with_bias(T* out, int64_t rows, int64_t cols, int64_t ld, int64_t
 template <typename T>
 void attention_forward(T* out, AttentionActs<T>& acts, const T* in, const AttentionWeights<T>& w,
                        const AttentionDims& dims) {
-  const auto [B, Tn, Q, D, H, E] = dims;
+  // Plain copies, not a structured binding: lambdas below capture them (clang < 16 cannot).
+  const int64_t B = dims.B, Tn = dims.T, Q = dims.Q, D = dims.D, H = dims.H, E = dims.E;
   const int64_t HE = H * E;
   pack_heads(acts.w_q, HE, 0, w.W_Q, H, D, E);
   pack_heads(acts.w_kv, 2 * HE, 0, w.W_K, H, D, E);
@@ -104,7 +105,8 @@ template <typename T>
 void attention_backward(T* din, const AttentionGrads<T>& grads, AttentionScratch<T>& scratch, const T* dout,
                         const AttentionActs<T>& acts, const T* in, const AttentionWeights<T>& w,
                         const AttentionDims& dims) {
-  const auto [B, Tn, Q, D, H, E] = dims;
+  // Plain copies, not a structured binding: lambdas below capture them (clang < 16 cannot).
+  const int64_t B = dims.B, Tn = dims.T, Q = dims.Q, D = dims.D, H = dims.H, E = dims.E;
   const int64_t HE = H * E;
   // Output projection.
   gemm<T>(true, false, HE, D, B * Q, T(1), acts.z, HE, dout, D, T(1), grads.W_O, D);
