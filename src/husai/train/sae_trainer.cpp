@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "husai/core/error.hpp"
+#include "husai/core/lanes.hpp"
+#include "husai/core/threading.hpp"
 #include "husai/core/rng.hpp"
 
 namespace husai {
@@ -94,8 +96,29 @@ SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x) {
                 "); the last checkpoint is kept. Lower the learning rate or check the activations");
   }
   if (settings_.grad_clip_norm > 0) {
+    // Fixed chunks, kLanes partial sums each, combined in chunk order: independent of the thread count.
+    constexpr int64_t kChunk = 16384;
+    const auto n = static_cast<int64_t>(grads_.size());
+    norm_parts_.assign(static_cast<size_t>((n + kChunk - 1) / kChunk), 0.0);
+    parallel_chunks(n, kChunk, [&](int64_t i0, int64_t i1) {
+      double part[kLanes] = {};
+      int64_t i = i0;
+      for (; i + kLanes <= i1; i += kLanes) {
+        for (int l = 0; l < kLanes; ++l) {
+          const auto v = static_cast<double>(grads_[static_cast<size_t>(i + l)]);
+          part[l] += v * v;
+        }
+      }
+      for (int l = 0; i < i1; ++i, ++l) {
+        const auto v = static_cast<double>(grads_[static_cast<size_t>(i)]);
+        part[l] += v * v;
+      }
+      double sum = 0;
+      for (const double v : part) sum += v;
+      norm_parts_[static_cast<size_t>(i0 / kChunk)] = sum;
+    });
     double n2 = 0;
-    for (const float g : grads_) n2 += static_cast<double>(g) * static_cast<double>(g);
+    for (const double v : norm_parts_) n2 += v;
     const double norm = std::sqrt(n2);
     if (norm > settings_.grad_clip_norm) {
       const auto scale = static_cast<float>(settings_.grad_clip_norm / norm);

@@ -92,6 +92,7 @@ class SaeTrainer {
   SaeWorkspace<float> ws_;
   std::vector<float> grads_, batch_;
   std::vector<uint8_t> dead_;
+  std::vector<double> norm_parts_;
   std::vector<int64_t> rows_;
   // Cached permutation of the epoch last used, per order seed.
   struct OrderCache {
