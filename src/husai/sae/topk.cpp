@@ -456,19 +456,20 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
     ++ws.col_ptr[static_cast<size_t>(ws.aux_idx[static_cast<size_t>(e)]) + 1];
   for (int64_t i = 0; i < L; ++i)
     ws.col_ptr[static_cast<size_t>(i + 1)] += ws.col_ptr[static_cast<size_t>(i)];
-  ws.col_entry.resize(static_cast<size_t>(nnz + n_aux));
+  ws.col_row.resize(static_cast<size_t>(nnz + n_aux));
+  ws.col_act.resize(static_cast<size_t>(nnz + n_aux));
   ws.col_fill.assign(ws.col_ptr.begin(), ws.col_ptr.end() - 1);
-  ws.entry_row.resize(static_cast<size_t>(nnz + n_aux));
   for (int64_t r = 0; r < B; ++r) {
     for (int64_t e = ws.row_ptr[static_cast<size_t>(r)]; e < ws.row_ptr[static_cast<size_t>(r + 1)]; ++e) {
-      ws.col_entry[static_cast<size_t>(ws.col_fill[static_cast<size_t>(ws.idx[static_cast<size_t>(e)])]++)] = e;
-      ws.entry_row[static_cast<size_t>(e)] = static_cast<int32_t>(r);
+      const auto c = static_cast<size_t>(ws.col_fill[static_cast<size_t>(ws.idx[static_cast<size_t>(e)])]++);
+      ws.col_row[c] = static_cast<int32_t>(r);
+      ws.col_act[c] = ws.act[static_cast<size_t>(e)];
     }
     for (int64_t e = ws.aux_row_ptr[static_cast<size_t>(r)]; e < ws.aux_row_ptr[static_cast<size_t>(r + 1)];
          ++e) {
-      ws.col_entry[static_cast<size_t>(ws.col_fill[static_cast<size_t>(ws.aux_idx[static_cast<size_t>(e)])]++)] =
-          nnz + e;
-      ws.entry_row[static_cast<size_t>(nnz + e)] = static_cast<int32_t>(r);
+      const auto c = static_cast<size_t>(ws.col_fill[static_cast<size_t>(ws.aux_idx[static_cast<size_t>(e)])]++);
+      ws.col_row[c] = static_cast<int32_t>(-(r + 1));
+      ws.col_act[c] = ws.aux_act[static_cast<size_t>(e)];
     }
   }
   // Per latent, over the entries that touch it in row order: d loss / d z = u . W_dec,i (active entries have
@@ -485,32 +486,32 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
       T gb = T(0);
       const int64_t grp = ws.group[static_cast<size_t>(i)];
       const int64_t c_end = ws.col_ptr[static_cast<size_t>(i + 1)];
+      // The d loss / d x_hat row of an entry: the latent's prefix group for a main entry (row >= 0), the AuxK
+      // residual gradient for an AuxK one (row = -(r + 1)).
+      const auto grad_row = [&](int32_t row) -> const T* {
+        return row >= 0 ? ws.up.data() + (static_cast<int64_t>(row) * m + grp) * D
+                        : ws.aux_grad.data() + (-static_cast<int64_t>(row) - 1) * D;
+      };
+      const auto x_row = [&](int32_t row) -> const T* {
+        return ws.xc.data() + (row >= 0 ? static_cast<int64_t>(row) : -static_cast<int64_t>(row) - 1) * D;
+      };
       for (int64_t c = ws.col_ptr[static_cast<size_t>(i)]; c < c_end; ++c) {
         // The rows an entry reads (its u and xc) are scattered over the batch: fetch them a few entries ahead.
         if (c + kPrefetchAhead < c_end) {
-          const int64_t pe = ws.col_entry[static_cast<size_t>(c + kPrefetchAhead)];
-          const int64_t pr = ws.entry_row[static_cast<size_t>(pe)];
-          const T* pu = pe < nnz ? ws.up.data() + (pr * m + grp) * D : ws.aux_grad.data() + pr * D;
-          const T* px = ws.xc.data() + pr * D;
+          const int32_t prow = ws.col_row[static_cast<size_t>(c + kPrefetchAhead)];
+          const T* pu = grad_row(prow);
+          const T* px = x_row(prow);
           for (int64_t d = 0; d < D; d += kLineElems<T>) {
             __builtin_prefetch(pu + d);
             __builtin_prefetch(px + d);
           }
         }
-        const int64_t e = ws.col_entry[static_cast<size_t>(c)];
-        const int64_t r = ws.entry_row[static_cast<size_t>(e)];
-        T a;
-        const T* u;
-        if (e < nnz) {
-          a = ws.act[static_cast<size_t>(e)];
-          u = ws.up.data() + (r * m + grp) * D;
-        } else {
-          a = ws.aux_act[static_cast<size_t>(e - nnz)];
-          u = ws.aux_grad.data() + r * D;
-        }
+        const int32_t row = ws.col_row[static_cast<size_t>(c)];
+        const T a = ws.col_act[static_cast<size_t>(c)];
+        const T* u = grad_row(row);
         const T dz = dot_lanes(u, w, D);
         gb += dz;
-        axpy2<T>(gdec, a, u, genc, dz, ws.xc.data() + r * D, D);
+        axpy2<T>(gdec, a, u, genc, dz, x_row(row), D);
       }
       g->b_enc[i] = gb;
     }
