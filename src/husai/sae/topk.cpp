@@ -124,7 +124,32 @@ int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_po
   bool have_t0 = false;
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
-    if (rank <= kMaxLaneRank && n >= kSelLanes * rank) {
+    if (rank == 2 && n >= 2 * kSelLanes) {
+      // k in (16, 32], the common case: two independent lane top-2 sets (even / odd vectors) in registers,
+      // merged at the end; the bound is the same as one set over all vectors.
+      const __m512 ninf = _mm512_set1_ps(t0);
+      __m512 a1 = ninf, a2 = ninf, b1 = ninf, b2 = ninf;
+      int64_t j = 0;
+      for (; j + 2 * kSelLanes <= n; j += 2 * kSelLanes) {
+        const __m512 va = _mm512_loadu_ps(vals + j);
+        const __m512 vb = _mm512_loadu_ps(vals + j + kSelLanes);
+        a2 = _mm512_max_ps(a2, _mm512_min_ps(a1, va));
+        a1 = _mm512_max_ps(a1, va);
+        b2 = _mm512_max_ps(b2, _mm512_min_ps(b1, vb));
+        b1 = _mm512_max_ps(b1, vb);
+      }
+      if (j + kSelLanes <= n) {
+        const __m512 va = _mm512_loadu_ps(vals + j);
+        a2 = _mm512_max_ps(a2, _mm512_min_ps(a1, va));
+        a1 = _mm512_max_ps(a1, va);
+      }
+      // Second largest of {a1, a2, b1, b2} per lane (a1 >= a2, b1 >= b2).
+      const __m512 second = _mm512_max_ps(_mm512_min_ps(a1, b1), _mm512_max_ps(a2, b2));
+      float last[kSelLanes];
+      _mm512_storeu_ps(last, second);
+      t0 = *std::min_element(last, last + kSelLanes);
+      have_t0 = true;
+    } else if (rank <= kMaxLaneRank && n >= kSelLanes * rank) {
       __m512 top[kMaxLaneRank];
       for (int64_t q = 0; q < rank; ++q) top[q] = _mm512_set1_ps(t0);
       for (int64_t j = 0; j + kSelLanes <= n; j += kSelLanes) {
@@ -172,7 +197,6 @@ int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_po
       const __m512 v = _mm512_loadu_ps(vals + j);
       const __mmask16 m =
           use_t0 ? _mm512_cmp_ps_mask(v, vt, _CMP_GE_OQ) : _mm512_cmp_ps_mask(v, vt, _CMP_GT_OQ);
-      if (m == 0) continue;
       _mm512_storeu_ps(buf_val + nb, _mm512_maskz_compress_ps(m, v));
       const __m512i pos = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(j)));
       _mm512_storeu_si512(buf_pos + nb, _mm512_maskz_compress_epi32(m, pos));
@@ -211,12 +235,10 @@ int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_po
         keep[i] = before < k;
       }
       int64_t out = 0;
-      for (int64_t i = 0; i < nb; ++i) {
-        if (keep[i]) {
-          buf_val[out] = buf_val[i];
-          buf_pos[out] = buf_pos[i];
-          ++out;
-        }
+      for (int64_t i = 0; i < nb; ++i) {  // branch-free in-order compaction (out <= i)
+        buf_val[out] = buf_val[i];
+        buf_pos[out] = buf_pos[i];
+        out += keep[i] ? 1 : 0;
       }
       return out;
     }
@@ -280,25 +302,58 @@ inline void axpy2(T* __restrict gdec, T a, const T* __restrict u, T* __restrict 
 
 }  // namespace
 
+// Per-row selection of rows [r0, r1) of z into the fixed-stride ws.sel_* buffers, with chunk c's scratch.
 template <typename T>
-void select_topk_per_row(const T* z, int64_t B, int64_t L, int64_t k, SaeWorkspace<T>& ws) {
+void select_rows(const T* z, int64_t r0, int64_t r1, int64_t L, int64_t k, int64_t c, SaeWorkspace<T>& ws) {
   const int64_t cap = selection_cap(L);
-  const int64_t n_chunks = (B + kRowChunk - 1) / kRowChunk;
+  int32_t* bp = ws.sel_pos.data() + c * cap;
+  T* bv = ws.sel_val.data() + c * 2 * cap;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = select_top<T>(z + r * L, L, k, T(0), bp, bv, bv + cap);
+    std::copy_n(bp, n, ws.sel_idx.begin() + r * k);
+    std::copy_n(bv, n, ws.sel_act.begin() + r * k);
+    ws.sel_count[static_cast<size_t>(r)] = n;
+  }
+}
+
+template <typename T>
+void size_selection(int64_t B, int64_t L, int64_t k, int64_t n_chunks, SaeWorkspace<T>& ws) {
+  const int64_t cap = selection_cap(L);
   ws.sel_idx.resize(static_cast<size_t>(B * k));
   ws.sel_act.resize(static_cast<size_t>(B * k));
   ws.sel_count.resize(static_cast<size_t>(B));
   ws.sel_pos.resize(static_cast<size_t>(n_chunks * cap));
   ws.sel_val.resize(static_cast<size_t>(n_chunks * 2 * cap));
+}
+
+template <typename T>
+void select_topk_per_row(const T* z, int64_t B, int64_t L, int64_t k, SaeWorkspace<T>& ws) {
+  size_selection(B, L, k, (B + kRowChunk - 1) / kRowChunk, ws);
+  parallel_chunks(B, kRowChunk,
+                  [&](int64_t r0, int64_t r1) { select_rows(z, r0, r1, L, k, r0 / kRowChunk, ws); });
+  compact_rows<T>(B, k, ws.sel_count, ws.sel_idx, ws.sel_act, ws.row_ptr, ws.idx, ws.act);
+}
+
+// TopK encoder fused with the selection: ws.xc = x - b_dec, then per fixed block of rows (in parallel) one
+// single-threaded GEMM z = xc W_enc + b_enc into ws.z and the per-row top-k while the block is still in cache.
+template <typename T>
+void encode_select_topk(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B,
+                        SaeWorkspace<T>& ws) {
+  const int64_t D = cfg.d_in;
+  const int64_t L = cfg.d_sae;
+  const int64_t k = cfg.k;
+  ws.xc.resize(static_cast<size_t>(B * D));
+  ws.z.resize(static_cast<size_t>(B * L));
+  size_selection(B, L, k, (B + kRowChunk - 1) / kRowChunk, ws);
   parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
-    const int64_t c = r0 / kRowChunk;
-    int32_t* bp = ws.sel_pos.data() + c * cap;
-    T* bv = ws.sel_val.data() + c * 2 * cap;
+    T* xc = ws.xc.data();
+    T* z = ws.z.data();
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t n = select_top<T>(z + r * L, L, k, T(0), bp, bv, bv + cap);
-      std::copy_n(bp, n, ws.sel_idx.begin() + r * k);
-      std::copy_n(bv, n, ws.sel_act.begin() + r * k);
-      ws.sel_count[static_cast<size_t>(r)] = n;
+      for (int64_t d = 0; d < D; ++d) xc[r * D + d] = cfg.apply_b_dec_to_input ? x[r * D + d] - p.b_dec[d] : x[r * D + d];
+      std::copy_n(p.b_enc, L, z + r * L);
     }
+    gemm_serial<T>(false, false, r1 - r0, L, D, T(1), xc + r0 * D, D, p.W_enc, L, T(1), z + r0 * L, L);
+    select_rows(z, r0, r1, L, k, r0 / kRowChunk, ws);
   });
   compact_rows<T>(B, k, ws.sel_count, ws.sel_idx, ws.sel_act, ws.row_ptr, ws.idx, ws.act);
 }
@@ -538,8 +593,7 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
 template <typename T>
 SaeLossParts topk_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
                                 const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {
-  sae_detail::encoder_pre(cfg, p, batch.x, batch.n_rows, ws);
-  sae_detail::select_topk_per_row(ws.z.data(), batch.n_rows, cfg.d_sae, cfg.k, ws);
+  sae_detail::encode_select_topk(cfg, p, batch.x, batch.n_rows, ws);
   return sae_detail::sparse_loss_backward(cfg, p, g, batch, ws, {cfg.d_sae}, {1.0});
 }
 
