@@ -300,6 +300,30 @@ inline void axpy2(T* __restrict gdec, T a, const T* __restrict u, T* __restrict 
   }
 }
 
+// u[d] = scale * (a[d] - b[d]) (u may be a); returns sum_d (a[d] - b[d])^2 in double, kLanes partial sums folded
+// in a fixed order.
+template <typename T>
+double scaled_diff_sq(const T* a, const T* b, T scale, T* u, int64_t D) {
+  double part[kLanes] = {};
+  int64_t d = 0;
+  for (; d + kLanes <= D; d += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const T diff = a[d + l] - b[d + l];
+      part[l] += static_cast<double>(diff) * static_cast<double>(diff);
+      u[d + l] = scale * diff;
+    }
+  }
+  for (int l = 0; d < D; ++d, ++l) {
+    const T diff = a[d] - b[d];
+    part[l] += static_cast<double>(diff) * static_cast<double>(diff);
+    u[d] = scale * diff;
+  }
+  for (int w = kLanes / 2; w > 0; w /= 2) {
+    for (int l = 0; l < w; ++l) part[l] += part[l + w];
+  }
+  return part[0];
+}
+
 }  // namespace
 
 // Per-row selection of rows [r0, r1) of z into the fixed-stride ws.sel_* buffers, with chunk c's scratch.
@@ -391,13 +415,7 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
         }
         T* u = ws.up.data() + (r * m + j) * D;
         const auto wj = static_cast<T>(prefix_weights[static_cast<size_t>(j)]);
-        double s = 0;
-        for (int64_t d = 0; d < D; ++d) {
-          const T diff = acc[d] - x[r * D + d];
-          s += static_cast<double>(diff) * static_cast<double>(diff);
-          u[d] = wj * two_over_b * diff;
-        }
-        ws.row_err[static_cast<size_t>(r * m + j)] = s;
+        ws.row_err[static_cast<size_t>(r * m + j)] = scaled_diff_sq<T>(acc, x + r * D, wj * two_over_b, u, D);
       }
       for (int64_t j = m - 2; j >= 0; --j) {
         T* u = ws.up.data() + (r * m + j) * D;
@@ -476,13 +494,7 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
           axpy<T>(acc, bv[j], p.W_dec + static_cast<int64_t>(i) * D, D);
         }
         ws.sel_count[static_cast<size_t>(r)] = n;
-        double s = 0;
-        for (int64_t d = 0; d < D; ++d) {
-          const T diff = acc[d] - res[d];
-          s += static_cast<double>(diff) * static_cast<double>(diff);
-          acc[d] = gscale * diff;
-        }
-        ws.aux_err[static_cast<size_t>(r)] = s;
+        ws.aux_err[static_cast<size_t>(r)] = scaled_diff_sq<T>(acc, res, gscale, acc, D);
       }
     });
     compact_rows<T>(B, k_eff, ws.sel_count, ws.sel_idx, ws.sel_act, ws.aux_row_ptr, ws.aux_idx, ws.aux_act);

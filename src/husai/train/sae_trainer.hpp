@@ -81,6 +81,8 @@ class SaeTrainer {
 
  private:
   SaeLogRow train_step(SaeSeedState& s, const float* x);
+  // Gradient clip (scale), decoder projection, Adam and decoder renormalisation in one pass.
+  void optimizer_step(SaeSeedState& s, int64_t step, bool clip, float clip_scale);
 
   SaeTrainSettings settings_;
   const float* train_x_;
