@@ -1,8 +1,8 @@
 #pragma once
 
 // Fixed-order reductions that the compiler can vectorise: kLanes independent partial sums (lane l takes
-// elements l, l + kLanes, ...) folded pairwise in a fixed order at the end. The summation order depends only on
-// n, never on the thread count or on which thread runs the call, so results stay bitwise reproducible.
+// elements l, l + kLanes, ...) folded pairwise in a fixed order at the end. The summation order depends only
+// on n, never on the thread count or on which thread runs the call, so results stay bitwise reproducible.
 
 #include <cstdint>
 

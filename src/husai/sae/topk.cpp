@@ -72,8 +72,8 @@ inline int64_t count_at_least(const float* vals, int64_t n, float t) {
 }
 
 // Candidates (nb >= k, in position order, no NaN) cut down, in order, to those >= a threshold that at least k
-// of them reach, found by bisection over the value keys until at most kCountRankMax remain or the threshold is
-// exact. Keeps a superset of the top k whatever the distribution (heavy tails defeat the lane bound).
+// of them reach, found by bisection over the value keys until at most kCountRankMax remain or the threshold
+// is exact. Keeps a superset of the top k whatever the distribution (heavy tails defeat the lane bound).
 inline int64_t narrow_candidates(int32_t* buf_pos, float* buf_val, int64_t nb, int64_t k) {
   float lo_v = buf_val[0];
   float hi_v = buf_val[0];
@@ -112,10 +112,11 @@ inline int64_t narrow_candidates(int32_t* buf_pos, float* buf_val, int64_t nb, i
 // floor). buf_pos / buf_val / tmp hold selection_cap(n) entries.
 //
 // 1. A lower bound t0 of the k-th largest value: the values are dealt to kSelLanes lanes (lane l takes
-//    positions l, l + kSelLanes, ...), each lane keeps its r = ceil(k / kSelLanes) largest; every lane then has r
-//    values >= its r-th largest, so at least k values are >= t0 = min over lanes of the r-th largest.
+//    positions l, l + kSelLanes, ...), each lane keeps its r = ceil(k / kSelLanes) largest; every lane then
+//    has r values >= its r-th largest, so at least k values are >= t0 = min over lanes of the r-th largest.
 // 2. One pass collects, in position order, the candidates v > floor and v >= t0: a superset of the answer.
-// 3. If more than k: nth_element on a copy of their values gives the k-th largest value kth; an in-order filter
+// 3. If more than k: nth_element on a copy of their values gives the k-th largest value kth; an in-order
+// filter
 //    keeps the values > kth and the first (lowest-position) ones equal to kth up to k in all.
 template <typename T>
 int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_pos, T* buf_val, T* tmp) {
@@ -215,8 +216,8 @@ int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_po
   if constexpr (std::is_same_v<T, float>) {
     if (nb > kCountRankMax) nb = narrow_candidates(buf_pos, buf_val, nb, k);
     if (nb <= kCountRankMax) {
-      // Rank of each candidate = how many candidates come before it in the order; keep ranks < k. Branch-free,
-      // and faster than nth_element on the few dozen candidates step 1 leaves.
+      // Rank of each candidate = how many candidates come before it in the order; keep ranks < k.
+      // Branch-free, and faster than nth_element on the few dozen candidates step 1 leaves.
       bool keep[kCountRankMax];
       for (int64_t i = 0; i < nb; ++i) {
         const float vi = buf_val[i];
@@ -263,9 +264,9 @@ int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_po
 
 // Rows selected at a fixed stride (count[r] <= stride entries at r * stride) into CSR.
 template <typename T>
-void compact_rows(int64_t B, int64_t stride, const std::vector<int64_t>& count, const std::vector<int32_t>& sidx,
-                  const std::vector<T>& sact, std::vector<int64_t>& row_ptr, std::vector<int32_t>& idx,
-                  std::vector<T>& act) {
+void compact_rows(int64_t B, int64_t stride, const std::vector<int64_t>& count,
+                  const std::vector<int32_t>& sidx, const std::vector<T>& sact, std::vector<int64_t>& row_ptr,
+                  std::vector<int32_t>& idx, std::vector<T>& act) {
   row_ptr.resize(static_cast<size_t>(B + 1));
   row_ptr[0] = 0;
   for (int64_t r = 0; r < B; ++r)
@@ -278,8 +279,10 @@ void compact_rows(int64_t B, int64_t stride, const std::vector<int64_t>& count, 
       const auto s = static_cast<size_t>(row_ptr[static_cast<size_t>(r)]);
       const auto n = static_cast<size_t>(count[static_cast<size_t>(r)]);
       const auto from = static_cast<size_t>(r * stride);
-      std::copy_n(sidx.begin() + static_cast<std::ptrdiff_t>(from), n, idx.begin() + static_cast<std::ptrdiff_t>(s));
-      std::copy_n(sact.begin() + static_cast<std::ptrdiff_t>(from), n, act.begin() + static_cast<std::ptrdiff_t>(s));
+      std::copy_n(sidx.begin() + static_cast<std::ptrdiff_t>(from), n,
+                  idx.begin() + static_cast<std::ptrdiff_t>(s));
+      std::copy_n(sact.begin() + static_cast<std::ptrdiff_t>(from), n,
+                  act.begin() + static_cast<std::ptrdiff_t>(s));
     }
   });
 }
@@ -300,8 +303,8 @@ inline void axpy2(T* __restrict gdec, T a, const T* __restrict u, T* __restrict 
   }
 }
 
-// u[d] = scale * (a[d] - b[d]) (u may be a); returns sum_d (a[d] - b[d])^2 in double, kLanes partial sums folded
-// in a fixed order.
+// u[d] = scale * (a[d] - b[d]) (u may be a); returns sum_d (a[d] - b[d])^2 in double, kLanes partial sums
+// folded in a fixed order.
 template <typename T>
 double scaled_diff_sq(const T* a, const T* b, T scale, T* u, int64_t D) {
   double part[kLanes] = {};
@@ -359,7 +362,8 @@ void select_topk_per_row(const T* z, int64_t B, int64_t L, int64_t k, SaeWorkspa
 }
 
 // TopK encoder fused with the selection: ws.xc = x - b_dec, then per fixed block of rows (in parallel) one
-// single-threaded GEMM z = xc W_enc + b_enc into ws.z and the per-row top-k while the block is still in cache.
+// single-threaded GEMM z = xc W_enc + b_enc into ws.z and the per-row top-k while the block is still in
+// cache.
 template <typename T>
 void encode_select_topk(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B,
                         SaeWorkspace<T>& ws) {
@@ -373,7 +377,8 @@ void encode_select_topk(const SaeConfig& cfg, const SaeView<const T>& p, const T
     T* xc = ws.xc.data();
     T* z = ws.z.data();
     for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t d = 0; d < D; ++d) xc[r * D + d] = cfg.apply_b_dec_to_input ? x[r * D + d] - p.b_dec[d] : x[r * D + d];
+      for (int64_t d = 0; d < D; ++d)
+        xc[r * D + d] = cfg.apply_b_dec_to_input ? x[r * D + d] - p.b_dec[d] : x[r * D + d];
       std::copy_n(p.b_enc, L, z + r * L);
     }
     gemm_serial<T>(false, false, r1 - r0, L, D, T(1), xc + r0 * D, D, p.W_enc, L, T(1), z + r0 * L, L);
@@ -397,8 +402,8 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
   const int64_t n_chunks = (B + kRowChunk - 1) / kRowChunk;
 
   // Reconstructions of the nested prefixes, accumulated in place in ws.x_hat (a gather of the active W_dec
-  // rows). ws.up[r, j] first holds w_j (2/B)(x_hat_j - x); the suffix sum below turns it into d loss / d x_hat
-  // seen by a latent of group j (a latent of group j is in prefixes >= j).
+  // rows). ws.up[r, j] first holds w_j (2/B)(x_hat_j - x); the suffix sum below turns it into d loss / d
+  // x_hat seen by a latent of group j (a latent of group j is in prefixes >= j).
   ws.x_hat.resize(static_cast<size_t>(B * D));
   ws.up.resize(static_cast<size_t>(B * m * D));
   ws.row_err.resize(static_cast<size_t>(B * m));
@@ -465,7 +470,8 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
     ws.sel_count.resize(static_cast<size_t>(B));
     ws.sel_pos.resize(static_cast<size_t>(n_chunks * cap));
     ws.sel_val.resize(static_cast<size_t>(n_chunks * per_chunk));
-    const bool fresh_residual = !ws.freeze_aux_residual || ws.aux_residual.size() != static_cast<size_t>(B * D);
+    const bool fresh_residual =
+        !ws.freeze_aux_residual || ws.aux_residual.size() != static_cast<size_t>(B * D);
     ws.aux_residual.resize(static_cast<size_t>(B * D));
     ws.aux_grad.resize(static_cast<size_t>(B * D));
     ws.aux_err.resize(static_cast<size_t>(B));
@@ -534,15 +540,16 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
     }
     for (int64_t e = ws.aux_row_ptr[static_cast<size_t>(r)]; e < ws.aux_row_ptr[static_cast<size_t>(r + 1)];
          ++e) {
-      const auto c = static_cast<size_t>(ws.col_fill[static_cast<size_t>(ws.aux_idx[static_cast<size_t>(e)])]++);
+      const auto c =
+          static_cast<size_t>(ws.col_fill[static_cast<size_t>(ws.aux_idx[static_cast<size_t>(e)])]++);
       ws.col_row[c] = static_cast<int32_t>(-(r + 1));
       ws.col_act[c] = ws.aux_act[static_cast<size_t>(e)];
     }
   }
   // Per latent, over the entries that touch it in row order: d loss / d z = u . W_dec,i (active entries have
-  // z = f > 0: ReLU passes the gradient), then the b_enc, W_dec row and W_enc column gradients (the latter into a
-  // [L, D] buffer, transposed below). u is d loss / d x_hat of the entry's row: the latent's prefix group for a
-  // main entry, the AuxK residual gradient for an AuxK entry.
+  // z = f > 0: ReLU passes the gradient), then the b_enc, W_dec row and W_enc column gradients (the latter
+  // into a [L, D] buffer, transposed below). u is d loss / d x_hat of the entry's row: the latent's prefix
+  // group for a main entry, the AuxK residual gradient for an AuxK entry.
   ws.dwenc_t.resize(static_cast<size_t>(L * D));
   parallel_chunks(L, kLatentChunk, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
@@ -563,7 +570,8 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
         return ws.xc.data() + (row >= 0 ? static_cast<int64_t>(row) : -static_cast<int64_t>(row) - 1) * D;
       };
       for (int64_t c = ws.col_ptr[static_cast<size_t>(i)]; c < c_end; ++c) {
-        // The rows an entry reads (its u and xc) are scattered over the batch: fetch them a few entries ahead.
+        // The rows an entry reads (its u and xc) are scattered over the batch: fetch them a few entries
+        // ahead.
         if (c + kPrefetchAhead < c_end) {
           const int32_t prow = ws.col_row[static_cast<size_t>(c + kPrefetchAhead)];
           const T* pu = grad_row(prow);

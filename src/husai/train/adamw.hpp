@@ -34,7 +34,8 @@ template <typename T>
 AdamWScalars<T> adamw_scalars(int64_t step, double lr, const AdamWConfig& cfg);
 
 template <typename T>
-inline void adamw_update(T* params, const T* grads, T* m, T* v, int64_t i0, int64_t i1, const AdamWScalars<T>& s) {
+inline void adamw_update(T* params, const T* grads, T* m, T* v, int64_t i0, int64_t i1,
+                         const AdamWScalars<T>& s) {
   for (int64_t i = i0; i < i1; ++i) {
     params[i] *= s.decay;
     m[i] = m[i] * s.b1 + grads[i] * s.one_minus_b1;

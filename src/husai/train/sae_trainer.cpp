@@ -5,8 +5,8 @@
 
 #include "husai/core/error.hpp"
 #include "husai/core/lanes.hpp"
-#include "husai/core/threading.hpp"
 #include "husai/core/rng.hpp"
+#include "husai/core/threading.hpp"
 
 namespace husai {
 
@@ -183,7 +183,9 @@ void SaeTrainer::optimizer_step(SaeSeedState& s, int64_t step, bool clip, float 
   const int64_t rest = renorm ? layout_.total - (dec_end - dec_begin) : layout_.total;
   const int64_t n_rest_tasks = (rest + kChunk - 1) / kChunk;
   // Position p of the "everything else" index space -> flat offset (skipping W_dec when renormalising).
-  const auto flat = [&](int64_t pos) { return renorm && pos >= dec_begin ? pos + (dec_end - dec_begin) : pos; };
+  const auto flat = [&](int64_t pos) {
+    return renorm && pos >= dec_begin ? pos + (dec_end - dec_begin) : pos;
+  };
   parallel_for(n_row_tasks + n_rest_tasks, [&](int64_t t) {
     if (t < n_row_tasks) {
       const int64_t r1 = std::min(cfg.d_sae, (t + 1) * kRows);
