@@ -12,9 +12,17 @@
 # probe so that it runs ~30 s: the sides can differ in speed by a large factor, one shared epoch
 # count could not keep both in the 20-40 s window, and samples/s is per-epoch-count independent.
 #
+# 4. SAE: husai train-sae (topk, default settings: AuxK, Adam, gradient clipping, decoder renorm) against
+#    bench/peer_sae.py doing the usual dense PyTorch computation of the same steps on the same `husai synth`
+#    activations; d_in 128, d_sae 1024, k 32, batch 4096, the same number of optimizer steps on both sides
+#    (the peer adds untimed warm-up steps). Then husai_bench's encoder GEMM (husai tiled, T threads) next to
+#    one plain single-threaded Eigen sgemm of the same shape, measured in the same run.
+#
 # Environment: BENCH_EPOCHS=N  use N epochs on both sides and skip the probes.
 #              BENCH_THREADS=T override nproc.
 #              BENCH_TARGET_S=S seconds each side should run (default 30).
+#              BENCH_SAE_STEPS=N optimizer steps of each SAE side (default 100).
+#              BENCH_SKIP_TRANSFORMER=1 only the SAE section.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -30,6 +38,7 @@ PY=/usr/bin/python3 # Debian's python3-torch lives here, not in a pyenv python3 
 CONFIG=configs/transformer/default.yaml
 THREADS=${BENCH_THREADS:-$(nproc)}
 TARGET_S=${BENCH_TARGET_S:-30}
+SAE_STEPS=${BENCH_SAE_STEPS:-100}
 
 [[ -x "$HUSAI" ]] || { echo "bench: $HUSAI not found; build first (make build)" >&2; exit 1; }
 [[ -f "$CONFIG" ]] || { echo "bench: $CONFIG not found" >&2; exit 1; }
@@ -63,11 +72,13 @@ epochs_for() { "$PY" -c 'import sys; print(max(1, round(float(sys.argv[2]) / max
 # environment would pin OpenBLAS to another CPU's kernels and blocking, so the peer runs without them.
 peer() { env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY" bench/peer_transformer.py "$@"; }
 
-if [[ -x "$BUILD/bin/husai_bench" ]]; then
-  echo "== husai_bench (kernels)"
-  "$BUILD/bin/husai_bench"
+if [[ -z "${BENCH_SKIP_TRANSFORMER:-}" && -x "$BUILD/bin/husai_bench" ]]; then
+  echo "== husai_bench (transformer kernels; the SAE ones run in the SAE section)"
+  "$BUILD/bin/husai_bench" --benchmark_filter='BM_TiledGemm|BM_EigenGemmOneCore|BM_TransformerTrainStep'
   echo
 fi
+
+transformer_section() {
 
 # ---- husai -------------------------------------------------------------------------------------
 if [[ -n "${BENCH_EPOCHS:-}" ]]; then
@@ -118,4 +129,59 @@ if h.get("n_train") not in (None, p["n_train"]):
     print(f"note: train set sizes differ (husai {h['n_train']}, pytorch {p['n_train']})")
 print(f"machine after the runs: {sys.argv[5]}")
 print(f"ratio (husai / pytorch): {h['samples_per_s'] / p['samples_per_s']:.2f}x")
+EOF
+}
+[[ -n "${BENCH_SKIP_TRANSFORMER:-}" ]] || transformer_section
+
+# ---- SAE: TopK training, husai's fused sparse path vs PyTorch's dense computation -------------------
+SAE_SHAPE=(--d-sae 1024 --k 32 --batch-size 4096)
+echo
+echo "== sae: data (husai synth: d_in 128, 65536 rows)"
+"$HUSAI" synth --quiet --d-in 128 --n-features 2048 --active 16 --rows 65536 --seed 1 --out "$TMP/sae.safetensors"
+echo "== sae husai: train-sae topk, $SAE_STEPS steps, $THREADS threads"
+"$HUSAI" train-sae --quiet --activations "$TMP/sae.safetensors" --architecture topk "${SAE_SHAPE[@]}" \
+  --steps "$SAE_STEPS" --threads "$THREADS" --set training.checkpoint_every=0 --out "$TMP/sae-husai"
+echo "== sae pytorch: $SAE_STEPS steps (+3 warm-up), $THREADS threads"
+env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY" bench/peer_sae.py --activations "$TMP/sae.safetensors" \
+  "${SAE_SHAPE[@]}" --steps "$SAE_STEPS" --warmup 3 --threads "$THREADS" >"$TMP/sae-peer.json"
+GEMM_JSON=""
+if [[ -x "$BUILD/bin/husai_bench" ]]; then
+  echo "== sae kernels: husai_bench encoder GEMM (husai tiled, $THREADS threads) vs one Eigen sgemm (1 thread)"
+  GEMM_JSON="$TMP/sae-kernels.json"
+  OMP_NUM_THREADS=$THREADS "$BUILD/bin/husai_bench" --benchmark_filter='BM_EncoderGemm|BM_TopKTrainStep' \
+    --benchmark_min_time=0.5 --benchmark_out="$GEMM_JSON" --benchmark_out_format=json
+fi
+SAE_LOAD_AFTER=$(load_note)
+"$PY" - "$TMP/sae-husai/seed42/metrics.json" "$TMP/sae-peer.json" "$THREADS" "$SAE_LOAD_AFTER" "$GEMM_JSON" <<'EOF'
+import json, sys
+h, p = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+threads = int(sys.argv[3])
+bs = p["batch_size"]
+rows = [
+    ("husai", h["samples_per_s"], h["steps"], h["final_batch"]["frac_dead"], "fused sparse TopK path (Eigen GEMM)"),
+    ("pytorch", p["samples_per_s"], p["steps"], p["final_frac_dead"], f"torch {p['torch']}: {p['blas']['summary']}"),
+]
+print()
+print(f"SAE topk: d_in {p['d_in']}, d_sae {p['d_sae']}, k {p['k']}, batch {bs}, AuxK + clip + Adam + decoder "
+      f"renorm, {threads} threads")
+print(f"{'side':<8} {'samples/s':>11} {'ms/step':>8} {'steps':>6} {'dead':>6}  kernels")
+for side, sps, steps, dead, what in rows:
+    print(f"{side:<8} {sps:>11.1f} {1e3 * bs / sps:>8.2f} {steps:>6} {dead:>6.3f}  {what}")
+print(f"machine after the runs: {sys.argv[4]}")
+print(f"ratio (husai / pytorch): {h['samples_per_s'] / p['samples_per_s']:.2f}x (target >= 10x)")
+if sys.argv[5]:
+    bm = {b["name"].split("/")[0]: b for b in json.load(open(sys.argv[5]))["benchmarks"]}
+    gflops = lambda b: b["GFLOP/s"]  # noqa: E731  (the counter already counts GFLOP)
+    peak = bm.get("BM_EncoderGemm_EigenSgemm")
+    for name, what in (("BM_EncoderGemm_husai_topk_blocks", "as TopK training runs it (64-row blocks)"),
+                       ("BM_EncoderGemm_husai", "husai tiled gemm")):
+        enc = bm.get(name)
+        if enc and peak:
+            e, pk, t = gflops(enc), gflops(peak), int(enc.get("threads", threads))
+            print(f"encoder GEMM [4096 x 128] x [128 x 1024], {what}: {e:.1f} GFLOP/s on {t} threads "
+                  f"({e / t:.1f} per thread); Eigen single-call sgemm peak {pk:.1f} GFLOP/s on 1 thread "
+                  f"(per-thread {100 * e / t / pk:.0f}% of it)")
+    step = bm.get("BM_TopKTrainStep")
+    if step:
+        print(f"husai_bench TopK loss + gradient step (AuxK off, no optimizer): {step['real_time']:.2f} ms")
 EOF

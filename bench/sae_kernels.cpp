@@ -1,6 +1,6 @@
-// SAE kernels: the encoder GEMM through husai's deterministic tiled gemm vs one plain (single-threaded,
-// EIGEN_DONT_PARALLELIZE) Eigen sgemm of the same shape in the same run, and a whole TopK training step
-// (forward, AuxK off, every gradient) at d_in 128, d_sae 1024, k 32, batch 4096.
+// SAE kernels: the encoder GEMM (husai tiled gemm, and as TopK training blocks it) vs one plain
+// (single-threaded, EIGEN_DONT_PARALLELIZE) Eigen sgemm of the same shape in the same run, and a whole TopK
+// training step (forward, AuxK off, every gradient) at d_in 128, d_sae 1024, k 32, batch 4096.
 
 // Instantiates Eigen's GEMM directly: the same GCC 12 false -W(maybe-)uninitialized inside AVX-512 intrinsics
 // that src/husai/core/gemm.cpp documents.
@@ -45,6 +45,25 @@ void BM_EncoderGemm_husai(benchmark::State& state) {
   state.counters["threads"] = husai::num_threads();
 }
 BENCHMARK(BM_EncoderGemm_husai)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The encoder GEMM as TopK training runs it (src/husai/sae/topk.cpp, encode_select_topk): fixed 64-row
+// blocks, each one single-threaded product, the blocks in parallel (the selection that follows each block
+// is left out here).
+void BM_EncoderGemm_husai_topk_blocks(benchmark::State& state) {
+  constexpr int64_t kBlockRows = 64;
+  const std::vector<float> x = normal(kB * kD, 1), w = normal(kD * kL, 2);
+  std::vector<float> z(static_cast<size_t>(kB * kL));
+  for (auto _ : state) {
+    husai::parallel_chunks(kB, kBlockRows, [&](int64_t r0, int64_t r1) {
+      husai::gemm_serial<float>(false, false, r1 - r0, kL, kD, 1.0f, x.data() + r0 * kD, kD, w.data(), kL,
+                                0.0f, z.data() + r0 * kL, kL);
+    });
+    benchmark::DoNotOptimize(z.data());
+  }
+  set_flops(state);
+  state.counters["threads"] = husai::num_threads();
+}
+BENCHMARK(BM_EncoderGemm_husai_topk_blocks)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_EncoderGemm_EigenSgemm(benchmark::State& state) {
   using M = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

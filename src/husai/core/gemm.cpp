@@ -77,6 +77,13 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
 }
 
 template <typename T>
+void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                 int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  tile_product(trans_a, trans_b, 0, M, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+template <typename T>
 void column_sums(const T* in, int64_t rows, int64_t cols, int64_t ld, T* out, bool accumulate) {
   constexpr int64_t kColChunk = 64;
   parallel_chunks(cols, kColChunk, [&](int64_t c0, int64_t c1) {
@@ -94,6 +101,10 @@ template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const fl
                           int64_t, float, float*, int64_t);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
                            const double*, int64_t, double, double*, int64_t);
+template void gemm_serial<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                                 const float*, int64_t, float, float*, int64_t);
+template void gemm_serial<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                                  const double*, int64_t, double, double*, int64_t);
 template void column_sums<float>(const float*, int64_t, int64_t, int64_t, float*, bool);
 template void column_sums<double>(const double*, int64_t, int64_t, int64_t, double*, bool);
 

@@ -14,6 +14,12 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+// The same product as one single-threaded Eigen call, no tiling: for callers that split their own work into
+// fixed blocks run in parallel (each block's result depends only on its shape, never on the thread count).
+template <typename T>
+void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                 int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
 // out[j] (+)= sum_i in[i, j] over rows, summed in row order; columns are split across threads.
 template <typename T>
 void column_sums(const T* in, int64_t rows, int64_t cols, int64_t ld, T* out, bool accumulate);

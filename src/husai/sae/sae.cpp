@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "husai/core/error.hpp"
+#include "husai/core/lanes.hpp"
 #include "husai/core/rng.hpp"
 #include "husai/core/threading.hpp"
 
@@ -157,12 +158,8 @@ void remove_parallel_decoder_grad(const SaeConfig& cfg, const SaeLayout& layout,
   float* G = grads + layout.W_dec;
   parallel_chunks(cfg.d_sae, 64, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
-      float dot = 0;
-      float nn = 0;
-      for (int64_t d = 0; d < D; ++d) {
-        dot += G[i * D + d] * W[i * D + d];
-        nn += W[i * D + d] * W[i * D + d];
-      }
+      const float dot = dot_lanes(G + i * D, W + i * D, D);
+      const float nn = dot_lanes(W + i * D, W + i * D, D);
       if (nn <= 0) continue;
       const float c = dot / nn;
       for (int64_t d = 0; d < D; ++d) G[i * D + d] -= c * W[i * D + d];
@@ -175,8 +172,7 @@ void normalize_decoder_rows(const SaeConfig& cfg, const SaeLayout& layout, float
   float* W = params + layout.W_dec;
   parallel_chunks(cfg.d_sae, 64, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
-      float nn = 0;
-      for (int64_t d = 0; d < D; ++d) nn += W[i * D + d] * W[i * D + d];
+      const float nn = dot_lanes(W + i * D, W + i * D, D);
       if (nn <= 0) continue;
       const float inv = 1.0f / std::sqrt(nn);
       for (int64_t d = 0; d < D; ++d) W[i * D + d] *= inv;
@@ -231,21 +227,62 @@ std::vector<float> geometric_median(const float* x, int64_t n_rows, int64_t d, i
 template <typename T>
 double batch_explained_variance(const T* x, const T* x_hat, int64_t n_rows, int64_t d) {
   if (n_rows <= 0) return 0.0;
+  // Fixed row chunks, each summed single-threaded (per column for the mean, in kLanes partial sums for the
+  // errors), then combined in chunk order: independent of the thread count.
+  constexpr int64_t kChunk = 256;
+  const int64_t n_chunks = (n_rows + kChunk - 1) / kChunk;
+  std::vector<double> col(static_cast<size_t>(n_chunks * d), 0.0);
+  parallel_chunks(n_rows, kChunk, [&](int64_t r0, int64_t r1) {
+    double* cs = col.data() + (r0 / kChunk) * d;
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t j = 0; j < d; ++j) cs[j] += static_cast<double>(x[r * d + j]);
+    }
+  });
   std::vector<double> mean(static_cast<size_t>(d), 0.0);
-  for (int64_t r = 0; r < n_rows; ++r) {
-    for (int64_t j = 0; j < d; ++j) mean[static_cast<size_t>(j)] += static_cast<double>(x[r * d + j]);
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    for (int64_t j = 0; j < d; ++j) mean[static_cast<size_t>(j)] += col[static_cast<size_t>(c * d + j)];
   }
   for (double& m : mean) m /= static_cast<double>(n_rows);
+  std::vector<double> part(static_cast<size_t>(2 * n_chunks), 0.0);
+  parallel_chunks(n_rows, kChunk, [&](int64_t r0, int64_t r1) {
+    double pe[kLanes] = {};
+    double pv[kLanes] = {};
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = x + r * d;
+      const T* hr = x_hat + r * d;
+      int64_t j = 0;
+      for (; j + kLanes <= d; j += kLanes) {
+        for (int l = 0; l < kLanes; ++l) {
+          const auto xv = static_cast<double>(xr[j + l]);
+          const double e = xv - static_cast<double>(hr[j + l]);
+          const double cv = xv - mean[static_cast<size_t>(j + l)];
+          pe[l] += e * e;
+          pv[l] += cv * cv;
+        }
+      }
+      for (int l = 0; j < d; ++j, ++l) {
+        const auto xv = static_cast<double>(xr[j]);
+        const double e = xv - static_cast<double>(hr[j]);
+        const double cv = xv - mean[static_cast<size_t>(j)];
+        pe[l] += e * e;
+        pv[l] += cv * cv;
+      }
+    }
+    double err = 0;
+    double var = 0;
+    for (int l = 0; l < kLanes; ++l) {
+      err += pe[l];
+      var += pv[l];
+    }
+    const int64_t c = r0 / kChunk;
+    part[static_cast<size_t>(2 * c)] = err;
+    part[static_cast<size_t>(2 * c + 1)] = var;
+  });
   double err = 0;
   double var = 0;
-  for (int64_t r = 0; r < n_rows; ++r) {
-    for (int64_t j = 0; j < d; ++j) {
-      const double xv = static_cast<double>(x[r * d + j]);
-      const double e = xv - static_cast<double>(x_hat[r * d + j]);
-      const double c = xv - mean[static_cast<size_t>(j)];
-      err += e * e;
-      var += c * c;
-    }
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    err += part[static_cast<size_t>(2 * c)];
+    var += part[static_cast<size_t>(2 * c + 1)];
   }
   return var > 0 ? 1.0 - err / var : 0.0;
 }

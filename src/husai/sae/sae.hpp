@@ -105,13 +105,23 @@ struct SaeWorkspace {
   // Sparse path (TopK family): per row, the active latents (CSR, ascending latent index) and the AuxK ones.
   std::vector<int64_t> row_ptr, aux_row_ptr;
   std::vector<int32_t> idx, aux_idx;
-  std::vector<T> act, aux_act, dact, aux_dact;
-  // Per latent, the entries that touch it in row order (CSC of the two lists above).
+  std::vector<T> act, aux_act;
+  // Per latent, the entries that touch it in row order (CSC of the two lists above): the row (r for a main
+  // entry, -(r + 1) for an AuxK one) and the activation, stored in CSC order so the per-latent pass reads
+  // them sequentially.
   std::vector<int64_t> col_ptr;
-  std::vector<int64_t> col_entry;  // entry id: < nnz main, else nnz + aux entry
+  std::vector<int32_t> col_row;
+  std::vector<T> col_act;
   std::vector<T> aux_residual, aux_grad;
   std::vector<float> batch_values;  // batchtopk selection scratch
   std::vector<int32_t> row_order;
+  // Sparse-path scratch, sized on first use: per-row selections at a fixed stride before compaction,
+  // per-chunk selection buffers, per-row error sums, the dead-latent list, latent groups and the CSC fill
+  // pointers.
+  std::vector<int32_t> sel_idx, sel_pos, dead_list, group;
+  std::vector<T> sel_act, sel_val;
+  std::vector<int64_t> sel_count, col_fill;
+  std::vector<double> row_err, aux_err;
   // Test hook: keep aux_residual from the previous call (the residual is a stop-gradient input).
   bool freeze_aux_residual = false;
   // Outputs besides the loss: latents that fired in this batch, and the smallest kept activation

@@ -8,9 +8,23 @@
 //
 // This file also holds the sparse path shared with batchtopk.cpp and matryoshka.cpp.
 
-#include <algorithm>
-#include <numeric>
+// GCC 12 reports false -W(maybe-)uninitialized inside its own AVX-512 intrinsics (the masked forms behind
+// _mm512_max_ps and friends pass an _mm512_undefined_ps() that is uninitialised by design), as
+// src/husai/core/gemm.cpp documents for Eigen's kernels.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <bit>
+#include <functional>
+#include <limits>
+#include <type_traits>
+
+#include "husai/core/lanes.hpp"
 #include "husai/core/threading.hpp"
 #include "husai/sae/dense_path.hpp"
 #include "husai/sae/sparse_path.hpp"
@@ -21,53 +35,356 @@ namespace {
 
 constexpr int64_t kRowChunk = 64;
 constexpr int64_t kLatentChunk = 32;
-
-// Ordering of candidates: larger value first, then lower index. A strict total order, so the selected set is
-// unique whatever algorithm or thread computes it.
+constexpr int64_t kSelLanes = 16;
+constexpr int64_t kPrefetchAhead = 4;
 template <typename T>
-struct ByValueDesc {
-  const T* v;
-  bool operator()(int32_t a, int32_t b) const { return v[a] > v[b] || (v[a] == v[b] && a < b); }
-};
+constexpr int64_t kLineElems = static_cast<int64_t>(64 / sizeof(T));
+
+constexpr int64_t kMaxLaneRank = 64;
+constexpr int64_t kCountRankMax = 256;
+
+// Selection buffer size for n values: every value may be a candidate, plus one vector of slack.
+int64_t selection_cap(int64_t n) {
+  return n + kSelLanes;
+}
+
+#if defined(__AVX512F__)
+// Order-preserving map of a float to uint32 (and back), for a bisection over values.
+inline uint32_t float_key(float f) {
+  const auto b = std::bit_cast<uint32_t>(f);
+  return (b & 0x80000000u) != 0 ? ~b : b | 0x80000000u;
+}
+inline float key_float(uint32_t k) {
+  return std::bit_cast<float>((k & 0x80000000u) != 0 ? k & 0x7fffffffu : ~k);
+}
+
+// Number of vals[0, n) >= t.
+inline int64_t count_at_least(const float* vals, int64_t n, float t) {
+  const __m512 bt = _mm512_set1_ps(t);
+  int64_t cnt = 0;
+  for (int64_t j = 0; j < n; j += kSelLanes) {
+    const int64_t valid = std::min<int64_t>(kSelLanes, n - j);
+    const auto in_range = static_cast<__mmask16>((1u << valid) - 1u);
+    const __m512 v = _mm512_maskz_loadu_ps(in_range, vals + j);
+    cnt += std::popcount(static_cast<unsigned>(_mm512_mask_cmp_ps_mask(in_range, v, bt, _CMP_GE_OQ)));
+  }
+  return cnt;
+}
+
+// Candidates (nb >= k, in position order, no NaN) cut down, in order, to those >= a threshold that at least k
+// of them reach, found by bisection over the value keys until at most kCountRankMax remain or the threshold
+// is exact. Keeps a superset of the top k whatever the distribution (heavy tails defeat the lane bound).
+inline int64_t narrow_candidates(int32_t* buf_pos, float* buf_val, int64_t nb, int64_t k) {
+  float lo_v = buf_val[0];
+  float hi_v = buf_val[0];
+  for (int64_t j = 1; j < nb; ++j) {
+    lo_v = std::min(lo_v, buf_val[j]);
+    hi_v = std::max(hi_v, buf_val[j]);
+  }
+  uint32_t lo = float_key(lo_v);      // count(>= lo) = nb >= k
+  uint32_t hi = float_key(hi_v) + 1;  // count(>= hi) = 0 < k
+  while (hi - lo > 1) {
+    const uint32_t mid = lo + (hi - lo) / 2;
+    const int64_t cnt = count_at_least(buf_val, nb, key_float(mid));
+    if (cnt >= k) {
+      lo = mid;
+      if (cnt <= kCountRankMax) break;
+    } else {
+      hi = mid;
+    }
+  }
+  const float t = key_float(lo);
+  int64_t out = 0;
+  for (int64_t j = 0; j < nb; ++j) {
+    if (buf_val[j] >= t) {
+      buf_val[out] = buf_val[j];
+      buf_pos[out] = buf_pos[j];
+      ++out;
+    }
+  }
+  return out;
+}
+#endif
+
+// Top `k` of vals[0, n) among the values > floor, in the order "larger value first, then lower position" (a
+// strict total order, so the selected set is unique whatever algorithm computes it), written in ascending
+// position order to buf_pos / buf_val. Returns the number selected (< k only when fewer than k values exceed
+// floor). buf_pos / buf_val / tmp hold selection_cap(n) entries.
+//
+// 1. A lower bound t0 of the k-th largest value: the values are dealt to kSelLanes lanes (lane l takes
+//    positions l, l + kSelLanes, ...), each lane keeps its r = ceil(k / kSelLanes) largest; every lane then
+//    has r values >= its r-th largest, so at least k values are >= t0 = min over lanes of the r-th largest.
+// 2. One pass collects, in position order, the candidates v > floor and v >= t0: a superset of the answer.
+// 3. If more than k: nth_element on a copy of their values gives the k-th largest value kth; an in-order
+// filter
+//    keeps the values > kth and the first (lowest-position) ones equal to kth up to k in all.
+template <typename T>
+int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_pos, T* buf_val, T* tmp) {
+  const int64_t rank = (k + kSelLanes - 1) / kSelLanes;
+  T t0 = -std::numeric_limits<T>::infinity();
+  bool have_t0 = false;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (rank == 2 && n >= 2 * kSelLanes) {
+      // k in (16, 32], the common case: two independent lane top-2 sets (even / odd vectors) in registers,
+      // merged at the end; the bound is the same as one set over all vectors.
+      const __m512 ninf = _mm512_set1_ps(t0);
+      __m512 a1 = ninf, a2 = ninf, b1 = ninf, b2 = ninf;
+      int64_t j = 0;
+      for (; j + 2 * kSelLanes <= n; j += 2 * kSelLanes) {
+        const __m512 va = _mm512_loadu_ps(vals + j);
+        const __m512 vb = _mm512_loadu_ps(vals + j + kSelLanes);
+        a2 = _mm512_max_ps(a2, _mm512_min_ps(a1, va));
+        a1 = _mm512_max_ps(a1, va);
+        b2 = _mm512_max_ps(b2, _mm512_min_ps(b1, vb));
+        b1 = _mm512_max_ps(b1, vb);
+      }
+      if (j + kSelLanes <= n) {
+        const __m512 va = _mm512_loadu_ps(vals + j);
+        a2 = _mm512_max_ps(a2, _mm512_min_ps(a1, va));
+        a1 = _mm512_max_ps(a1, va);
+      }
+      // Second largest of {a1, a2, b1, b2} per lane (a1 >= a2, b1 >= b2).
+      const __m512 second = _mm512_max_ps(_mm512_min_ps(a1, b1), _mm512_max_ps(a2, b2));
+      float last[kSelLanes];
+      _mm512_storeu_ps(last, second);
+      t0 = *std::min_element(last, last + kSelLanes);
+      have_t0 = true;
+    } else if (rank <= kMaxLaneRank && n >= kSelLanes * rank) {
+      __m512 top[kMaxLaneRank];
+      for (int64_t q = 0; q < rank; ++q) top[q] = _mm512_set1_ps(t0);
+      for (int64_t j = 0; j + kSelLanes <= n; j += kSelLanes) {
+        __m512 v = _mm512_loadu_ps(vals + j);
+        for (int64_t q = 0; q < rank; ++q) {
+          const __m512 hi = _mm512_max_ps(top[q], v);
+          v = _mm512_min_ps(top[q], v);
+          top[q] = hi;
+        }
+      }
+      float last[kSelLanes];
+      _mm512_storeu_ps(last, top[rank - 1]);
+      t0 = *std::min_element(last, last + kSelLanes);
+      have_t0 = true;
+    }
+  }
+#endif
+  if (!have_t0 && rank <= kMaxLaneRank && n >= kSelLanes * rank) {
+    T top[kMaxLaneRank][kSelLanes];
+    for (int64_t q = 0; q < rank; ++q) std::fill_n(top[q], kSelLanes, t0);
+    for (int64_t j = 0; j + kSelLanes <= n; j += kSelLanes) {
+      T v[kSelLanes];
+      std::copy_n(vals + j, kSelLanes, v);
+      for (int64_t q = 0; q < rank; ++q) {
+        for (int64_t l = 0; l < kSelLanes; ++l) {
+          const T hi = std::max(top[q][l], v[l]);
+          v[l] = std::min(top[q][l], v[l]);
+          top[q][l] = hi;
+        }
+      }
+    }
+    t0 = top[rank - 1][0];
+    for (int64_t l = 1; l < kSelLanes; ++l) t0 = std::min(t0, top[rank - 1][l]);
+  }
+  // Candidates: v >= t0 when t0 > floor, else v > floor.
+  const bool use_t0 = t0 > floor;
+  const T thr = use_t0 ? t0 : floor;
+  int64_t nb = 0;
+  int64_t j = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 vt = _mm512_set1_ps(thr);
+    for (; j + kSelLanes <= n; j += kSelLanes) {
+      const __m512 v = _mm512_loadu_ps(vals + j);
+      const __mmask16 m =
+          use_t0 ? _mm512_cmp_ps_mask(v, vt, _CMP_GE_OQ) : _mm512_cmp_ps_mask(v, vt, _CMP_GT_OQ);
+      _mm512_storeu_ps(buf_val + nb, _mm512_maskz_compress_ps(m, v));
+      const __m512i pos = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(j)));
+      _mm512_storeu_si512(buf_pos + nb, _mm512_maskz_compress_epi32(m, pos));
+      nb += std::popcount(static_cast<unsigned>(m));
+    }
+  }
+#endif
+  for (; j < n; ++j) {
+    const T v = vals[j];
+    buf_val[nb] = v;
+    buf_pos[nb] = static_cast<int32_t>(j);
+    nb += (use_t0 ? v >= thr : v > thr) ? 1 : 0;
+  }
+  if (nb <= k) return nb;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (nb > kCountRankMax) nb = narrow_candidates(buf_pos, buf_val, nb, k);
+    if (nb <= kCountRankMax) {
+      // Rank of each candidate = how many candidates come before it in the order; keep ranks < k.
+      // Branch-free, and faster than nth_element on the few dozen candidates step 1 leaves.
+      bool keep[kCountRankMax];
+      for (int64_t i = 0; i < nb; ++i) {
+        const float vi = buf_val[i];
+        const __m512 bi = _mm512_set1_ps(vi);
+        int64_t before = 0;
+        for (int64_t j0 = 0; j0 < nb; j0 += kSelLanes) {
+          const int64_t valid = std::min<int64_t>(kSelLanes, nb - j0);
+          const auto in_range = static_cast<__mmask16>((1u << valid) - 1u);
+          const int64_t lower = std::clamp<int64_t>(i - j0, 0, kSelLanes);
+          const auto earlier = static_cast<__mmask16>((1u << lower) - 1u);
+          const __m512 vj = _mm512_loadu_ps(buf_val + j0);
+          const __mmask16 gt = _mm512_mask_cmp_ps_mask(in_range, vj, bi, _CMP_GT_OQ);
+          const __mmask16 eq = _mm512_mask_cmp_ps_mask(earlier, vj, bi, _CMP_EQ_OQ);
+          before += std::popcount(static_cast<unsigned>(gt | eq));
+        }
+        keep[i] = before < k;
+      }
+      int64_t out = 0;
+      for (int64_t i = 0; i < nb; ++i) {  // branch-free in-order compaction (out <= i)
+        buf_val[out] = buf_val[i];
+        buf_pos[out] = buf_pos[i];
+        out += keep[i] ? 1 : 0;
+      }
+      return out;
+    }
+  }
+#endif
+  std::copy_n(buf_val, nb, tmp);
+  std::nth_element(tmp, tmp + (k - 1), tmp + nb, std::greater<T>());
+  const T kth = tmp[k - 1];
+  int64_t ties = k;
+  for (int64_t q = 0; q < k - 1; ++q) ties -= tmp[q] > kth ? 1 : 0;
+  int64_t out = 0;
+  for (int64_t q = 0; q < nb; ++q) {
+    const T v = buf_val[q];
+    if (v > kth || (v == kth && ties-- > 0)) {
+      buf_val[out] = v;
+      buf_pos[out] = buf_pos[q];
+      ++out;
+    }
+  }
+  return out;
+}
+
+// Rows selected at a fixed stride (count[r] <= stride entries at r * stride) into CSR.
+template <typename T>
+void compact_rows(int64_t B, int64_t stride, const std::vector<int64_t>& count,
+                  const std::vector<int32_t>& sidx, const std::vector<T>& sact, std::vector<int64_t>& row_ptr,
+                  std::vector<int32_t>& idx, std::vector<T>& act) {
+  row_ptr.resize(static_cast<size_t>(B + 1));
+  row_ptr[0] = 0;
+  for (int64_t r = 0; r < B; ++r)
+    row_ptr[static_cast<size_t>(r + 1)] = row_ptr[static_cast<size_t>(r)] + count[static_cast<size_t>(r)];
+  const int64_t nnz = row_ptr[static_cast<size_t>(B)];
+  idx.resize(static_cast<size_t>(nnz));
+  act.resize(static_cast<size_t>(nnz));
+  parallel_chunks(B, kRowChunk * 4, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const auto s = static_cast<size_t>(row_ptr[static_cast<size_t>(r)]);
+      const auto n = static_cast<size_t>(count[static_cast<size_t>(r)]);
+      const auto from = static_cast<size_t>(r * stride);
+      std::copy_n(sidx.begin() + static_cast<std::ptrdiff_t>(from), n,
+                  idx.begin() + static_cast<std::ptrdiff_t>(s));
+      std::copy_n(sact.begin() + static_cast<std::ptrdiff_t>(from), n,
+                  act.begin() + static_cast<std::ptrdiff_t>(s));
+    }
+  });
+}
+
+// acc[d] += a * w[d].
+template <typename T>
+inline void axpy(T* __restrict acc, T a, const T* __restrict w, int64_t D) {
+  for (int64_t d = 0; d < D; ++d) acc[d] += a * w[d];
+}
+
+// One entry's contribution to a latent's decoder and encoder gradient rows.
+template <typename T>
+inline void axpy2(T* __restrict gdec, T a, const T* __restrict u, T* __restrict genc, T dz,
+                  const T* __restrict xc, int64_t D) {
+  for (int64_t d = 0; d < D; ++d) {
+    gdec[d] += a * u[d];
+    genc[d] += dz * xc[d];
+  }
+}
+
+// u[d] = scale * (a[d] - b[d]) (u may be a); returns sum_d (a[d] - b[d])^2 in double, kLanes partial sums
+// folded in a fixed order.
+template <typename T>
+double scaled_diff_sq(const T* a, const T* b, T scale, T* u, int64_t D) {
+  double part[kLanes] = {};
+  int64_t d = 0;
+  for (; d + kLanes <= D; d += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const T diff = a[d + l] - b[d + l];
+      part[l] += static_cast<double>(diff) * static_cast<double>(diff);
+      u[d + l] = scale * diff;
+    }
+  }
+  for (int l = 0; d < D; ++d, ++l) {
+    const T diff = a[d] - b[d];
+    part[l] += static_cast<double>(diff) * static_cast<double>(diff);
+    u[d] = scale * diff;
+  }
+  for (int w = kLanes / 2; w > 0; w /= 2) {
+    for (int l = 0; l < w; ++l) part[l] += part[l + w];
+  }
+  return part[0];
+}
 
 }  // namespace
 
+// Per-row selection of rows [r0, r1) of z into the fixed-stride ws.sel_* buffers, with chunk c's scratch.
+template <typename T>
+void select_rows(const T* z, int64_t r0, int64_t r1, int64_t L, int64_t k, int64_t c, SaeWorkspace<T>& ws) {
+  const int64_t cap = selection_cap(L);
+  int32_t* bp = ws.sel_pos.data() + c * cap;
+  T* bv = ws.sel_val.data() + c * 2 * cap;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = select_top<T>(z + r * L, L, k, T(0), bp, bv, bv + cap);
+    std::copy_n(bp, n, ws.sel_idx.begin() + r * k);
+    std::copy_n(bv, n, ws.sel_act.begin() + r * k);
+    ws.sel_count[static_cast<size_t>(r)] = n;
+  }
+}
+
+template <typename T>
+void size_selection(int64_t B, int64_t L, int64_t k, int64_t n_chunks, SaeWorkspace<T>& ws) {
+  const int64_t cap = selection_cap(L);
+  ws.sel_idx.resize(static_cast<size_t>(B * k));
+  ws.sel_act.resize(static_cast<size_t>(B * k));
+  ws.sel_count.resize(static_cast<size_t>(B));
+  ws.sel_pos.resize(static_cast<size_t>(n_chunks * cap));
+  ws.sel_val.resize(static_cast<size_t>(n_chunks * 2 * cap));
+}
+
 template <typename T>
 void select_topk_per_row(const T* z, int64_t B, int64_t L, int64_t k, SaeWorkspace<T>& ws) {
-  std::vector<int32_t> sel(static_cast<size_t>(B * k));
-  std::vector<int64_t> count(static_cast<size_t>(B));
+  size_selection(B, L, k, (B + kRowChunk - 1) / kRowChunk, ws);
+  parallel_chunks(B, kRowChunk,
+                  [&](int64_t r0, int64_t r1) { select_rows(z, r0, r1, L, k, r0 / kRowChunk, ws); });
+  compact_rows<T>(B, k, ws.sel_count, ws.sel_idx, ws.sel_act, ws.row_ptr, ws.idx, ws.act);
+}
+
+// TopK encoder fused with the selection: ws.xc = x - b_dec, then per fixed block of rows (in parallel) one
+// single-threaded GEMM z = xc W_enc + b_enc into ws.z and the per-row top-k while the block is still in
+// cache.
+template <typename T>
+void encode_select_topk(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B,
+                        SaeWorkspace<T>& ws) {
+  const int64_t D = cfg.d_in;
+  const int64_t L = cfg.d_sae;
+  const int64_t k = cfg.k;
+  ws.xc.resize(static_cast<size_t>(B * D));
+  ws.z.resize(static_cast<size_t>(B * L));
+  size_selection(B, L, k, (B + kRowChunk - 1) / kRowChunk, ws);
   parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
-    std::vector<int32_t> cand(static_cast<size_t>(L));
+    T* xc = ws.xc.data();
+    T* z = ws.z.data();
     for (int64_t r = r0; r < r1; ++r) {
-      const T* zr = z + r * L;
-      std::iota(cand.begin(), cand.end(), 0);
-      std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), ByValueDesc<T>{zr});
-      int32_t* out = sel.data() + r * k;
-      int64_t n = 0;
-      for (int64_t j = 0; j < k; ++j) {
-        if (zr[cand[static_cast<size_t>(j)]] > T(0)) out[n++] = cand[static_cast<size_t>(j)];
-      }
-      std::sort(out, out + n);
-      count[static_cast<size_t>(r)] = n;
+      for (int64_t d = 0; d < D; ++d)
+        xc[r * D + d] = cfg.apply_b_dec_to_input ? x[r * D + d] - p.b_dec[d] : x[r * D + d];
+      std::copy_n(p.b_enc, L, z + r * L);
     }
+    gemm_serial<T>(false, false, r1 - r0, L, D, T(1), xc + r0 * D, D, p.W_enc, L, T(1), z + r0 * L, L);
+    select_rows(z, r0, r1, L, k, r0 / kRowChunk, ws);
   });
-  ws.row_ptr.assign(static_cast<size_t>(B + 1), 0);
-  for (int64_t r = 0; r < B; ++r)
-    ws.row_ptr[static_cast<size_t>(r + 1)] =
-        ws.row_ptr[static_cast<size_t>(r)] + count[static_cast<size_t>(r)];
-  const int64_t nnz = ws.row_ptr[static_cast<size_t>(B)];
-  ws.idx.resize(static_cast<size_t>(nnz));
-  ws.act.resize(static_cast<size_t>(nnz));
-  parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t s = ws.row_ptr[static_cast<size_t>(r)];
-      for (int64_t j = 0; j < count[static_cast<size_t>(r)]; ++j) {
-        const int32_t i = sel[static_cast<size_t>(r * k + j)];
-        ws.idx[static_cast<size_t>(s + j)] = i;
-        ws.act[static_cast<size_t>(s + j)] = z[r * L + i];
-      }
-    }
-  });
+  compact_rows<T>(B, k, ws.sel_count, ws.sel_idx, ws.sel_act, ws.row_ptr, ws.idx, ws.act);
 }
 
 template <typename T>
@@ -82,36 +399,29 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
   const T* x = batch.x;
   const int64_t nnz = ws.row_ptr[static_cast<size_t>(B)];
   const T two_over_b = T(2) / static_cast<T>(B);
+  const int64_t n_chunks = (B + kRowChunk - 1) / kRowChunk;
 
-  // Reconstructions of the nested prefixes. ws.up[r, j] first holds w_j (2/B)(x_hat_j - x); the suffix sum
-  // below turns it into d loss / d x_hat seen by a latent of group j (a latent of group j is in prefixes >=
-  // j).
+  // Reconstructions of the nested prefixes, accumulated in place in ws.x_hat (a gather of the active W_dec
+  // rows). ws.up[r, j] first holds w_j (2/B)(x_hat_j - x); the suffix sum below turns it into d loss / d
+  // x_hat seen by a latent of group j (a latent of group j is in prefixes >= j).
   ws.x_hat.resize(static_cast<size_t>(B * D));
   ws.up.resize(static_cast<size_t>(B * m * D));
-  std::vector<double> row_err(static_cast<size_t>(B * m));
+  ws.row_err.resize(static_cast<size_t>(B * m));
   parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
-    std::vector<T> acc(static_cast<size_t>(D));
     for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t d = 0; d < D; ++d) acc[static_cast<size_t>(d)] = p.b_dec[d];
+      T* acc = ws.x_hat.data() + r * D;
+      std::copy_n(p.b_dec, D, acc);
       int64_t e = ws.row_ptr[static_cast<size_t>(r)];
       const int64_t e_end = ws.row_ptr[static_cast<size_t>(r + 1)];
       for (int64_t j = 0; j < m; ++j) {
         for (; e < e_end && ws.idx[static_cast<size_t>(e)] < prefix_ends[static_cast<size_t>(j)]; ++e) {
-          const T a = ws.act[static_cast<size_t>(e)];
-          const T* w = p.W_dec + static_cast<int64_t>(ws.idx[static_cast<size_t>(e)]) * D;
-          for (int64_t d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += a * w[d];
+          axpy<T>(acc, ws.act[static_cast<size_t>(e)],
+                  p.W_dec + static_cast<int64_t>(ws.idx[static_cast<size_t>(e)]) * D, D);
         }
         T* u = ws.up.data() + (r * m + j) * D;
         const auto wj = static_cast<T>(prefix_weights[static_cast<size_t>(j)]);
-        double s = 0;
-        for (int64_t d = 0; d < D; ++d) {
-          const T diff = acc[static_cast<size_t>(d)] - x[r * D + d];
-          s += static_cast<double>(diff) * static_cast<double>(diff);
-          u[d] = wj * two_over_b * diff;
-        }
-        row_err[static_cast<size_t>(r * m + j)] = s;
+        ws.row_err[static_cast<size_t>(r * m + j)] = scaled_diff_sq<T>(acc, x + r * D, wj * two_over_b, u, D);
       }
-      std::copy(acc.begin(), acc.end(), ws.x_hat.begin() + r * D);
       for (int64_t j = m - 2; j >= 0; --j) {
         T* u = ws.up.data() + (r * m + j) * D;
         const T* next = u + D;
@@ -123,7 +433,7 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
   double recon = 0;
   for (int64_t j = 0; j < m; ++j) {
     double s = 0;
-    for (int64_t r = 0; r < B; ++r) s += row_err[static_cast<size_t>(r * m + j)];
+    for (int64_t r = 0; r < B; ++r) s += ws.row_err[static_cast<size_t>(r * m + j)];
     s /= static_cast<double>(B);
     recon += prefix_weights[static_cast<size_t>(j)] * s;
     if (j == m - 1) out.mse = s;
@@ -140,163 +450,160 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
   }
   ws.min_active = min_active;
 
-  // AuxK over the dead latents.
-  std::vector<int32_t> dead;
+  // AuxK over the dead latents: per row, the top k_eff pre-activations among them (signed: no floor).
+  ws.dead_list.clear();
   if (cfg.aux_coefficient > 0 && batch.dead != nullptr) {
     for (int64_t i = 0; i < L; ++i) {
-      if (batch.dead[i] != 0) dead.push_back(static_cast<int32_t>(i));
+      if (batch.dead[i] != 0) ws.dead_list.push_back(static_cast<int32_t>(i));
     }
   }
-  const auto n_dead = static_cast<int64_t>(dead.size());
+  const auto n_dead = static_cast<int64_t>(ws.dead_list.size());
   const int64_t k_aux = cfg.resolved_k_aux();
   const int64_t k_eff = std::min(k_aux, n_dead);
-  ws.aux_row_ptr.assign(static_cast<size_t>(B + 1), 0);
-  ws.aux_idx.clear();
-  ws.aux_act.clear();
   if (k_eff > 0) {
     const T* z = ws.z.data();
-    for (int64_t r = 0; r <= B; ++r) ws.aux_row_ptr[static_cast<size_t>(r)] = r * k_eff;
-    ws.aux_idx.resize(static_cast<size_t>(B * k_eff));
-    ws.aux_act.resize(static_cast<size_t>(B * k_eff));
-    if (!ws.freeze_aux_residual || ws.aux_residual.size() != static_cast<size_t>(B * D)) {
-      ws.aux_residual.resize(static_cast<size_t>(B * D));
-      for (int64_t j = 0; j < B * D; ++j)
-        ws.aux_residual[static_cast<size_t>(j)] = x[j] - ws.x_hat[static_cast<size_t>(j)];
-    }
+    const int32_t* dead = ws.dead_list.data();
+    const int64_t cap = selection_cap(n_dead);
+    const int64_t per_chunk = n_dead + 2 * cap;
+    ws.sel_idx.resize(static_cast<size_t>(B * k_eff));
+    ws.sel_act.resize(static_cast<size_t>(B * k_eff));
+    ws.sel_count.resize(static_cast<size_t>(B));
+    ws.sel_pos.resize(static_cast<size_t>(n_chunks * cap));
+    ws.sel_val.resize(static_cast<size_t>(n_chunks * per_chunk));
+    const bool fresh_residual =
+        !ws.freeze_aux_residual || ws.aux_residual.size() != static_cast<size_t>(B * D);
+    ws.aux_residual.resize(static_cast<size_t>(B * D));
     ws.aux_grad.resize(static_cast<size_t>(B * D));
+    ws.aux_err.resize(static_cast<size_t>(B));
     const double scale = std::min(1.0, static_cast<double>(n_dead) / static_cast<double>(k_aux));
     const auto gscale = static_cast<T>(cfg.aux_coefficient * scale) * two_over_b;
-    std::vector<double> aux_err(static_cast<size_t>(B));
     parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
-      std::vector<int32_t> cand(dead);
-      std::vector<T> acc(static_cast<size_t>(D));
+      const int64_t c = r0 / kRowChunk;
+      int32_t* bp = ws.sel_pos.data() + c * cap;
+      T* vals = ws.sel_val.data() + c * per_chunk;
+      T* bv = vals + n_dead;
       for (int64_t r = r0; r < r1; ++r) {
         const T* zr = z + r * L;
-        std::copy(dead.begin(), dead.end(), cand.begin());
-        std::nth_element(cand.begin(), cand.begin() + (k_eff - 1), cand.end(), ByValueDesc<T>{zr});
-        std::sort(cand.begin(), cand.begin() + k_eff);
-        std::fill(acc.begin(), acc.end(), T(0));
-        for (int64_t j = 0; j < k_eff; ++j) {
-          const int32_t i = cand[static_cast<size_t>(j)];
-          ws.aux_idx[static_cast<size_t>(r * k_eff + j)] = i;
-          ws.aux_act[static_cast<size_t>(r * k_eff + j)] = zr[i];
-          const T* w = p.W_dec + static_cast<int64_t>(i) * D;
-          for (int64_t d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += zr[i] * w[d];
+        for (int64_t j = 0; j < n_dead; ++j) vals[j] = zr[dead[j]];
+        const int64_t n =
+            select_top<T>(vals, n_dead, k_eff, -std::numeric_limits<T>::infinity(), bp, bv, bv + cap);
+        T* res = ws.aux_residual.data() + r * D;
+        if (fresh_residual) {
+          for (int64_t d = 0; d < D; ++d) res[d] = x[r * D + d] - ws.x_hat[static_cast<size_t>(r * D + d)];
         }
-        double s = 0;
-        for (int64_t d = 0; d < D; ++d) {
-          const T diff = acc[static_cast<size_t>(d)] - ws.aux_residual[static_cast<size_t>(r * D + d)];
-          s += static_cast<double>(diff) * static_cast<double>(diff);
-          ws.aux_grad[static_cast<size_t>(r * D + d)] = gscale * diff;
+        T* acc = ws.aux_grad.data() + r * D;
+        std::fill_n(acc, D, T(0));
+        for (int64_t j = 0; j < n; ++j) {
+          const int32_t i = dead[bp[j]];
+          ws.sel_idx[static_cast<size_t>(r * k_eff + j)] = i;
+          ws.sel_act[static_cast<size_t>(r * k_eff + j)] = bv[j];
+          axpy<T>(acc, bv[j], p.W_dec + static_cast<int64_t>(i) * D, D);
         }
-        aux_err[static_cast<size_t>(r)] = s;
+        ws.sel_count[static_cast<size_t>(r)] = n;
+        ws.aux_err[static_cast<size_t>(r)] = scaled_diff_sq<T>(acc, res, gscale, acc, D);
       }
     });
+    compact_rows<T>(B, k_eff, ws.sel_count, ws.sel_idx, ws.sel_act, ws.aux_row_ptr, ws.aux_idx, ws.aux_act);
     double s = 0;
-    for (double v : aux_err) s += v;
+    for (int64_t r = 0; r < B; ++r) s += ws.aux_err[static_cast<size_t>(r)];
     out.aux = scale * s / static_cast<double>(B);
     out.loss += cfg.aux_coefficient * out.aux;
+  } else {
+    ws.aux_row_ptr.assign(static_cast<size_t>(B + 1), 0);
+    ws.aux_idx.clear();
+    ws.aux_act.clear();
   }
   if (g == nullptr) return out;
 
   // Group of each latent: the first prefix that contains it.
-  std::vector<int32_t> group(static_cast<size_t>(L));
+  ws.group.resize(static_cast<size_t>(L));
   for (int64_t i = 0, j = 0; i < L; ++i) {
     while (i >= prefix_ends[static_cast<size_t>(j)]) ++j;
-    group[static_cast<size_t>(i)] = static_cast<int32_t>(j);
+    ws.group[static_cast<size_t>(i)] = static_cast<int32_t>(j);
   }
-  // d loss / d z of every entry (active entries have z = f > 0: ReLU passes the gradient).
-  const int64_t n_aux = static_cast<int64_t>(ws.aux_idx.size());
-  ws.dact.resize(static_cast<size_t>(nnz));
-  ws.aux_dact.resize(static_cast<size_t>(n_aux));
-  parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t e = ws.row_ptr[static_cast<size_t>(r)]; e < ws.row_ptr[static_cast<size_t>(r + 1)]; ++e) {
-        const int32_t i = ws.idx[static_cast<size_t>(e)];
-        const T* u = ws.up.data() + (r * m + group[static_cast<size_t>(i)]) * D;
-        const T* w = p.W_dec + static_cast<int64_t>(i) * D;
-        T s = T(0);
-        for (int64_t d = 0; d < D; ++d) s += u[d] * w[d];
-        ws.dact[static_cast<size_t>(e)] = s;
-      }
-      for (int64_t e = ws.aux_row_ptr[static_cast<size_t>(r)]; e < ws.aux_row_ptr[static_cast<size_t>(r + 1)];
-           ++e) {
-        const T* u = ws.aux_grad.data() + r * D;
-        const T* w = p.W_dec + static_cast<int64_t>(ws.aux_idx[static_cast<size_t>(e)]) * D;
-        T s = T(0);
-        for (int64_t d = 0; d < D; ++d) s += u[d] * w[d];
-        ws.aux_dact[static_cast<size_t>(e)] = s;
-      }
-    }
-  });
   // Entries grouped by latent, in row order (main before AuxK within a row): a counting sort.
+  const auto n_aux = static_cast<int64_t>(ws.aux_idx.size());
   ws.col_ptr.assign(static_cast<size_t>(L + 1), 0);
   for (int64_t e = 0; e < nnz; ++e) ++ws.col_ptr[static_cast<size_t>(ws.idx[static_cast<size_t>(e)]) + 1];
   for (int64_t e = 0; e < n_aux; ++e)
     ++ws.col_ptr[static_cast<size_t>(ws.aux_idx[static_cast<size_t>(e)]) + 1];
   for (int64_t i = 0; i < L; ++i)
     ws.col_ptr[static_cast<size_t>(i + 1)] += ws.col_ptr[static_cast<size_t>(i)];
-  ws.col_entry.resize(static_cast<size_t>(nnz + n_aux));
-  std::vector<int64_t> fill(ws.col_ptr.begin(), ws.col_ptr.end() - 1);
-  std::vector<int32_t> entry_row(static_cast<size_t>(nnz + n_aux));
+  ws.col_row.resize(static_cast<size_t>(nnz + n_aux));
+  ws.col_act.resize(static_cast<size_t>(nnz + n_aux));
+  ws.col_fill.assign(ws.col_ptr.begin(), ws.col_ptr.end() - 1);
   for (int64_t r = 0; r < B; ++r) {
     for (int64_t e = ws.row_ptr[static_cast<size_t>(r)]; e < ws.row_ptr[static_cast<size_t>(r + 1)]; ++e) {
-      ws.col_entry[static_cast<size_t>(fill[static_cast<size_t>(ws.idx[static_cast<size_t>(e)])]++)] = e;
-      entry_row[static_cast<size_t>(e)] = static_cast<int32_t>(r);
+      const auto c = static_cast<size_t>(ws.col_fill[static_cast<size_t>(ws.idx[static_cast<size_t>(e)])]++);
+      ws.col_row[c] = static_cast<int32_t>(r);
+      ws.col_act[c] = ws.act[static_cast<size_t>(e)];
     }
     for (int64_t e = ws.aux_row_ptr[static_cast<size_t>(r)]; e < ws.aux_row_ptr[static_cast<size_t>(r + 1)];
          ++e) {
-      ws.col_entry[static_cast<size_t>(fill[static_cast<size_t>(ws.aux_idx[static_cast<size_t>(e)])]++)] =
-          nnz + e;
-      entry_row[static_cast<size_t>(nnz + e)] = static_cast<int32_t>(r);
+      const auto c =
+          static_cast<size_t>(ws.col_fill[static_cast<size_t>(ws.aux_idx[static_cast<size_t>(e)])]++);
+      ws.col_row[c] = static_cast<int32_t>(-(r + 1));
+      ws.col_act[c] = ws.aux_act[static_cast<size_t>(e)];
     }
   }
-  // Per latent: b_enc, W_dec row and W_enc column (into a [L, D] buffer, transposed below).
-  ws.dwenc_t.assign(static_cast<size_t>(L * D), T(0));
+  // Per latent, over the entries that touch it in row order: d loss / d z = u . W_dec,i (active entries have
+  // z = f > 0: ReLU passes the gradient), then the b_enc, W_dec row and W_enc column gradients (the latter
+  // into a [L, D] buffer, transposed below). u is d loss / d x_hat of the entry's row: the latent's prefix
+  // group for a main entry, the AuxK residual gradient for an AuxK entry.
+  ws.dwenc_t.resize(static_cast<size_t>(L * D));
   parallel_chunks(L, kLatentChunk, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       T* gdec = g->W_dec + i * D;
       T* genc = ws.dwenc_t.data() + i * D;
+      std::fill_n(genc, D, T(0));
+      const T* w = p.W_dec + i * D;
       T gb = T(0);
-      const int64_t grp = group[static_cast<size_t>(i)];
-      for (int64_t c = ws.col_ptr[static_cast<size_t>(i)]; c < ws.col_ptr[static_cast<size_t>(i + 1)]; ++c) {
-        const int64_t e = ws.col_entry[static_cast<size_t>(c)];
-        const int64_t r = entry_row[static_cast<size_t>(e)];
-        T a;
-        T dz;
-        const T* u;
-        if (e < nnz) {
-          a = ws.act[static_cast<size_t>(e)];
-          dz = ws.dact[static_cast<size_t>(e)];
-          u = ws.up.data() + (r * m + grp) * D;
-        } else {
-          a = ws.aux_act[static_cast<size_t>(e - nnz)];
-          dz = ws.aux_dact[static_cast<size_t>(e - nnz)];
-          u = ws.aux_grad.data() + r * D;
+      const int64_t grp = ws.group[static_cast<size_t>(i)];
+      const int64_t c_end = ws.col_ptr[static_cast<size_t>(i + 1)];
+      // The d loss / d x_hat row of an entry: the latent's prefix group for a main entry (row >= 0), the AuxK
+      // residual gradient for an AuxK one (row = -(r + 1)).
+      const auto grad_row = [&](int32_t row) -> const T* {
+        return row >= 0 ? ws.up.data() + (static_cast<int64_t>(row) * m + grp) * D
+                        : ws.aux_grad.data() + (-static_cast<int64_t>(row) - 1) * D;
+      };
+      const auto x_row = [&](int32_t row) -> const T* {
+        return ws.xc.data() + (row >= 0 ? static_cast<int64_t>(row) : -static_cast<int64_t>(row) - 1) * D;
+      };
+      for (int64_t c = ws.col_ptr[static_cast<size_t>(i)]; c < c_end; ++c) {
+        // The rows an entry reads (its u and xc) are scattered over the batch: fetch them a few entries
+        // ahead.
+        if (c + kPrefetchAhead < c_end) {
+          const int32_t prow = ws.col_row[static_cast<size_t>(c + kPrefetchAhead)];
+          const T* pu = grad_row(prow);
+          const T* px = x_row(prow);
+          for (int64_t d = 0; d < D; d += kLineElems<T>) {
+            __builtin_prefetch(pu + d);
+            __builtin_prefetch(px + d);
+          }
         }
+        const int32_t row = ws.col_row[static_cast<size_t>(c)];
+        const T a = ws.col_act[static_cast<size_t>(c)];
+        const T* u = grad_row(row);
+        const T dz = dot_lanes(u, w, D);
         gb += dz;
-        const T* xc = ws.xc.data() + r * D;
-        for (int64_t d = 0; d < D; ++d) {
-          gdec[d] += a * u[d];
-          genc[d] += dz * xc[d];
-        }
+        axpy2<T>(gdec, a, u, genc, dz, x_row(row), D);
       }
       g->b_enc[i] = gb;
     }
   });
-  parallel_chunks(D, 8, [&](int64_t d0, int64_t d1) {
-    for (int64_t d = d0; d < d1; ++d) {
-      for (int64_t i = 0; i < L; ++i) g->W_enc[d * L + i] = ws.dwenc_t[static_cast<size_t>(i * D + d)];
+  constexpr int64_t kTile = 16;
+  parallel_chunks(D, kTile, [&](int64_t d0, int64_t d1) {
+    for (int64_t i0 = 0; i0 < L; i0 += kTile) {
+      const int64_t i1 = std::min(L, i0 + kTile);
+      for (int64_t d = d0; d < d1; ++d) {
+        for (int64_t i = i0; i < i1; ++i) g->W_enc[d * L + i] = ws.dwenc_t[static_cast<size_t>(i * D + d)];
+      }
     }
   });
   // b_dec: in every prefix reconstruction (ws.up[r, 0] sums them), and minus through the encoder input.
   column_sums<T>(ws.up.data(), B, D, m * D, g->b_dec, true);
   if (cfg.apply_b_dec_to_input) {
-    for (int64_t d = 0; d < D; ++d) {
-      T s = T(0);
-      for (int64_t i = 0; i < L; ++i) s += p.W_enc[d * L + i] * g->b_enc[i];
-      g->b_dec[d] -= s;
-    }
+    for (int64_t d = 0; d < D; ++d) g->b_dec[d] -= dot_lanes(p.W_enc + d * L, g->b_enc, L);
   }
   return out;
 }
@@ -306,8 +613,7 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
 template <typename T>
 SaeLossParts topk_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
                                 const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {
-  sae_detail::encoder_pre(cfg, p, batch.x, batch.n_rows, ws);
-  sae_detail::select_topk_per_row(ws.z.data(), batch.n_rows, cfg.d_sae, cfg.k, ws);
+  sae_detail::encode_select_topk(cfg, p, batch.x, batch.n_rows, ws);
   return sae_detail::sparse_loss_backward(cfg, p, g, batch, ws, {cfg.d_sae}, {1.0});
 }
 

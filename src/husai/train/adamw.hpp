@@ -6,6 +6,7 @@
 //   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 // Weight decay applies to every parameter, as in the reference (AdamW over model.parameters()).
 
+#include <cmath>
 #include <cstdint>
 
 namespace husai {
@@ -22,6 +23,27 @@ struct AdamWConfig {
 template <typename T>
 void adamw_step(T* params, const T* grads, T* m, T* v, int64_t n, int64_t step, double lr,
                 const AdamWConfig& cfg);
+
+// adamw_step's per-step scalars and its per-element update, for callers that fuse the update into a pass of
+// their own (same arithmetic, so the same bits).
+template <typename T>
+struct AdamWScalars {
+  T decay, b1, b2, one_minus_b1, one_minus_b2, step_size, bc2_sqrt, eps;
+};
+template <typename T>
+AdamWScalars<T> adamw_scalars(int64_t step, double lr, const AdamWConfig& cfg);
+
+template <typename T>
+inline void adamw_update(T* params, const T* grads, T* m, T* v, int64_t i0, int64_t i1,
+                         const AdamWScalars<T>& s) {
+  for (int64_t i = i0; i < i1; ++i) {
+    params[i] *= s.decay;
+    m[i] = m[i] * s.b1 + grads[i] * s.one_minus_b1;
+    v[i] = v[i] * s.b2 + grads[i] * grads[i] * s.one_minus_b2;
+    const T denom = std::sqrt(v[i]) / s.bc2_sqrt + s.eps;
+    params[i] -= s.step_size * (m[i] / denom);
+  }
+}
 
 enum class LrSchedule { Constant, Cosine };
 

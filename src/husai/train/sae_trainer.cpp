@@ -4,7 +4,9 @@
 #include <cmath>
 
 #include "husai/core/error.hpp"
+#include "husai/core/lanes.hpp"
 #include "husai/core/rng.hpp"
+#include "husai/core/threading.hpp"
 
 namespace husai {
 
@@ -93,20 +95,39 @@ SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x) {
                 std::to_string(step) + " (seed " + std::to_string(s.seed) +
                 "); the last checkpoint is kept. Lower the learning rate or check the activations");
   }
+  bool clip = false;
+  float clip_scale = 1.0f;
   if (settings_.grad_clip_norm > 0) {
+    // Fixed chunks, kLanes partial sums each, combined in chunk order: independent of the thread count.
+    constexpr int64_t kChunk = 16384;
+    const auto n = static_cast<int64_t>(grads_.size());
+    norm_parts_.assign(static_cast<size_t>((n + kChunk - 1) / kChunk), 0.0);
+    parallel_chunks(n, kChunk, [&](int64_t i0, int64_t i1) {
+      double part[kLanes] = {};
+      int64_t i = i0;
+      for (; i + kLanes <= i1; i += kLanes) {
+        for (int l = 0; l < kLanes; ++l) {
+          const auto v = static_cast<double>(grads_[static_cast<size_t>(i + l)]);
+          part[l] += v * v;
+        }
+      }
+      for (int l = 0; i < i1; ++i, ++l) {
+        const auto v = static_cast<double>(grads_[static_cast<size_t>(i)]);
+        part[l] += v * v;
+      }
+      double sum = 0;
+      for (const double v : part) sum += v;
+      norm_parts_[static_cast<size_t>(i0 / kChunk)] = sum;
+    });
     double n2 = 0;
-    for (const float g : grads_) n2 += static_cast<double>(g) * static_cast<double>(g);
+    for (const double v : norm_parts_) n2 += v;
     const double norm = std::sqrt(n2);
     if (norm > settings_.grad_clip_norm) {
-      const auto scale = static_cast<float>(settings_.grad_clip_norm / norm);
-      for (float& g : grads_) g *= scale;
+      clip = true;
+      clip_scale = static_cast<float>(settings_.grad_clip_norm / norm);
     }
   }
-  if (settings_.normalize_decoder) remove_parallel_decoder_grad(cfg, layout_, s.params.data(), grads_.data());
-  const double lr = lr_at(step);
-  adamw_step(s.params.data(), grads_.data(), s.adam_m.data(), s.adam_v.data(), layout_.total, step, lr,
-             settings_.adam);
-  if (settings_.normalize_decoder) normalize_decoder_rows(cfg, layout_, s.params.data());
+  optimizer_step(s, step, clip, clip_scale);
   for (int64_t i = 0; i < cfg.d_sae; ++i) {
     int64_t& c = s.since_fired[static_cast<size_t>(i)];
     c = ws_.fired[static_cast<size_t>(i)] != 0 ? 0 : c + B;
@@ -122,7 +143,7 @@ SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x) {
   SaeLogRow row;
   row.step = step;
   row.samples = step * B;
-  row.lr = lr;
+  row.lr = lr_at(step);
   row.loss = parts.loss;
   row.mse = parts.mse;
   row.aux = parts.aux;
@@ -132,6 +153,73 @@ SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x) {
   row.frac_dead = static_cast<double>(n_dead) / static_cast<double>(cfg.d_sae);
   row.threshold = s.threshold;
   return row;
+}
+
+void SaeTrainer::optimizer_step(SaeSeedState& s, int64_t step, bool clip, float clip_scale) {
+  // One fused pass, the same arithmetic as the sequence clip -> remove_parallel_decoder_grad -> adamw_step ->
+  // normalize_decoder_rows: each W_dec row is scaled, projected, updated and renormalised while in cache; the
+  // other parameters are scaled and updated. Tasks are fixed ranges, each element's operations are its own:
+  // independent of the thread count.
+  const SaeConfig& cfg = settings_.sae;
+  const int64_t D = cfg.d_in;
+  const bool renorm = settings_.normalize_decoder;
+  const AdamWScalars<float> sc = adamw_scalars<float>(step, lr_at(step), settings_.adam);
+  float* P = s.params.data();
+  float* G = grads_.data();
+  float* M = s.adam_m.data();
+  float* V = s.adam_v.data();
+  const auto plain = [&](int64_t i0, int64_t i1) {
+    if (clip) {
+      for (int64_t i = i0; i < i1; ++i) G[i] *= clip_scale;
+    }
+    adamw_update(P, G, M, V, i0, i1, sc);
+  };
+  constexpr int64_t kRows = 64;
+  constexpr int64_t kChunk = 16384;
+  // Tasks: W_dec row blocks (when renormalising), then fixed chunks of everything else.
+  const int64_t dec_begin = layout_.W_dec;
+  const int64_t dec_end = layout_.b_enc;
+  const int64_t n_row_tasks = renorm ? (cfg.d_sae + kRows - 1) / kRows : 0;
+  const int64_t rest = renorm ? layout_.total - (dec_end - dec_begin) : layout_.total;
+  const int64_t n_rest_tasks = (rest + kChunk - 1) / kChunk;
+  // Position p of the "everything else" index space -> flat offset (skipping W_dec when renormalising).
+  const auto flat = [&](int64_t pos) {
+    return renorm && pos >= dec_begin ? pos + (dec_end - dec_begin) : pos;
+  };
+  parallel_for(n_row_tasks + n_rest_tasks, [&](int64_t t) {
+    if (t < n_row_tasks) {
+      const int64_t r1 = std::min(cfg.d_sae, (t + 1) * kRows);
+      for (int64_t r = t * kRows; r < r1; ++r) {
+        const int64_t o = dec_begin + r * D;
+        float* g = G + o;
+        float* w = P + o;
+        if (clip) {
+          for (int64_t d = 0; d < D; ++d) g[d] *= clip_scale;
+        }
+        const float dot = dot_lanes(g, w, D);
+        const float nn = dot_lanes(w, w, D);
+        if (nn > 0) {
+          const float c = dot / nn;
+          for (int64_t d = 0; d < D; ++d) g[d] -= c * w[d];
+        }
+        adamw_update(P, G, M, V, o, o + D, sc);
+        const float nn2 = dot_lanes(w, w, D);
+        if (nn2 > 0) {
+          const float inv = 1.0f / std::sqrt(nn2);
+          for (int64_t d = 0; d < D; ++d) w[d] *= inv;
+        }
+      }
+      return;
+    }
+    const int64_t p0 = (t - n_row_tasks) * kChunk;
+    const int64_t p1 = std::min(rest, p0 + kChunk);
+    if (renorm && p0 < dec_begin && p1 > dec_begin) {
+      plain(flat(p0), dec_begin);
+      plain(dec_end, flat(p1 - 1) + 1);
+    } else {
+      plain(flat(p0), flat(p1 - 1) + 1);
+    }
+  });
 }
 
 bool SaeTrainer::run(const std::function<bool()>& should_stop, const std::function<void(int64_t)>& on_log,

@@ -81,6 +81,8 @@ class SaeTrainer {
 
  private:
   SaeLogRow train_step(SaeSeedState& s, const float* x);
+  // Gradient clip (scale), decoder projection, Adam and decoder renormalisation in one pass.
+  void optimizer_step(SaeSeedState& s, int64_t step, bool clip, float clip_scale);
 
   SaeTrainSettings settings_;
   const float* train_x_;
@@ -92,6 +94,7 @@ class SaeTrainer {
   SaeWorkspace<float> ws_;
   std::vector<float> grads_, batch_;
   std::vector<uint8_t> dead_;
+  std::vector<double> norm_parts_;
   std::vector<int64_t> rows_;
   // Cached permutation of the epoch last used, per order seed.
   struct OrderCache {
