@@ -25,7 +25,9 @@ using MMap = Eigen::Map<RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 // short outputs (the weight gradients, e.g. [128 x 512] summed over K = thousands of token rows) get
 // narrower column tiles so that even [128 x 128] splits into tasks for several cores.
 constexpr int64_t kTileRows = 256;
-int64_t tile_cols(int64_t M) { return M <= kTileRows ? 64 : 128; }
+int64_t tile_cols(int64_t M) {
+  return M <= kTileRows ? 64 : 128;
+}
 
 template <typename T>
 void tile_product(bool trans_a, bool trans_b, int64_t r0, int64_t rn, int64_t c0, int64_t cn, int64_t K,
