@@ -60,14 +60,7 @@ Runner register_train_sae(CLI::App& app) {
     opts.existing = existing_policy(o->output);
     opts.quiet = o->common.quiet;
     const TrainSaeResult r = train_sae(config, opts);
-    if (!r.completed) {
-      std::fprintf(
-          stderr,
-          "husai: interrupted after step %lld; a checkpoint is in %s. Resume with the same command plus "
-          "--resume.\n",
-          static_cast<long long>(r.steps), opts.out_dir.c_str());
-      return 1;
-    }
+    if (!r.completed) return report_interrupted("step", r.steps, opts.out_dir);
     if (!o->common.quiet) {
       std::printf("trained %zu seed(s) x %lld steps in %.1f s (%.0f samples/s)\n", r.seeds.size(),
                   static_cast<long long>(r.steps), r.wall_time_s, r.samples_per_s);

@@ -47,14 +47,7 @@ Runner register_train_transformer(CLI::App& app) {
     opts.existing = existing_policy(o->output);
     opts.quiet = o->common.quiet;
     const TrainTransformerResult r = train_transformer(config, opts);
-    if (!r.completed) {
-      std::fprintf(
-          stderr,
-          "husai: interrupted after epoch %lld; a checkpoint is in %s. Resume with the same command plus "
-          "--resume.\n",
-          static_cast<long long>(r.epochs), opts.out_dir.c_str());
-      return 1;
-    }
+    if (!r.completed) return report_interrupted("epoch", r.epochs, opts.out_dir);
     if (!o->common.quiet) {
       std::printf(
           "trained %lld epochs in %.1f s: train acc %.4f, val acc %.4f (val loss %.4g), grok epoch %s\n",

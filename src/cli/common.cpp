@@ -1,5 +1,7 @@
 #include "common.hpp"
 
+#include <cstdio>
+
 #include "husai/core/error.hpp"
 #include "husai/core/threading.hpp"
 
@@ -55,6 +57,14 @@ ExistingOutput existing_policy(const OutputOptions& opts) {
   if (opts.resume) return ExistingOutput::Resume;
   if (opts.overwrite) return ExistingOutput::Overwrite;
   return ExistingOutput::Refuse;
+}
+
+int report_interrupted(const char* unit, int64_t count, const std::string& out_dir) {
+  std::fprintf(stderr,
+               "husai: interrupted after %s %lld; a checkpoint is in %s. Resume with the same command plus "
+               "--resume.\n",
+               unit, static_cast<long long>(count), out_dir.c_str());
+  return 1;
 }
 
 }  // namespace husai::cli

@@ -44,4 +44,7 @@ struct OutputOptions {
 void add_output_options(CLI::App* app, OutputOptions& opts, const std::string& what, bool required = true);
 ExistingOutput existing_policy(const OutputOptions& opts);
 
+// After SIGINT/SIGTERM: says where the checkpoint is and how to resume; returns the exit code (1).
+int report_interrupted(const char* unit, int64_t count, const std::string& out_dir);
+
 }  // namespace husai::cli
