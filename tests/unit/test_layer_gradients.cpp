@@ -15,6 +15,14 @@
 #include "husai/model/unembed.hpp"
 
 namespace husai {
+
+// Readable parameter text in test listings (gtest would otherwise print the raw bytes). In namespace husai,
+// not the anonymous one, so argument-dependent lookup finds it for husai::ActFn.
+void PrintTo(ActFn act, std::ostream* os);
+void PrintTo(ActFn act, std::ostream* os) {
+  *os << to_string(act);
+}
+
 namespace {
 
 using gradcheck::expect_gradient_matches;

@@ -57,6 +57,11 @@ const Case kCases[] = {
     {"abeq_layer0_resid_post_pos0", TokenFormat::Abeq, 0, HookSite::ResidPost, "0"},
 };
 
+// Readable parameter text in test listings (gtest would otherwise print the raw bytes).
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.name;
+}
+
 class Splice : public ::testing::TestWithParam<Case> {
  protected:
   LoadedModel model = tiny_model(GetParam().format, 2, 11);

@@ -25,6 +25,12 @@ struct Case {
   bool answer_only;
 };
 
+// Readable parameter text in test listings (gtest would otherwise print the raw bytes, padding included).
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << (c.layer_norm ? "LN " : "noLN ") << to_string(c.act) << " " << to_string(c.format) << " L"
+      << c.n_layers << (c.answer_only ? " answer" : " full");
+}
+
 class ModelGradients : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ModelGradients, EveryParameter) {
