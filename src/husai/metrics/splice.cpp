@@ -8,6 +8,7 @@
 #include "husai/core/error.hpp"
 #include "husai/core/progress.hpp"
 #include "husai/core/threading.hpp"
+#include "husai/model/extract.hpp"
 
 namespace husai {
 
@@ -24,16 +25,6 @@ int64_t parse_int(const std::string& text, const std::string& what, const std::s
   } catch (const std::exception&) {
     throw Error(what + " must be an integer, got '" + text + "'").key(key);
   }
-}
-
-int64_t resolve_layer(const TransformerConfig& cfg, int64_t layer) {
-  const int64_t resolved = layer < 0 ? cfg.n_layers + layer : layer;
-  if (resolved < 0 || resolved >= cfg.n_layers) {
-    throw Error("layer " + std::to_string(layer) + " out of range: the model has " +
-                std::to_string(cfg.n_layers) + " layer(s), 0-based")
-        .key("--layer");
-  }
-  return resolved;
 }
 
 // Log-softmax of one row of logits, in double; returns the arg-max (lowest index on ties, as torch.argmax).
@@ -84,23 +75,15 @@ SpliceSpec splice_spec_from_metadata(const std::map<std::string, std::string>& m
 }
 
 int64_t resolve_splice_position(const LoadedModel& model, const SpliceSpec& spec) {
-  resolve_layer(model.cfg, spec.layer);
-  const int64_t n_ctx = model.cfg.n_ctx;
-  if (spec.position == "answer") return model.task.answer_position();
+  resolve_layer_index(spec.layer, model.cfg.n_layers);
   if (spec.position == "all") {
     throw Error("position 'all' cannot be spliced: choose 'answer' or one index").key("--position");
   }
-  int64_t position = parse_int(spec.position, "position ('answer' or an index)", "--position");
-  if (position < 0) position += n_ctx;
-  if (position < 0 || position >= n_ctx) {
-    throw Error("position " + spec.position + " out of range for n_ctx " + std::to_string(n_ctx))
-        .key("--position");
-  }
-  return position;
+  return resolve_position_index(spec.position, model.task);
 }
 
 bool splice_affects_answer(const LoadedModel& model, const SpliceSpec& spec) {
-  const int64_t layer = resolve_layer(model.cfg, spec.layer);
+  const int64_t layer = resolve_layer_index(spec.layer, model.cfg.n_layers);
   const int64_t position = resolve_splice_position(model, spec);
   const int64_t answer = model.task.answer_position();
   if (position > answer) return false;
@@ -127,7 +110,7 @@ SpliceMetrics splice_metrics(const LoadedModel& model, const SpliceSpec& spec,
                              const ReconstructFn& reconstruct, bool quiet) {
   const TransformerConfig& cfg = model.cfg;
   const ModularTask& task = model.task;
-  const int64_t layer = resolve_layer(cfg, spec.layer);
+  const int64_t layer = resolve_layer_index(spec.layer, cfg.n_layers);
   const int64_t position = resolve_splice_position(model, spec);
   const int64_t answer = task.answer_position();
   const std::string hook_name = "blocks." + std::to_string(layer) + ".hook_" + hook_site_name(spec.site);

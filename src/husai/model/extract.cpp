@@ -9,34 +9,42 @@
 
 namespace husai {
 
+int64_t resolve_layer_index(int64_t layer, int64_t n_layers) {
+  const int64_t resolved = layer < 0 ? n_layers + layer : layer;
+  if (resolved < 0 || resolved >= n_layers) {
+    throw Error("layer " + std::to_string(layer) + " out of range: the model has " +
+                std::to_string(n_layers) + " layer(s), 0-based")
+        .key("--layer");
+  }
+  return resolved;
+}
+
+int64_t resolve_position_index(const std::string& position, const ModularTask& task) {
+  if (position == "answer") return task.answer_position();
+  int64_t index = 0;
+  try {
+    size_t used = 0;
+    index = std::stoll(position, &used);
+    if (used != position.size()) throw std::invalid_argument("trailing");
+  } catch (const std::exception&) {
+    throw Error("position must be 'answer', 'all' or an integer, got '" + position + "'").key("--position");
+  }
+  if (index < 0) index += task.n_ctx();
+  if (index < 0 || index >= task.n_ctx()) {
+    throw Error("position " + position + " out of range for n_ctx " + std::to_string(task.n_ctx()))
+        .key("--position");
+  }
+  return index;
+}
+
 ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& spec,
                                    const std::string& out_path, bool quiet) {
   const TransformerConfig& cfg = model.cfg;
   const ModularTask& task = model.task;
-  const int64_t layer = spec.layer < 0 ? cfg.n_layers + spec.layer : spec.layer;
-  if (layer < 0 || layer >= cfg.n_layers) {
-    throw Error("layer " + std::to_string(spec.layer) + " out of range: the model has " +
-                std::to_string(cfg.n_layers) + " layer(s), 0-based")
-        .key("--layer");
-  }
+  const int64_t layer = resolve_layer_index(spec.layer, cfg.n_layers);
   const int64_t answer = task.answer_position();
   const bool all_positions = spec.position == "all";
-  int64_t position = answer;
-  if (!all_positions && spec.position != "answer") {
-    try {
-      size_t used = 0;
-      position = std::stoll(spec.position, &used);
-      if (used != spec.position.size()) throw std::invalid_argument("trailing");
-    } catch (const std::exception&) {
-      throw Error("position must be 'answer', 'all' or an integer, got '" + spec.position + "'")
-          .key("--position");
-    }
-    if (position < 0) position += cfg.n_ctx;
-    if (position < 0 || position >= cfg.n_ctx) {
-      throw Error("position " + spec.position + " out of range for n_ctx " + std::to_string(cfg.n_ctx))
-          .key("--position");
-    }
-  }
+  const int64_t position = all_positions ? answer : resolve_position_index(spec.position, task);
   // Answer position: the prefix up to '=' suffices and the last block needs only that query.
   const bool prefix_only = !all_positions && position == answer;
   const int64_t n_pos = prefix_only ? answer + 1 : cfg.n_ctx;

@@ -23,6 +23,12 @@ struct ExtractSummary {
   std::string position;
 };
 
+// A layer index as the CLI takes it (-1 = last, negative counts from the end), checked against n_layers.
+int64_t resolve_layer_index(int64_t layer, int64_t n_layers);
+// One position: "answer" (the '=' position) or an integer (negative counts from the end), checked against
+// n_ctx. "all" is the caller's to handle.
+int64_t resolve_position_index(const std::string& position, const ModularTask& task);
+
 // Writes a safetensors file: activations [N, d_model] F32 (one position: N = p^2 rows in pair order;
 // "all": pair-major rows pair*n_ctx + pos plus an I64 `position`), a, b, labels, is_train (I64), and
 // metadata (model hash and path, hook_name, layer, site, position, answer_position, modulus).
