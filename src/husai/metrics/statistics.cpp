@@ -362,8 +362,8 @@ PermutationResult permutation_test(const SimilarityMatrix& pooled, int64_t n_a, 
   const int64_t N = pooled.n;
   const int64_t n_b = N - n_a;
   if (n_a < 2 || n_b < 2) throw Error("permutation_test: each group needs at least two dictionaries");
-  const double pairs_a = static_cast<double>(n_a * (n_a - 1) / 2);
-  const double pairs_b = static_cast<double>(n_b * (n_b - 1) / 2);
+  const double pairs_a = static_cast<double>(n_a * (n_a - 1)) / 2;
+  const double pairs_b = static_cast<double>(n_b * (n_b - 1)) / 2;
   // Difference of the mean within-group similarity for a labeling given as its members: order[0, n_a) are
   // group A, order[n_a, N) group B (upper triangle read, so a slightly asymmetric input is read one way).
   auto statistic = [&](const int64_t* order) {
