@@ -49,13 +49,15 @@ struct Lap {
     // Column reduction: v[j] = min_i c[i][j] (first row on ties), read row by row for the cache.
     std::vector<int64_t> argmin_row(static_cast<size_t>(n), 0);
     std::copy(c, c + n, v.begin());
+    double* vv = v.data();
+    int64_t* am = argmin_row.data();
     for (int64_t i = 1; i < n; ++i) {
       const double* ci = c + i * n;
+#pragma omp simd
       for (int64_t j = 0; j < n; ++j) {
-        if (ci[j] < v[static_cast<size_t>(j)]) {
-          v[static_cast<size_t>(j)] = ci[j];
-          argmin_row[static_cast<size_t>(j)] = i;
-        }
+        const bool lower = ci[j] < vv[j];
+        am[j] = lower ? i : am[j];
+        vv[j] = lower ? ci[j] : vv[j];
       }
     }
     std::vector<int64_t> matches(static_cast<size_t>(n), 0);
@@ -94,22 +96,25 @@ struct Lap {
           next.push_back(i);
           continue;
         }
+        // The two smallest reduced costs of row i (first index on ties), in vectorised passes.
         const double* ci = c + i * n;
-        double umin = ci[0] - v[0], usubmin = kInf;
-        int64_t j1 = 0, j2 = -1;
-        for (int64_t j = 1; j < n; ++j) {
-          const double h = ci[j] - v[static_cast<size_t>(j)];
-          if (h < usubmin) {
-            if (h >= umin) {
-              usubmin = h;
-              j2 = j;
-            } else {
-              usubmin = umin;
-              umin = h;
-              j2 = j1;
-              j1 = j;
-            }
-          }
+        double* h = dist.data();
+        double umin = kInf;
+#pragma omp simd reduction(min : umin)
+        for (int64_t j = 0; j < n; ++j) {
+          h[j] = ci[j] - v[static_cast<size_t>(j)];
+          umin = h[j] < umin ? h[j] : umin;
+        }
+        int64_t j1 = 0;
+        while (h[j1] != umin) ++j1;
+        h[j1] = kInf;
+        double usubmin = kInf;
+#pragma omp simd reduction(min : usubmin)
+        for (int64_t j = 0; j < n; ++j) usubmin = h[j] < usubmin ? h[j] : usubmin;
+        int64_t j2 = -1;
+        if (usubmin < kInf) {
+          j2 = 0;
+          while (h[j2] != usubmin) ++j2;
         }
         int64_t i0 = row4col[static_cast<size_t>(j1)];
         const bool strict = umin < usubmin;
