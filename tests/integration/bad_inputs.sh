@@ -76,7 +76,7 @@ a = header["activations"]; d0, d1 = a["data_offsets"]
 rows, cols = a["shape"]
 h = dict(header); h["alias"] = {"dtype": "F32", "shape": [4], "data_offsets": [d0, d0 + 16]}
 w("overlap.safetensors", st(h, data))
-h = dict(header); h["activations"] = dict(a, data_offsets=[d0, d1 + 64])
+h = dict(header); h["activations"] = dict(a, data_offsets=[d0 + len(data), d1 + len(data)])
 w("outside.safetensors", st(h, data))
 h = dict(header); h["activations"] = dict(a, shape=[rows + 1, cols])
 w("shape_bytes.safetensors", st(h, data))
@@ -160,10 +160,10 @@ expect_error sae_cfg_not_json eval_cj.json "sae_notjson/cfg.json" "invalid JSON"
 expect_error config_unknown_key out_ck "cfg_unknown.yaml:2" "model.d_modle" "did you mean" -- "${T[@]}" --config cfg_unknown.yaml --out out_ck
 expect_error config_unknown_set out_cs "--set training.lrr=0.1" "training.lrr" -- "${T[@]}" --set training.lrr=0.1 --out out_cs
 expect_error config_mistyped out_ct "cfg_type.yaml:3" "model.d_model" "sixty-four" -- "${T[@]}" --config cfg_type.yaml --out out_ct
-expect_error config_p_lt_2 out_cp "cfg_range.yaml:2" "task.modulus" ">= 2" -- "${T[@]}" --config cfg_range.yaml --out out_cp
+expect_error config_p_lt_2 out_cp "cfg_range.yaml:2" "task.modulus" "[2, 100000]" -- "${T[@]}" --config cfg_range.yaml --out out_cp
 expect_error config_p_flag out_cf "--modulus" "task.modulus" -- "$HUSAI" train-transformer --quiet --modulus 1 --out out_cf
 expect_error config_heads out_chd "divisible" "model.d_model" "model.n_heads" -- "${T[@]}" --set model.d_model=30 --set model.n_heads=4 --out out_chd
-expect_error config_k_gt_d_sae out_kd "sae.k" "exceeds d_sae = 16" -- "${S[@]}" --activations good.safetensors --k 32 --out out_kd
+expect_error config_k_gt_d_sae out_kd "sae.k" "exceeds d_sae = 16" -- "$HUSAI" train-sae --quiet --activations good.safetensors --d-sae 16 --k 32 --out out_kd
 expect_error config_syntax out_cy "cfg_syntax.yaml" -- "${T[@]}" --config cfg_syntax.yaml --out out_cy
 expect_error config_set_twice out_c2 "cfg_twice.yaml:3" "training.lr" "set twice" -- "${T[@]}" --config cfg_twice.yaml --out out_c2
 expect_error config_seeds_repeated out_sr "training.seeds" "repeated" -- "${S[@]}" --activations good.safetensors --seeds 1,1 --out out_sr

@@ -104,6 +104,8 @@ SafetensorsFile weights_2x3() {
   f.put("W_dec", TensorData::f32({3, 2}, w.data()));
   f.put("b_enc", TensorData::f32({3}, b3.data()));
   f.put("b_dec", TensorData::f32({2}, b2.data()));
+  f.put("encoder.weight", TensorData::f32({3, 2}, w.data()));  // sparsify names
+  f.put("encoder.bias", TensorData::f32({3}, b3.data()));
   return SafetensorsFile::parse(f.serialize(), "sae/sae_weights.safetensors");
 }
 
@@ -137,7 +139,8 @@ TEST(SaeCfgJson, ValuesOfTheWrongTypeOrRangeNameTheKey) {
   const Error not_object = caught([&] { saelens_from_parts("sae", "[1, 2]", w); });
   EXPECT_NE(std::string(not_object.what()).find("must be a JSON object"), std::string::npos);
   const Error sparsify = caught([&] { sparsify_from_parts("sae", R"({"k": 1, "d_in": "two"})", w); });
-  EXPECT_EQ(sparsify.key().value_or(""), "d_in");
+  EXPECT_EQ(sparsify.key().value_or(""), "d_in") << sparsify.message();
+  EXPECT_EQ(sparsify_from_parts("sae", R"({"k": 2, "d_in": 2})", w).d_sae, 3);
 }
 
 TEST(ErrorExtended, KeepsFileKeyAndLine) {
