@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Divergence guard: a training run whose loss (or weights) stops being finite ends with exit 1 and one message
 # naming the step, keeps the last good checkpoint intact (and says where it is), and publishes no final
-# weights. Transformer: no LayerNorm with AdamW at lr 10 overflows within a few epochs; SAE: lr 1e36.
+# weights. Transformer: no LayerNorm with AdamW at lr 10 overflows within a few epochs; SAE: lr 1e30.
 set -uo pipefail
 HUSAI=$1; WORK=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -49,11 +49,11 @@ check transformer t checkpoint.safetensors model.safetensors -- \
   "$HUSAI" train-transformer --quiet --out t --modulus 23 --epochs 200 --train-fraction 0.6 --checkpoint-every 1 \
   --lr 10 --weight-decay 0 --set model.normalization_type=none --set training.warmup_steps=0 \
   --set training.lr_schedule=constant --set model.d_model=32 --set model.n_heads=2 --set model.d_mlp=64 \
-  --set training.batch_size=64
+  --set training.batch_size=128
 
 "$HUSAI" synth --quiet --d-in 16 --n-features 32 --active 3 --rows 2000 --seed 3 --out synth.safetensors
 check sae s trainer_state.safetensors seed1/sae_weights.safetensors -- \
   "$HUSAI" train-sae --quiet --out s --activations synth.safetensors --d-sae 32 --k 3 --batch-size 64 \
-  --steps 500 --checkpoint-every 2 --seeds 1,2 --lr 1e36 --set training.lr_warmup_steps=20 \
+  --steps 500 --checkpoint-every 1 --seeds 1,2 --lr 1e30 --set training.lr_warmup_steps=20 \
   --set training.grad_clip_norm=0
 echo "divergence: all checks passed"

@@ -1,5 +1,6 @@
 #include "husai/train/sae_run.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -158,13 +159,15 @@ void save_state(const std::string& dir, const SaeTrainer& t, const std::string& 
                 const ActivationFile& acts) {
   // Divergence guard, second line: a step can leave non-finite weights behind a finite loss (an overflowing
   // gradient); such a state is never written over the last good checkpoint.
+  // The Adam moments are checked too: an overflowing squared gradient shows up there first.
+  const auto finite = [](const std::vector<float>& v) {
+    return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
+  };
   for (const SaeSeedState& s : t.seeds()) {
-    for (const float p : s.params) {
-      if (!std::isfinite(p)) {
-        throw Error("training diverged: the parameters of seed " + std::to_string(s.seed) +
-                    " are not finite at step " + std::to_string(t.step()) +
-                    ". Lower the learning rate or check the activations");
-      }
+    if (!finite(s.params) || !finite(s.adam_m) || !finite(s.adam_v)) {
+      throw Error("training diverged: the parameters or Adam moments of seed " + std::to_string(s.seed) +
+                  " are not finite at step " + std::to_string(t.step()) +
+                  ". Lower the learning rate or check the activations");
     }
   }
   SafetensorsFile f;

@@ -1,5 +1,6 @@
 #include "husai/train/transformer_run.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -62,12 +63,14 @@ void write_metrics_jsonl(const std::string& dir, const std::vector<EpochMetrics>
 void save_checkpoint(const std::string& dir, const TrainState& s, const std::string& config_hash) {
   // Divergence guard, second line: a step can leave non-finite weights behind a finite loss (an overflowing
   // gradient); such a state is never written over the last good checkpoint.
-  for (const float p : s.params) {
-    if (!std::isfinite(p)) {
-      throw Error("training diverged: the parameters are not finite at step " + std::to_string(s.step) +
-                  " (epoch " + std::to_string(s.epochs_done) +
-                  "). Lower the learning rate, or check the config");
-    }
+  // The Adam moments are checked too: an overflowing squared gradient shows up there first.
+  const auto finite = [](const std::vector<float>& v) {
+    return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
+  };
+  if (!finite(s.params) || !finite(s.adam_m) || !finite(s.adam_v)) {
+    throw Error("training diverged: the parameters or their Adam moments are not finite at step " +
+                std::to_string(s.step) + " (epoch " + std::to_string(s.epochs_done) +
+                "). Lower the learning rate, or check the config");
   }
   SafetensorsFile f;
   const std::vector<int64_t> shape = {static_cast<int64_t>(s.params.size())};
