@@ -291,6 +291,37 @@ inline void axpy(T* __restrict acc, T a, const T* __restrict w, int64_t D) {
   for (int64_t d = 0; d < D; ++d) acc[d] += a * w[d];
 }
 
+// acc[d] += act[e] * W[idx[e] * D + d] for e = 0, 1, ..., n - 1 in that order: the same fused
+// multiply-add per element as n calls of axpy, with acc held in registers across the entries (a decoded row
+// would otherwise go through memory once per entry).
+template <typename T>
+inline void accumulate_rows(T* __restrict acc, const int32_t* idx, const T* act, int64_t n,
+                            const T* __restrict W, int64_t D) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (D % 16 == 0) {
+      constexpr int64_t kVecs = 8;
+      for (int64_t d0 = 0; d0 < D; d0 += 16 * kVecs) {
+        const int64_t nv = std::min<int64_t>(kVecs, (D - d0) / 16);
+        __m512 v[kVecs];
+        for (int64_t q = 0; q < kVecs; ++q)
+          v[q] = q < nv ? _mm512_loadu_ps(acc + d0 + 16 * q) : _mm512_setzero_ps();
+        for (int64_t e = 0; e < n; ++e) {
+          const __m512 a = _mm512_set1_ps(act[e]);
+          const float* w = W + static_cast<int64_t>(idx[e]) * D + d0;
+          for (int64_t q = 0; q < kVecs; ++q) {
+            if (q < nv) v[q] = _mm512_fmadd_ps(a, _mm512_loadu_ps(w + 16 * q), v[q]);
+          }
+        }
+        for (int64_t q = 0; q < nv; ++q) _mm512_storeu_ps(acc + d0 + 16 * q, v[q]);
+      }
+      return;
+    }
+  }
+#endif
+  for (int64_t e = 0; e < n; ++e) axpy<T>(acc, act[e], W + static_cast<int64_t>(idx[e]) * D, D);
+}
+
 // One entry's contribution to a latent's decoder and encoder gradient rows.
 template <typename T>
 inline void axpy2(T* __restrict gdec, T a, const T* __restrict u, T* __restrict genc, T dz,
@@ -426,10 +457,9 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
       int64_t e = ws.row_ptr[static_cast<size_t>(r)];
       const int64_t e_end = ws.row_ptr[static_cast<size_t>(r + 1)];
       for (int64_t j = 0; j < m; ++j) {
-        for (; e < e_end && ws.idx[static_cast<size_t>(e)] < prefix_ends[static_cast<size_t>(j)]; ++e) {
-          axpy<T>(acc, ws.act[static_cast<size_t>(e)],
-                  p.W_dec + static_cast<int64_t>(ws.idx[static_cast<size_t>(e)]) * D, D);
-        }
+        const int64_t seg = e;
+        while (e < e_end && ws.idx[static_cast<size_t>(e)] < prefix_ends[static_cast<size_t>(j)]) ++e;
+        accumulate_rows<T>(acc, ws.idx.data() + seg, ws.act.data() + seg, e - seg, p.W_dec, D);
         T* u = ws.up.data() + (r * m + j) * D;
         const auto wj = static_cast<T>(prefix_weights[static_cast<size_t>(j)]);
         ws.row_err[static_cast<size_t>(r * m + j)] = scaled_diff_sq<T>(acc, x + r * D, wj * two_over_b, u, D);
@@ -573,8 +603,10 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
       const T* xr = ws.xc.data() + r * D;
       const int64_t base = ws.row_ptr[static_cast<size_t>(r)];
       const int32_t* rp = ws.range_ptr.data() + r * (n_ranges + 1);
-      for (int64_t e = base + rp[q]; e < base + rp[q + 1]; ++e) {
+      const int64_t e_stop = base + rp[q + 1];
+      for (int64_t e = base + rp[q]; e < e_stop; ++e) {
         const int64_t i = ws.idx[static_cast<size_t>(e)];
+
         const T dz = ws.dz_entry[static_cast<size_t>(e)];
         const T* u = ws.up.data() + (r * m + ws.group[static_cast<size_t>(i)]) * D;
         g->b_enc[i] += dz;
