@@ -624,13 +624,12 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
         }
       }
     }
-  });
-  constexpr int64_t kTile = 16;
-  parallel_chunks(D, kTile, [&](int64_t d0, int64_t d1) {
-    for (int64_t i0 = 0; i0 < L; i0 += kTile) {
-      const int64_t i1 = std::min(L, i0 + kTile);
-      for (int64_t d = d0; d < d1; ++d) {
-        for (int64_t i = i0; i < i1; ++i) g->W_enc[d * L + i] = ws.dwenc_t[static_cast<size_t>(i * D + d)];
+    // The task's W_enc gradient columns, transposed into place while its rows are still in cache.
+    constexpr int64_t kTile = 16;
+    for (int64_t t0 = i0; t0 < i1; t0 += kTile) {
+      const int64_t t1 = std::min(i1, t0 + kTile);
+      for (int64_t d = 0; d < D; ++d) {
+        for (int64_t i = t0; i < t1; ++i) g->W_enc[d * L + i] = genc[i * D + d];
       }
     }
   });
