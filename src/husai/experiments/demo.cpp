@@ -177,11 +177,8 @@ std::string report_text(const std::string& prefix, const TrainTransformerResult&
     const nlohmann::json& m = st["summary"]["matched_mean_cos"];
     const nlohmann::json& pn = m["nulls"][primary];
     s += fmt::format(
-        "- **{}**: matched features between seeds have mean |cos| {} (95% CI {}), against {} for "
-        "dictionaries "
-        "drawn from the activations' {} null (difference {} {}); {} of matched features agree at |cos| >= "
-        "0.7. "
-        "{}.\n",
+        "- **{}**: matched features between seeds have mean |cos| {} (95% CI {}), against {} for the {} "
+        "null (difference {} {}); {} of matched features agree at |cos| >= 0.7. Verdict: {}.\n",
         f.label, num(m["trained"]["mean"]), ci(m["trained"]["ci_bca"]), num(pn["mean"]), primary,
         num(pn["difference"]["estimate"], "{:+.4f}"), ci(pn["difference"]["ci_bca"]),
         pct(st["summary"]["shared_frac_07"]["trained"]["mean"]), pn["verdict"].get<std::string>());
