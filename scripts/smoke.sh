@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make smoke`: the runbook's chain at tiny size (train, evaluate, extract, train SAEs, evaluate them), in well
-# under a minute.
+# `make smoke`: the runbook's chain at tiny size (train, evaluate, extract, train SAEs, evaluate them, compare
+# them against the nulls), in well under a minute.
 set -euo pipefail
 HUSAI=${1:-build/bin/husai}
 out=$(mktemp -d /tmp/husai-smoke.XXXXXX)
@@ -34,5 +34,17 @@ for key in ["mse", "explained_variance", "explained_variance_per_dim", "explaine
     assert key in m and m[key] is not None and math.isfinite(m[key]), key
 assert m["l0"] <= 8 + 1e-9, m["l0"]
 print(f"smoke: eval-sae EV {m['explained_variance']:.3f}, L0 {m['l0']:.1f}, CE loss score {m['ce_loss_score']:.3f}")
+PY
+echo "smoke: compare (2 seeds against the gaussian, untrained and covariance nulls)"
+"$HUSAI" compare --quiet "$out/sae/seed1" "$out/sae/seed2" --activations "$out/acts.safetensors" \
+  --bootstrap 200 --no-figures --out "$out/compare"
+/usr/bin/python3 - "$out/compare/stability.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert len(s["pairs"]) == 1, s["pairs"]
+assert sorted(s["settings"]["nulls"]) == ["covariance", "gaussian", "untrained"], s["settings"]["nulls"]
+m = s["summary"]["matched_mean_cos"]
+print(f"smoke: compare matched_mean_cos {m['trained']['mean']:.3f} vs covariance null "
+      f"{m['nulls']['covariance']['mean']:.3f}")
 PY
 echo "smoke: ok"
