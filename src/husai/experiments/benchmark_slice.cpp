@@ -155,7 +155,10 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
       sae.encode(x, n, scratch.data());
       sae.decode(scratch.data(), n, x_hat);
     };
-    const SpliceMetrics sm = splice_metrics(model, spec, reconstruct, true);
+    // CE/KL scores only where the spliced activations can reach the answer (else NaN, written null).
+    SpliceMetrics sm;
+    sm.ce_loss_score = sm.kl_div_score = kNaN;
+    if (splice_affects_answer(model, spec)) sm = splice_metrics(model, spec, reconstruct, true);
     const std::vector<double> density = rec.feature_density();
     nlohmann::json core = {{"l0", number(rec.l0)},
                            {"l1", number(rec.l1)},
