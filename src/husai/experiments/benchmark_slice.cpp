@@ -112,8 +112,16 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
   const std::vector<int64_t> keys = key_frequencies(power, o.n_key_frequencies);
   const FourierSubspace subspace = fourier_subspace(acts.x.data(), N, D, a, b, c, p, keys);
 
-  std::vector<std::vector<double>> stability;
-  if (saes.size() >= 2) {
+  std::vector<std::vector<double>> stability = o.stability;
+  if (!stability.empty()) {
+    if (stability.size() != saes.size())
+      throw Error("benchmark-slice: one stability vector per SAE is needed");
+    for (size_t s = 0; s < saes.size(); ++s) {
+      if (static_cast<int64_t>(stability[s].size()) != saes[s].d_sae) {
+        throw Error("benchmark-slice: stability of SAE " + std::to_string(s) + " has the wrong length");
+      }
+    }
+  } else if (saes.size() >= 2) {
     std::vector<std::vector<float>> decs;
     std::vector<int64_t> rows;
     for (const SaeModel& s : saes) {

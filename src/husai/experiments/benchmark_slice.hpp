@@ -37,6 +37,9 @@ struct BenchmarkSliceOptions {
   uint64_t seed = 0;
   bool figures = true;
   bool quiet = false;
+  // Per-feature stability of each SAE ([sae][latent]), e.g. from `husai compare`'s per-feature stability.
+  // Empty: per_feature_stability() of the decoders given (needs >= 2 SAEs for the causal proxy).
+  std::vector<std::vector<double>> stability;
 };
 
 // Per-feature stability of each dictionary among a set: for dictionary a and its decoder row i,

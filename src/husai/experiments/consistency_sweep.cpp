@@ -100,21 +100,24 @@ nlohmann::json run_consistency_sweep(const ConsistencySweepOptions& o) {
   const ExistingOutput existing =
       o.overwrite ? ExistingOutput::Overwrite : (o.resume ? ExistingOutput::Resume : ExistingOutput::Refuse);
   prepare_output_dir(o.out_dir, existing);
-  const ExistingOutput child = ExistingOutput::Resume;  // OUT is ours now; children resume or start
   auto seeds_json = [](const std::vector<uint64_t>& s) { return nlohmann::json(s); };
+  const auto train_run = [&](const Config& cfg, const std::string& name) {
+    if (o.train_run) return o.train_run(cfg, name);
+    TrainSaeOptions topt;
+    topt.activations_path = o.activations_path;
+    topt.quiet = o.quiet;
+    topt.out_dir = join(o.out_dir, name);
+    topt.existing = ExistingOutput::Resume;  // OUT is ours: a folder there is an earlier attempt
+    if (!train_sae(cfg, topt).completed)
+      throw Error("interrupted while training " + name + "; rerun with --resume");
+    return topt.out_dir;
+  };
 
   // 1. The reference, on its own seed.
-  const std::string ref_run = join(o.out_dir, "reference");
   Config ref_cfg = base;
   ref_cfg.set("training.seeds", seeds_json({o.reference_seed}), "consistency-sweep reference_seed");
   ref_cfg.validate();
-  TrainSaeOptions topt;
-  topt.activations_path = o.activations_path;
-  topt.quiet = o.quiet;
-  topt.out_dir = ref_run;
-  topt.existing = child;
-  if (!train_sae(ref_cfg, topt).completed)
-    throw Error("interrupted while training the reference; rerun with --resume");
+  const std::string ref_run = train_run(ref_cfg, "reference");
   const std::string ref_dir = join(ref_run, "seed" + std::to_string(o.reference_seed));
   const nlohmann::json ref_metrics = read_json(join(ref_dir, "metrics.json"));
   const SaeModel reference = load_sae(ref_dir);
@@ -155,21 +158,19 @@ nlohmann::json run_consistency_sweep(const ConsistencySweepOptions& o) {
       cfg.set("consistency.lambda", lambda, "consistency-sweep lambda");
     }
     cfg.validate();
-    topt.out_dir = join(o.out_dir, fmt::format("ratio_{}", r));
     if (!o.quiet) fmt::print(stderr, "consistency-sweep: ratio {} (lambda {:.4g})\n", ratio, lambda);
-    const TrainSaeResult tr = train_sae(cfg, topt);
-    if (!tr.completed) throw Error("interrupted while training; rerun with --resume");
+    const std::string run_dir = train_run(cfg, fmt::format("ratio_{}", r));
     std::vector<std::vector<float>> decs;
     std::vector<double> align, ev;
     for (const uint64_t seed : o.seeds) {
-      const std::string dir = join(topt.out_dir, "seed" + std::to_string(seed));
+      const std::string dir = join(run_dir, "seed" + std::to_string(seed));
       const SaeModel m = load_sae(dir);
       ConsistencyWorkspace<float> ws;
       align.push_back(consistency_alignment<float>(m.W_dec.data(), m.d_sae, ref_rows, 0.0, nullptr, ws));
       ev.push_back(
           read_json(join(dir, "metrics.json")).at("held_out").at("explained_variance").get<double>());
       decs.push_back(m.W_dec);
-      manifest.add_output(o.out_dir, fmt::format("ratio_{}/seed{}/sae_weights.safetensors", r, seed));
+      manifest.add_input(join(dir, "sae_weights.safetensors"));
     }
     const Pairwise pw = pairwise(decs, L, D);
     size_t k = 0;
@@ -184,7 +185,7 @@ nlohmann::json run_consistency_sweep(const ConsistencySweepOptions& o) {
     const bool eligible = drop <= o.max_ev_drop;
     rows.push_back({{"ratio", ratio},
                     {"lambda", lambda},
-                    {"run", fmt::format("ratio_{}", r)},
+                    {"run", run_dir},
                     {"pairwise_pwmcc", pw.values},
                     {"mean_pairwise_pwmcc", pw.mean},
                     {"null_pwmcc", null_pairs.mean},

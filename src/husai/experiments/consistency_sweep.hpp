@@ -15,10 +15,13 @@
 // Writes OUT/results.json, OUT/summary.md, OUT/sweep.csv, OUT/pairs.csv, figures and OUT/manifest.json.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "husai/io/config.hpp"
 
 namespace husai {
 
@@ -36,6 +39,10 @@ struct ConsistencySweepOptions {
   bool overwrite = false;
   bool figures = true;
   bool quiet = false;
+  // Trains (or reuses) a train-sae run for a resolved train-sae config and returns its folder; `name` is
+  // "reference" or "ratio_<i>". Empty: train_sae into OUT/<name> (resuming a folder that is there). The
+  // experiment framework passes its artifact cache here.
+  std::function<std::string(const Config& sae_config, const std::string& name)> train_run;
 };
 
 // 0.5 * (mean_i max_j |cos(a_i, b_j)| + mean_j max_i |cos(a_i, b_j)|) of two decoders [n_a, d] and [n_b, d]
