@@ -170,7 +170,8 @@ void save_state(const std::string& dir, const SaeTrainer& t, const std::string& 
     f.put(p + "since_fired",
           TensorData::i64({static_cast<int64_t>(s.since_fired.size())}, s.since_fired.data()));
     nlohmann::json history = nlohmann::json::array();
-    for (const SaeLogRow& r : s.history) history.push_back(log_json(r, true, true));
+    for (const SaeLogRow& r : s.history)
+      history.push_back(log_json(r, true, t.settings().consistency_active()));
     f.metadata[p + "history"] = history.dump();
     f.metadata[p + "threshold"] = exact(s.threshold);
     f.metadata[p + "threshold_set"] = s.threshold_set ? "1" : "0";
