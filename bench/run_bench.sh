@@ -158,7 +158,7 @@ h, p = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 threads = int(sys.argv[3])
 bs = p["batch_size"]
 rows = [
-    ("husai", h["samples_per_s"], h["steps"], h["final_batch"]["frac_dead"], "fused sparse TopK path (Eigen GEMM)"),
+    ("husai", h["samples_per_s"], h["steps"], h["final_batch"]["frac_dead"], "fused sparse TopK path (own encoder kernel)"),
     ("pytorch", p["samples_per_s"], p["steps"], p["final_frac_dead"], f"torch {p['torch']}: {p['blas']['summary']}"),
 ]
 print()
@@ -173,7 +173,7 @@ if sys.argv[5]:
     bm = {b["name"].split("/")[0]: b for b in json.load(open(sys.argv[5]))["benchmarks"]}
     gflops = lambda b: b["GFLOP/s"]  # noqa: E731  (the counter already counts GFLOP)
     peak = bm.get("BM_EncoderGemm_EigenSgemm")
-    for name, what in (("BM_EncoderGemm_husai_topk_blocks", "as TopK training runs it (64-row blocks)"),
+    for name, what in (("BM_EncoderGemm_husai_topk_blocks", "as TopK training runs it (packed panels, 64-row blocks)"),
                        ("BM_EncoderGemm_husai", "husai tiled gemm")):
         enc = bm.get(name)
         if enc and peak:

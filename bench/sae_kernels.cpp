@@ -15,6 +15,7 @@
 #include "husai/core/gemm.hpp"
 #include "husai/core/rng.hpp"
 #include "husai/core/threading.hpp"
+#include "husai/sae/encoder_kernel.hpp"
 #include "husai/sae/sae.hpp"
 
 namespace {
@@ -46,17 +47,18 @@ void BM_EncoderGemm_husai(benchmark::State& state) {
 }
 BENCHMARK(BM_EncoderGemm_husai)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// The encoder GEMM as TopK training runs it (src/husai/sae/topk.cpp, encode_select_topk): fixed 64-row
-// blocks, each one single-threaded product, the blocks in parallel (the selection that follows each block
-// is left out here).
+// The encoder product as TopK training runs it (src/husai/sae/topk.cpp, encode_select_topk): W_enc packed
+// into latent panels once (counted), then fixed 64-row blocks, each one single-threaded call of the encoder
+// kernel (src/husai/sae/encoder_kernel.hpp), the blocks in parallel (the selection that follows each block is
+// left out here).
 void BM_EncoderGemm_husai_topk_blocks(benchmark::State& state) {
   constexpr int64_t kBlockRows = 64;
-  const std::vector<float> x = normal(kB * kD, 1), w = normal(kD * kL, 2);
-  std::vector<float> z(static_cast<size_t>(kB * kL));
+  const std::vector<float> x = normal(kB * kD, 1), w = normal(kD * kL, 2), b(kL, 0.0f);
+  std::vector<float> z(static_cast<size_t>(kB * kL)), pw, pb;
   for (auto _ : state) {
+    const auto panels = husai::sae_detail::pack_encoder_panels(w.data(), b.data(), kD, kL, pw, pb);
     husai::parallel_chunks(kB, kBlockRows, [&](int64_t r0, int64_t r1) {
-      husai::gemm_serial<float>(false, false, r1 - r0, kL, kD, 1.0f, x.data() + r0 * kD, kD, w.data(), kL,
-                                0.0f, z.data() + r0 * kL, kL);
+      husai::sae_detail::encoder_block(panels, x.data() + r0 * kD, r1 - r0, z.data() + r0 * kL, kL);
     });
     benchmark::DoNotOptimize(z.data());
   }

@@ -15,5 +15,6 @@ Runner register_demo(CLI::App& app);
 Runner register_train_sae(CLI::App& app);
 Runner register_synth(CLI::App& app);
 Runner register_eval_sae(CLI::App& app);
+Runner register_compare(CLI::App& app);
 
 }  // namespace husai::cli

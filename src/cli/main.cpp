@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   add(husai::cli::register_train_sae);
   add(husai::cli::register_synth);
   add(husai::cli::register_eval_sae);
+  add(husai::cli::register_compare);
 
   try {
     app.parse(argc, argv);

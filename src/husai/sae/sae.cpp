@@ -104,7 +104,8 @@ SaeLossParts sae_loss_backward(const SaeConfig& cfg, const SaeLayout& layout, co
   const SaeView<const T> p = make_sae_view(layout, params);
   SaeView<T> g;
   if (grads != nullptr) {
-    std::fill(grads, grads + layout.total, T(0));
+    // The sparse path writes every gradient entry itself (no pass over the whole buffer first).
+    if (!sae_arch_is_topk_family(cfg.arch)) std::fill(grads, grads + layout.total, T(0));
     g = make_sae_view(layout, grads);
   }
   const SaeView<T>* gp = grads != nullptr ? &g : nullptr;

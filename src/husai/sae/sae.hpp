@@ -106,21 +106,20 @@ struct SaeWorkspace {
   std::vector<int64_t> row_ptr, aux_row_ptr;
   std::vector<int32_t> idx, aux_idx;
   std::vector<T> act, aux_act;
-  // Per latent, the entries that touch it in row order (CSC of the two lists above): the row (r for a main
-  // entry, -(r + 1) for an AuxK one) and the activation, stored in CSC order so the per-latent pass reads
-  // them sequentially.
-  std::vector<int64_t> col_ptr;
-  std::vector<int32_t> col_row;
-  std::vector<T> col_act;
+  // d loss / d z of each main and AuxK entry, and per row the offsets where its main entries enter each
+  // latent range of the gradient pass.
+  std::vector<T> dz_entry, aux_dz;
+  std::vector<int32_t> range_ptr;
+  // The encoder weights packed in latent panels (encoder_kernel.hpp).
+  std::vector<T> enc_panel_w, enc_panel_b;
   std::vector<T> aux_residual, aux_grad;
   std::vector<float> batch_values;  // batchtopk selection scratch
   std::vector<int32_t> row_order;
   // Sparse-path scratch, sized on first use: per-row selections at a fixed stride before compaction,
-  // per-chunk selection buffers, per-row error sums, the dead-latent list, latent groups and the CSC fill
-  // pointers.
+  // per-chunk selection buffers, per-row error sums, the dead-latent list and latent groups.
   std::vector<int32_t> sel_idx, sel_pos, dead_list, group;
   std::vector<T> sel_act, sel_val;
-  std::vector<int64_t> sel_count, col_fill;
+  std::vector<int64_t> sel_count;
   std::vector<double> row_err, aux_err;
   // Test hook: keep aux_residual from the previous call (the residual is a stop-gradient input).
   bool freeze_aux_residual = false;

@@ -2,11 +2,12 @@
 
 // The fused sparse path of the TopK family (topk, batchtopk, matryoshka). Internal to src/husai/sae.
 //
-// The encoder is one dense GEMM (every pre-activation is needed to choose the active latents); everything
-// after it touches only the active latents: decoding, AuxK, and every gradient. Determinism: rows are
-// processed in parallel chunks (each row by one thread); the weight gradients are accumulated per latent over
-// the rows that activate it, in row order, with latents split across threads. No result depends on the thread
-// count.
+// The encoder is one dense product (every pre-activation is needed to choose the active latents; topk runs it
+// with its own kernel, encoder_kernel.hpp, fused with the selection); everything after it touches only the
+// active latents: decoding, AuxK, and every gradient. Determinism: rows are processed in parallel chunks
+// (each row by one thread), which also compute each entry's d loss / d z; the weight gradients are then
+// accumulated row-major by tasks that each own a fixed range of latents and stream the rows in order, so
+// every latent sums its entries in row order. No result depends on the thread count.
 
 #include <vector>
 

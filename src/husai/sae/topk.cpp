@@ -27,6 +27,7 @@
 #include "husai/core/lanes.hpp"
 #include "husai/core/threading.hpp"
 #include "husai/sae/dense_path.hpp"
+#include "husai/sae/encoder_kernel.hpp"
 #include "husai/sae/sparse_path.hpp"
 
 namespace husai {
@@ -34,11 +35,8 @@ namespace sae_detail {
 namespace {
 
 constexpr int64_t kRowChunk = 64;
-constexpr int64_t kLatentChunk = 32;
+constexpr int64_t kGradLatents = 256;  // latents per task of the weight-gradient pass
 constexpr int64_t kSelLanes = 16;
-constexpr int64_t kPrefetchAhead = 4;
-template <typename T>
-constexpr int64_t kLineElems = static_cast<int64_t>(64 / sizeof(T));
 
 constexpr int64_t kMaxLaneRank = 64;
 constexpr int64_t kCountRankMax = 256;
@@ -293,6 +291,37 @@ inline void axpy(T* __restrict acc, T a, const T* __restrict w, int64_t D) {
   for (int64_t d = 0; d < D; ++d) acc[d] += a * w[d];
 }
 
+// acc[d] += act[e] * W[idx[e] * D + d] for e = 0, 1, ..., n - 1 in that order: the same fused
+// multiply-add per element as n calls of axpy, with acc held in registers across the entries (a decoded row
+// would otherwise go through memory once per entry).
+template <typename T>
+inline void accumulate_rows(T* __restrict acc, const int32_t* idx, const T* act, int64_t n,
+                            const T* __restrict W, int64_t D) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (D % 16 == 0) {
+      constexpr int64_t kVecs = 8;
+      for (int64_t d0 = 0; d0 < D; d0 += 16 * kVecs) {
+        const int64_t nv = std::min<int64_t>(kVecs, (D - d0) / 16);
+        __m512 v[kVecs];
+        for (int64_t q = 0; q < kVecs; ++q)
+          v[q] = q < nv ? _mm512_loadu_ps(acc + d0 + 16 * q) : _mm512_setzero_ps();
+        for (int64_t e = 0; e < n; ++e) {
+          const __m512 a = _mm512_set1_ps(act[e]);
+          const float* w = W + static_cast<int64_t>(idx[e]) * D + d0;
+          for (int64_t q = 0; q < kVecs; ++q) {
+            if (q < nv) v[q] = _mm512_fmadd_ps(a, _mm512_loadu_ps(w + 16 * q), v[q]);
+          }
+        }
+        for (int64_t q = 0; q < nv; ++q) _mm512_storeu_ps(acc + d0 + 16 * q, v[q]);
+      }
+      return;
+    }
+  }
+#endif
+  for (int64_t e = 0; e < n; ++e) axpy<T>(acc, act[e], W + static_cast<int64_t>(idx[e]) * D, D);
+}
+
 // One entry's contribution to a latent's decoder and encoder gradient rows.
 template <typename T>
 inline void axpy2(T* __restrict gdec, T a, const T* __restrict u, T* __restrict genc, T dz,
@@ -361,9 +390,9 @@ void select_topk_per_row(const T* z, int64_t B, int64_t L, int64_t k, SaeWorkspa
   compact_rows<T>(B, k, ws.sel_count, ws.sel_idx, ws.sel_act, ws.row_ptr, ws.idx, ws.act);
 }
 
-// TopK encoder fused with the selection: ws.xc = x - b_dec, then per fixed block of rows (in parallel) one
-// single-threaded GEMM z = xc W_enc + b_enc into ws.z and the per-row top-k while the block is still in
-// cache.
+// TopK encoder fused with the selection: ws.xc = x - b_dec, then per fixed block of rows (in parallel) the
+// encoder kernel z = xc W_enc + b_enc into ws.z (encoder_kernel.hpp) and the per-row top-k while the block is
+// still in cache.
 template <typename T>
 void encode_select_topk(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B,
                         SaeWorkspace<T>& ws) {
@@ -373,15 +402,15 @@ void encode_select_topk(const SaeConfig& cfg, const SaeView<const T>& p, const T
   ws.xc.resize(static_cast<size_t>(B * D));
   ws.z.resize(static_cast<size_t>(B * L));
   size_selection(B, L, k, (B + kRowChunk - 1) / kRowChunk, ws);
+  const EncoderPanels<T> panels = pack_encoder_panels(p.W_enc, p.b_enc, D, L, ws.enc_panel_w, ws.enc_panel_b);
   parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
     T* xc = ws.xc.data();
     T* z = ws.z.data();
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t d = 0; d < D; ++d)
         xc[r * D + d] = cfg.apply_b_dec_to_input ? x[r * D + d] - p.b_dec[d] : x[r * D + d];
-      std::copy_n(p.b_enc, L, z + r * L);
     }
-    gemm_serial<T>(false, false, r1 - r0, L, D, T(1), xc + r0 * D, D, p.W_enc, L, T(1), z + r0 * L, L);
+    encoder_block(panels, xc + r0 * D, r1 - r0, z + r0 * L, L);
     select_rows(z, r0, r1, L, k, r0 / kRowChunk, ws);
   });
   compact_rows<T>(B, k, ws.sel_count, ws.sel_idx, ws.sel_act, ws.row_ptr, ws.idx, ws.act);
@@ -407,6 +436,20 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
   ws.x_hat.resize(static_cast<size_t>(B * D));
   ws.up.resize(static_cast<size_t>(B * m * D));
   ws.row_err.resize(static_cast<size_t>(B * m));
+  // Group of each latent: the first prefix that contains it.
+  ws.group.resize(static_cast<size_t>(L));
+  for (int64_t i = 0, j = 0; i < L; ++i) {
+    while (i >= prefix_ends[static_cast<size_t>(j)]) ++j;
+    ws.group[static_cast<size_t>(i)] = static_cast<int32_t>(j);
+  }
+  // With gradients, also d loss / d z of every active entry (u of its latent's group . W_dec,i; the ReLU
+  // passes it, z = f > 0) while the row is in cache, and where each row's entries cross into the next
+  // gradient latent range (the gradient pass below).
+  const int64_t n_ranges = (L + kGradLatents - 1) / kGradLatents;
+  if (g != nullptr) {
+    ws.dz_entry.resize(static_cast<size_t>(nnz));
+    ws.range_ptr.resize(static_cast<size_t>(B * (n_ranges + 1)));
+  }
   parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       T* acc = ws.x_hat.data() + r * D;
@@ -414,10 +457,9 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
       int64_t e = ws.row_ptr[static_cast<size_t>(r)];
       const int64_t e_end = ws.row_ptr[static_cast<size_t>(r + 1)];
       for (int64_t j = 0; j < m; ++j) {
-        for (; e < e_end && ws.idx[static_cast<size_t>(e)] < prefix_ends[static_cast<size_t>(j)]; ++e) {
-          axpy<T>(acc, ws.act[static_cast<size_t>(e)],
-                  p.W_dec + static_cast<int64_t>(ws.idx[static_cast<size_t>(e)]) * D, D);
-        }
+        const int64_t seg = e;
+        while (e < e_end && ws.idx[static_cast<size_t>(e)] < prefix_ends[static_cast<size_t>(j)]) ++e;
+        accumulate_rows<T>(acc, ws.idx.data() + seg, ws.act.data() + seg, e - seg, p.W_dec, D);
         T* u = ws.up.data() + (r * m + j) * D;
         const auto wj = static_cast<T>(prefix_weights[static_cast<size_t>(j)]);
         ws.row_err[static_cast<size_t>(r * m + j)] = scaled_diff_sq<T>(acc, x + r * D, wj * two_over_b, u, D);
@@ -426,6 +468,18 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
         T* u = ws.up.data() + (r * m + j) * D;
         const T* next = u + D;
         for (int64_t d = 0; d < D; ++d) u[d] += next[d];
+      }
+      if (g != nullptr) {
+        const int64_t e0 = ws.row_ptr[static_cast<size_t>(r)];
+        int32_t* rp = ws.range_ptr.data() + r * (n_ranges + 1);
+        int64_t q = 0;
+        for (int64_t e1 = e0; e1 < e_end; ++e1) {
+          const int64_t i = ws.idx[static_cast<size_t>(e1)];
+          while (q * kGradLatents <= i) rp[q++] = static_cast<int32_t>(e1 - e0);
+          const T* u = ws.up.data() + (r * m + ws.group[static_cast<size_t>(i)]) * D;
+          ws.dz_entry[static_cast<size_t>(e1)] = dot_lanes(u, p.W_dec + i * D, D);
+        }
+        while (q <= n_ranges) rp[q++] = static_cast<int32_t>(e_end - e0);
       }
     }
   });
@@ -515,93 +569,72 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
   }
   if (g == nullptr) return out;
 
-  // Group of each latent: the first prefix that contains it.
-  ws.group.resize(static_cast<size_t>(L));
-  for (int64_t i = 0, j = 0; i < L; ++i) {
-    while (i >= prefix_ends[static_cast<size_t>(j)]) ++j;
-    ws.group[static_cast<size_t>(i)] = static_cast<int32_t>(j);
-  }
-  // Entries grouped by latent, in row order (main before AuxK within a row): a counting sort.
+  // d loss / d z of every AuxK entry: its row's AuxK residual gradient . W_dec,i (signed pre-activations:
+  // no ReLU).
   const auto n_aux = static_cast<int64_t>(ws.aux_idx.size());
-  ws.col_ptr.assign(static_cast<size_t>(L + 1), 0);
-  for (int64_t e = 0; e < nnz; ++e) ++ws.col_ptr[static_cast<size_t>(ws.idx[static_cast<size_t>(e)]) + 1];
-  for (int64_t e = 0; e < n_aux; ++e)
-    ++ws.col_ptr[static_cast<size_t>(ws.aux_idx[static_cast<size_t>(e)]) + 1];
-  for (int64_t i = 0; i < L; ++i)
-    ws.col_ptr[static_cast<size_t>(i + 1)] += ws.col_ptr[static_cast<size_t>(i)];
-  ws.col_row.resize(static_cast<size_t>(nnz + n_aux));
-  ws.col_act.resize(static_cast<size_t>(nnz + n_aux));
-  ws.col_fill.assign(ws.col_ptr.begin(), ws.col_ptr.end() - 1);
-  for (int64_t r = 0; r < B; ++r) {
-    for (int64_t e = ws.row_ptr[static_cast<size_t>(r)]; e < ws.row_ptr[static_cast<size_t>(r + 1)]; ++e) {
-      const auto c = static_cast<size_t>(ws.col_fill[static_cast<size_t>(ws.idx[static_cast<size_t>(e)])]++);
-      ws.col_row[c] = static_cast<int32_t>(r);
-      ws.col_act[c] = ws.act[static_cast<size_t>(e)];
-    }
-    for (int64_t e = ws.aux_row_ptr[static_cast<size_t>(r)]; e < ws.aux_row_ptr[static_cast<size_t>(r + 1)];
-         ++e) {
-      const auto c =
-          static_cast<size_t>(ws.col_fill[static_cast<size_t>(ws.aux_idx[static_cast<size_t>(e)])]++);
-      ws.col_row[c] = static_cast<int32_t>(-(r + 1));
-      ws.col_act[c] = ws.aux_act[static_cast<size_t>(e)];
-    }
-  }
-  // Per latent, over the entries that touch it in row order: d loss / d z = u . W_dec,i (active entries have
-  // z = f > 0: ReLU passes the gradient), then the b_enc, W_dec row and W_enc column gradients (the latter
-  // into a [L, D] buffer, transposed below). u is d loss / d x_hat of the entry's row: the latent's prefix
-  // group for a main entry, the AuxK residual gradient for an AuxK entry.
-  ws.dwenc_t.resize(static_cast<size_t>(L * D));
-  parallel_chunks(L, kLatentChunk, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      T* gdec = g->W_dec + i * D;
-      T* genc = ws.dwenc_t.data() + i * D;
-      std::fill_n(genc, D, T(0));
-      const T* w = p.W_dec + i * D;
-      T gb = T(0);
-      const int64_t grp = ws.group[static_cast<size_t>(i)];
-      const int64_t c_end = ws.col_ptr[static_cast<size_t>(i + 1)];
-      // The d loss / d x_hat row of an entry: the latent's prefix group for a main entry (row >= 0), the AuxK
-      // residual gradient for an AuxK one (row = -(r + 1)).
-      const auto grad_row = [&](int32_t row) -> const T* {
-        return row >= 0 ? ws.up.data() + (static_cast<int64_t>(row) * m + grp) * D
-                        : ws.aux_grad.data() + (-static_cast<int64_t>(row) - 1) * D;
-      };
-      const auto x_row = [&](int32_t row) -> const T* {
-        return ws.xc.data() + (row >= 0 ? static_cast<int64_t>(row) : -static_cast<int64_t>(row) - 1) * D;
-      };
-      for (int64_t c = ws.col_ptr[static_cast<size_t>(i)]; c < c_end; ++c) {
-        // The rows an entry reads (its u and xc) are scattered over the batch: fetch them a few entries
-        // ahead.
-        if (c + kPrefetchAhead < c_end) {
-          const int32_t prow = ws.col_row[static_cast<size_t>(c + kPrefetchAhead)];
-          const T* pu = grad_row(prow);
-          const T* px = x_row(prow);
-          for (int64_t d = 0; d < D; d += kLineElems<T>) {
-            __builtin_prefetch(pu + d);
-            __builtin_prefetch(px + d);
-          }
+  ws.aux_dz.resize(static_cast<size_t>(n_aux));
+  if (n_aux > 0) {
+    parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* u = ws.aux_grad.data() + r * D;
+        for (int64_t e = ws.aux_row_ptr[static_cast<size_t>(r)];
+             e < ws.aux_row_ptr[static_cast<size_t>(r + 1)]; ++e) {
+          ws.aux_dz[static_cast<size_t>(e)] =
+              dot_lanes(u, p.W_dec + static_cast<int64_t>(ws.aux_idx[static_cast<size_t>(e)]) * D, D);
         }
-        const int32_t row = ws.col_row[static_cast<size_t>(c)];
-        const T a = ws.col_act[static_cast<size_t>(c)];
-        const T* u = grad_row(row);
-        const T dz = dot_lanes(u, w, D);
-        gb += dz;
-        axpy2<T>(gdec, a, u, genc, dz, x_row(row), D);
       }
-      g->b_enc[i] = gb;
+    });
+  }
+  // Weight gradients, row-major: each task owns a fixed range of kGradLatents latents (their W_dec gradient
+  // rows, W_enc gradient columns in a transposed [L, D] buffer, and b_enc entries, all in cache) and streams
+  // the batch rows in order, adding each entry of its range: dW_dec,i += f u, dW_enc[:, i] += dz xc,
+  // db_enc,i += dz, main entries of a row before its AuxK entries. u is d loss / d x_hat of the entry's row:
+  // the latent's prefix group for a main entry, the AuxK residual gradient for an AuxK one. Every latent
+  // sums its entries in row order whatever the thread count.
+  ws.dwenc_t.resize(static_cast<size_t>(L * D));
+  parallel_chunks(L, kGradLatents, [&](int64_t i0, int64_t i1) {
+    const int64_t q = i0 / kGradLatents;
+    T* gdec = g->W_dec;
+    T* genc = ws.dwenc_t.data();
+    std::fill(gdec + i0 * D, gdec + i1 * D, T(0));
+    std::fill(genc + i0 * D, genc + i1 * D, T(0));
+    std::fill(g->b_enc + i0, g->b_enc + i1, T(0));
+    for (int64_t r = 0; r < B; ++r) {
+      const T* xr = ws.xc.data() + r * D;
+      const int64_t base = ws.row_ptr[static_cast<size_t>(r)];
+      const int32_t* rp = ws.range_ptr.data() + r * (n_ranges + 1);
+      const int64_t e_stop = base + rp[q + 1];
+      for (int64_t e = base + rp[q]; e < e_stop; ++e) {
+        const int64_t i = ws.idx[static_cast<size_t>(e)];
+
+        const T dz = ws.dz_entry[static_cast<size_t>(e)];
+        const T* u = ws.up.data() + (r * m + ws.group[static_cast<size_t>(i)]) * D;
+        g->b_enc[i] += dz;
+        axpy2<T>(gdec + i * D, ws.act[static_cast<size_t>(e)], u, genc + i * D, dz, xr, D);
+      }
+      if (n_aux > 0) {
+        const T* u = ws.aux_grad.data() + r * D;
+        for (int64_t e = ws.aux_row_ptr[static_cast<size_t>(r)];
+             e < ws.aux_row_ptr[static_cast<size_t>(r + 1)]; ++e) {
+          const int64_t i = ws.aux_idx[static_cast<size_t>(e)];
+          if (i < i0 || i >= i1) continue;
+          const T dz = ws.aux_dz[static_cast<size_t>(e)];
+          g->b_enc[i] += dz;
+          axpy2<T>(gdec + i * D, ws.aux_act[static_cast<size_t>(e)], u, genc + i * D, dz, xr, D);
+        }
+      }
     }
-  });
-  constexpr int64_t kTile = 16;
-  parallel_chunks(D, kTile, [&](int64_t d0, int64_t d1) {
-    for (int64_t i0 = 0; i0 < L; i0 += kTile) {
-      const int64_t i1 = std::min(L, i0 + kTile);
-      for (int64_t d = d0; d < d1; ++d) {
-        for (int64_t i = i0; i < i1; ++i) g->W_enc[d * L + i] = ws.dwenc_t[static_cast<size_t>(i * D + d)];
+    // The task's W_enc gradient columns, transposed into place while its rows are still in cache.
+    constexpr int64_t kTile = 16;
+    for (int64_t t0 = i0; t0 < i1; t0 += kTile) {
+      const int64_t t1 = std::min(i1, t0 + kTile);
+      for (int64_t d = 0; d < D; ++d) {
+        for (int64_t i = t0; i < t1; ++i) g->W_enc[d * L + i] = genc[i * D + d];
       }
     }
   });
   // b_dec: in every prefix reconstruction (ws.up[r, 0] sums them), and minus through the encoder input.
-  column_sums<T>(ws.up.data(), B, D, m * D, g->b_dec, true);
+  column_sums<T>(ws.up.data(), B, D, m * D, g->b_dec, false);
   if (cfg.apply_b_dec_to_input) {
     for (int64_t d = 0; d < D; ++d) g->b_dec[d] -= dot_lanes(p.W_enc + d * L, g->b_enc, L);
   }

@@ -1,0 +1,154 @@
+#include "husai/sae/encoder_kernel.hpp"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "husai/core/threading.hpp"
+
+namespace husai::sae_detail {
+
+template <typename T>
+EncoderPanels<T> pack_encoder_panels(const T* W, const T* b, int64_t D, int64_t L, std::vector<T>& w_buf,
+                                     std::vector<T>& b_buf) {
+  EncoderPanels<T> out;
+  out.D = D;
+  out.L = L;
+  out.n_panels = (L + kEncPanel - 1) / kEncPanel;
+  w_buf.resize(static_cast<size_t>(out.n_panels * D * kEncPanel));
+  b_buf.resize(static_cast<size_t>(out.n_panels * kEncPanel));
+  parallel_for(out.n_panels, [&](int64_t p) {
+    const int64_t i0 = p * kEncPanel;
+    const int64_t n = std::min(kEncPanel, L - i0);
+    T* dst = w_buf.data() + p * D * kEncPanel;
+    for (int64_t d = 0; d < D; ++d) {
+      std::copy_n(W + d * L + i0, n, dst + d * kEncPanel);
+      std::fill(dst + d * kEncPanel + n, dst + (d + 1) * kEncPanel, T(0));
+    }
+    std::copy_n(b + i0, n, b_buf.data() + i0);
+    std::fill(b_buf.data() + i0 + n, b_buf.data() + i0 + kEncPanel, T(0));
+  });
+  out.w = w_buf.data();
+  out.bias = b_buf.data();
+  return out;
+}
+
+namespace {
+
+// Portable form: the same fused chain per element.
+template <typename T>
+void encoder_block_generic(const EncoderPanels<T>& pk, const T* xc, int64_t M, T* z, int64_t ldz) {
+  const int64_t D = pk.D;
+  T acc[kEncPanel];
+  for (int64_t p = 0; p < pk.n_panels; ++p) {
+    const int64_t i0 = p * kEncPanel;
+    const int64_t n = std::min(kEncPanel, pk.L - i0);
+    const T* w = pk.w + p * D * kEncPanel;
+    for (int64_t r = 0; r < M; ++r) {
+      std::copy_n(pk.bias + i0, kEncPanel, acc);
+      for (int64_t d = 0; d < D; ++d) {
+        const T a = xc[r * D + d];
+        for (int64_t j = 0; j < kEncPanel; ++j) acc[j] = std::fma(a, w[d * kEncPanel + j], acc[j]);
+      }
+      std::copy_n(acc, n, z + r * ldz + i0);
+    }
+  }
+}
+
+#if defined(__AVX512F__)
+// A tile of kRows rows x one 64-latent panel: 4 * kRows accumulators, 4 panel loads and kRows broadcasts per
+// d.
+template <int kRows>
+inline void tile_f32(const float* __restrict xc, int64_t D, const float* __restrict w, const float* bias,
+                     float* z, int64_t ldz, __mmask16 last_mask, int n_vec) {
+  __m512 c[kRows][4];
+  for (int j = 0; j < 4; ++j) {
+    const __m512 bj = _mm512_loadu_ps(bias + 16 * j);
+    for (int i = 0; i < kRows; ++i) c[i][j] = bj;
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    const __m512 b0 = _mm512_loadu_ps(w + d * kEncPanel);
+    const __m512 b1 = _mm512_loadu_ps(w + d * kEncPanel + 16);
+    const __m512 b2 = _mm512_loadu_ps(w + d * kEncPanel + 32);
+    const __m512 b3 = _mm512_loadu_ps(w + d * kEncPanel + 48);
+    for (int i = 0; i < kRows; ++i) {
+      const __m512 a = _mm512_set1_ps(xc[i * D + d]);
+      c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+      c[i][2] = _mm512_fmadd_ps(a, b2, c[i][2]);
+      c[i][3] = _mm512_fmadd_ps(a, b3, c[i][3]);
+    }
+  }
+  for (int i = 0; i < kRows; ++i) {
+    for (int j = 0; j < n_vec; ++j) {
+      if (j + 1 < n_vec) {
+        _mm512_storeu_ps(z + i * ldz + 16 * j, c[i][j]);
+      } else {
+        _mm512_mask_storeu_ps(z + i * ldz + 16 * j, last_mask, c[i][j]);
+      }
+    }
+  }
+}
+
+void encoder_block_f32(const EncoderPanels<float>& pk, const float* xc, int64_t M, float* z, int64_t ldz) {
+  constexpr int kTileRows = 6;
+  const int64_t D = pk.D;
+  for (int64_t p = 0; p < pk.n_panels; ++p) {
+    const int64_t i0 = p * kEncPanel;
+    const int64_t n = std::min(kEncPanel, pk.L - i0);
+    const int n_vec = static_cast<int>((n + 15) / 16);
+    const auto last_mask = static_cast<__mmask16>(0xffffu >> (16 * n_vec - n));
+    const float* w = pk.w + p * D * kEncPanel;
+    const float* bias = pk.bias + i0;
+    int64_t r = 0;
+    for (; r + kTileRows <= M; r += kTileRows)
+      tile_f32<kTileRows>(xc + r * D, D, w, bias, z + r * ldz + i0, ldz, last_mask, n_vec);
+    float* zr = z + r * ldz + i0;
+    switch (M - r) {  // the last rows as one smaller tile
+      case 5:
+        tile_f32<5>(xc + r * D, D, w, bias, zr, ldz, last_mask, n_vec);
+        break;
+      case 4:
+        tile_f32<4>(xc + r * D, D, w, bias, zr, ldz, last_mask, n_vec);
+        break;
+      case 3:
+        tile_f32<3>(xc + r * D, D, w, bias, zr, ldz, last_mask, n_vec);
+        break;
+      case 2:
+        tile_f32<2>(xc + r * D, D, w, bias, zr, ldz, last_mask, n_vec);
+        break;
+      case 1:
+        tile_f32<1>(xc + r * D, D, w, bias, zr, ldz, last_mask, n_vec);
+        break;
+      default:
+        break;
+    }
+  }
+}
+#endif
+
+}  // namespace
+
+template <typename T>
+void encoder_block(const EncoderPanels<T>& panels, const T* xc, int64_t M, T* z, int64_t ldz) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    encoder_block_f32(panels, xc, M, z, ldz);
+    return;
+  }
+#endif
+  encoder_block_generic(panels, xc, M, z, ldz);
+}
+
+template EncoderPanels<float> pack_encoder_panels<float>(const float*, const float*, int64_t, int64_t,
+                                                         std::vector<float>&, std::vector<float>&);
+template EncoderPanels<double> pack_encoder_panels<double>(const double*, const double*, int64_t, int64_t,
+                                                           std::vector<double>&, std::vector<double>&);
+template void encoder_block<float>(const EncoderPanels<float>&, const float*, int64_t, float*, int64_t);
+template void encoder_block<double>(const EncoderPanels<double>&, const double*, int64_t, double*, int64_t);
+
+}  // namespace husai::sae_detail

@@ -1,0 +1,35 @@
+#pragma once
+
+// The TopK family's encoder product z = xc W_enc + b_enc for a block of rows, as its own register-blocked
+// kernel. Internal to src/husai/sae.
+//
+// W_enc [D, L] is first packed once per step into 64-latent panels [P][D][64] (the last panel zero-padded)
+// with b_enc padded alongside, so that one block of rows times one panel streams contiguous memory. Each
+// z[r, i] is one chain b_enc[i] + xc[r, 0] W[0, i] + ... + xc[r, D-1] W[D-1, i] of fused multiply-adds in d
+// order, whatever the block, the tile or the thread: the result depends on neither the row blocking nor the
+// thread count.
+
+#include <cstdint>
+#include <vector>
+
+namespace husai::sae_detail {
+
+inline constexpr int64_t kEncPanel = 64;
+
+template <typename T>
+struct EncoderPanels {
+  int64_t D = 0, L = 0, n_panels = 0;
+  const T* w = nullptr;     // [n_panels][D][kEncPanel]
+  const T* bias = nullptr;  // [n_panels * kEncPanel]
+};
+
+// Packs W [D, L] and b [L] into w_buf / b_buf (resized; in parallel over panels) and returns their view.
+template <typename T>
+EncoderPanels<T> pack_encoder_panels(const T* W, const T* b, int64_t D, int64_t L, std::vector<T>& w_buf,
+                                     std::vector<T>& b_buf);
+
+// z[r * ldz + i] = b[i] + sum_d xc[r * D + d] W[d, i] for r in [0, M), i in [0, L), single-threaded.
+template <typename T>
+void encoder_block(const EncoderPanels<T>& panels, const T* xc, int64_t M, T* z, int64_t ldz);
+
+}  // namespace husai::sae_detail
