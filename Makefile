@@ -4,12 +4,15 @@ SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := safetensors config saelens
 HUSAI := $(BUILD)/bin/husai
 CMAKE_FLAGS ?=
 
 .PHONY: deps deps-test configure build build-asan demo test test-unit test-asan format format-check lint \
-        smoke bench grok-nanda sae-table clean reproduce-phase4a ablate-core adaptive-l0 adaptive-l0-control \
-        release-gate audit
+        smoke bench grok-nanda sae-table clean build-fuzz fuzz reproduce-phase4a ablate-core adaptive-l0 \
+        adaptive-l0-control release-gate audit
 
 deps:
 	@bash scripts/setup.sh
@@ -29,7 +32,21 @@ $(ASAN_BUILD)/CMakeCache.txt:
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHUSAI_SANITIZE=ON -DHUSAI_BUILD_BENCH=OFF
 
 build-asan: deps $(ASAN_BUILD)/CMakeCache.txt
-	cmake --build $(ASAN_BUILD) -j $(JOBS) --target husai_unit_tests husai_cli
+	cmake --build $(ASAN_BUILD) -j $(JOBS) --target husai_unit_tests husai_cli \
+	  $(addprefix husai_fuzz_replay_,$(FUZZ_TARGETS))
+
+# libFuzzer targets (clang, ASan + UBSan) for the safetensors reader, the YAML config loader and the SAE
+# cfg.json loader. `make fuzz` runs each for FUZZ_SECONDS from its seed corpus in tests/fuzz/corpus/<target>/;
+# new inputs go to $(FUZZ_BUILD)/corpus/, crashes to $(FUZZ_BUILD)/artifacts/.
+$(FUZZ_BUILD)/CMakeCache.txt:
+	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DHUSAI_FUZZ=ON -DHUSAI_NATIVE=OFF -DHUSAI_BUILD_BENCH=OFF
+
+build-fuzz: deps-test $(FUZZ_BUILD)/CMakeCache.txt
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(addprefix husai_fuzz_,$(FUZZ_TARGETS))
+
+fuzz: build-fuzz
+	bash tests/fuzz/run_fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # The main job: train the default transformer until it groks, extract its activations, report.
 demo: build
@@ -47,6 +64,10 @@ test-unit: build
 test-asan: build-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  OMP_NUM_THREADS=2 HUSAI_BIN=$(CURDIR)/$(ASAN_BUILD)/bin/husai $(ASAN_BUILD)/bin/husai_unit_tests --gtest_brief=1
+	@for t in $(FUZZ_TARGETS); do \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    $(ASAN_BUILD)/bin/husai_fuzz_replay_$$t tests/fuzz/corpus/$$t || exit 1; \
+	done
 
 SOURCES = $(shell git ls-files -co --exclude-standard -- 'src/*.cpp' 'src/*.hpp' 'tests/*.cpp' 'tests/*.hpp' 'bench/*.cpp')
 
@@ -98,4 +119,4 @@ audit: build
 	$(HUSAI) audit --root $(EXP_ROOT)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

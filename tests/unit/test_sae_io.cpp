@@ -177,6 +177,7 @@ SaeTrainSettings small_settings(SaeArch arch, std::vector<uint64_t> seeds) {
   s.sae.dead_window = 2000;
   s.sae.l1_coefficient = 1.0;
   s.sae.l1_warmup_steps = 50;
+  if (arch == SaeArch::Matryoshka) s.sae.group_sizes = {8, 16, 24};
   s.steps = 400;
   s.batch_size = 128;
   s.adam.lr = 3e-3;
@@ -198,7 +199,8 @@ Trained train(const SaeTrainSettings& s, const SynthData& data, int64_t rows) {
 
 TEST(SaeTraining, ThreadCountAndMultiSeedGiveIdenticalBytes) {
   const SynthData data = make_synthetic(SynthSpec{16, 24, 2, 3000, 9});
-  for (SaeArch arch : {SaeArch::TopK, SaeArch::BatchTopK, SaeArch::ReLU}) {
+  for (SaeArch arch :
+       {SaeArch::TopK, SaeArch::BatchTopK, SaeArch::ReLU, SaeArch::JumpReLU, SaeArch::Matryoshka}) {
     SaeTrainSettings s = small_settings(arch, {1, 2});
     s.steps = 60;
     set_num_threads(1);

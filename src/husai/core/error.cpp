@@ -26,6 +26,14 @@ std::string Error::message() const {
   return out;
 }
 
+Error Error::extended(const std::string& more) const {
+  Error out(std::string(what()) + more);
+  out.file_ = file_;
+  out.key_ = key_;
+  out.line_ = line_;
+  return out;
+}
+
 void fail_file(const std::string& path, const std::string& what) {
   throw Error(what).file(path);
 }

@@ -30,6 +30,10 @@ class Error : public std::runtime_error {
   const std::optional<std::string>& key() const { return key_; }
   const std::optional<int64_t>& line() const { return line_; }
 
+  // The same error with `more` appended to its text (file, key and line kept), e.g. to add context at a
+  // higher layer: throw e.extended("; the last checkpoint is kept in ...").
+  Error extended(const std::string& more) const;
+
   // "FILE:LINE: key 'KEY': WHAT" with the parts that are known.
   std::string message() const;
 

@@ -3,6 +3,7 @@
 // search seeds) and report that retrain as the estimate; the search value is optimistically biased by the
 // selection and is shown only for contrast. `--k-candidates 32` is the matched control.
 
+#include <cmath>
 #include <set>
 
 #include <fmt/format.h>
@@ -10,6 +11,7 @@
 #include "husai/experiments/catalog.hpp"
 #include "husai/experiments/claims.hpp"
 #include "husai/experiments/study.hpp"
+#include "husai/metrics/statistics.hpp"
 
 namespace husai {
 namespace {
@@ -86,6 +88,16 @@ int run_adaptive(ExperimentContext& ctx) {
     }));
   }
   const AdaptiveChoice choice = choose_adaptive_k(search, metric, floor);
+  // Searching several k is several tests: the search p-values (trained > the decision null) are
+  // Holm-adjusted across all candidates. The retrain's p is one test on fresh seeds and needs none.
+  std::vector<double> search_p;
+  for (const nlohmann::json& r : search)
+    search_p.push_back(stability_from_json(r["stability"][metric]).p_permutation);
+  const std::vector<double> search_holm = stats::holm_adjust(search_p);
+  for (size_t i = 0; i < search.size(); ++i) {
+    search[i]["p_holm_across_candidates"] =
+        std::isfinite(search_holm[i]) ? nlohmann::json(search_holm[i]) : nlohmann::json(nullptr);
+  }
   nlohmann::json results = {{"schema_version", 1},       {"experiment", "adaptive-l0"},
                             {"run_id", ctx.run_id()},    {"transformer", up.transformer},
                             {"decision_metric", metric}, {"ev_floor", floor},
@@ -93,22 +105,24 @@ int run_adaptive(ExperimentContext& ctx) {
   std::string md = fmt::format(
       "# Adaptive L0 calibration\n\nRun `{}`. Search seeds {}, retrain seeds {} (disjoint), "
       "d_sae {}, EV floor {}; choice = the largest lower confidence bound of (trained - "
-      "null) in `{}` among candidates with held-out EV >= floor.\n\n"
-      "| k | held-out EV | L0 | trained | null | difference (CI) | eligible |\n"
-      "|---|---|---|---|---|---|---|\n",
+      "null) in `{}` among candidates with held-out EV >= floor. Search p = one-sided permutation p "
+      "against the decision null; Holm p = adjusted across the {} candidates.\n\n"
+      "| k | held-out EV | L0 | trained | null | difference (CI) | search p | Holm p | eligible |\n"
+      "|---|---|---|---|---|---|---|---|---|\n",
       ctx.run_id(), nlohmann::json(c.get_int_list("adaptive.search_seeds")).dump(),
       nlohmann::json(c.get_int_list("adaptive.retrain_seeds")).dump(), c.get_int("adaptive.d_sae"), floor,
-      metric);
+      metric, search.size());
   std::vector<std::vector<nlohmann::json>> rows;
-  for (const nlohmann::json& r : search) {
+  for (size_t i = 0; i < search.size(); ++i) {
+    const nlohmann::json& r = search[i];
     const StabilitySummary s = stability_from_json(r["stability"][metric]);
     const double ev = r["metrics"]["mean"]["ev_held_out"].get<double>();
-    md += fmt::format("| {} | {} | {} | {} | {} | {} {} | {} |\n", r["k"].get<int64_t>(), fmt_num(ev),
-                      fmt_num(r["metrics"]["mean"]["l0"].get<double>(), 1), fmt_num(s.trained),
+    md += fmt::format("| {} | {} | {} | {} | {} | {} {} | {} | {} | {} |\n", r["k"].get<int64_t>(),
+                      fmt_num(ev), fmt_num(r["metrics"]["mean"]["l0"].get<double>(), 1), fmt_num(s.trained),
                       fmt_num(s.null_mean), fmt_num(s.delta), fmt_ci(s.delta_lo, s.delta_hi),
-                      ev >= floor ? "yes" : "no");
+                      fmt_num(s.p_permutation), fmt_num(search_holm[i]), ev >= floor ? "yes" : "no");
     rows.push_back({"search", r["k"], s.null_name, s.trained, s.null_mean, s.delta, s.delta_lo, s.delta_hi,
-                    ev, r["metrics"]["mean"]["l0"]});
+                    s.p_permutation, search_holm[i], ev, r["metrics"]["mean"]["l0"]});
   }
   nlohmann::json claims = nlohmann::json::array();
   if (!choice.k) {
@@ -126,12 +140,14 @@ int run_adaptive(ExperimentContext& ctx) {
     const StabilitySummary s = stability_from_json(retrain["stability"][metric]);
     const StabilitySummary sel = stability_from_json(search[choice.index]["stability"][metric]);
     rows.push_back({"retrain", k, s.null_name, s.trained, s.null_mean, s.delta, s.delta_lo, s.delta_hi,
-                    retrain["metrics"]["mean"]["ev_held_out"], retrain["metrics"]["mean"]["l0"]});
+                    s.p_permutation, nullptr, retrain["metrics"]["mean"]["ev_held_out"],
+                    retrain["metrics"]["mean"]["l0"]});
     md += fmt::format(
-        "\nChosen k = {} (search difference {} {}, optimistic because it was selected).\n\n"
+        "\nChosen k = {} (search difference {} {}, Holm p across candidates {}; optimistic because it was "
+        "selected).\n\n"
         "**Estimate (retrain on {} fresh seeds):** trained {} vs {} null {}, difference {} {}, "
         "ratio {}, permutation p = {}, held-out EV {}.\n",
-        k, fmt_num(sel.delta), fmt_ci(sel.delta_lo, sel.delta_hi),
+        k, fmt_num(sel.delta), fmt_ci(sel.delta_lo, sel.delta_hi), fmt_num(search_holm[choice.index]),
         c.get_int_list("adaptive.retrain_seeds").size(), fmt_num(s.trained), s.null_name,
         fmt_num(s.null_mean), fmt_num(s.delta), fmt_ci(s.delta_lo, s.delta_hi), fmt_num(s.ratio, 3),
         fmt_num(s.p_permutation), fmt_num(retrain["metrics"]["mean"]["ev_held_out"].get<double>()));
@@ -155,9 +171,10 @@ int run_adaptive(ExperimentContext& ctx) {
   }
   results["claims"] = claims;
   ctx.write_json("results.json", results);
-  ctx.write_text("adaptive_l0.csv", csv_text({"phase", "k", "null", "trained", "null_mean", "delta",
-                                              "delta_lo", "delta_hi", "ev_held_out", "l0"},
-                                             rows));
+  ctx.write_text("adaptive_l0.csv",
+                 csv_text({"phase", "k", "null", "trained", "null_mean", "delta", "delta_lo", "delta_hi",
+                           "p_permutation", "p_holm_across_candidates", "ev_held_out", "l0"},
+                          rows));
   ctx.write_text("summary.md", md);
   std::string data = "$d << EOD\n";
   for (const auto& row : rows) {

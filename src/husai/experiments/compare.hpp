@@ -23,7 +23,7 @@ struct CompareOptions {
   std::string activations_key = "activations";
   int64_t bootstrap = 10000;  // seed-bootstrap resamples (and Monte Carlo permutations when not exact)
   double confidence = 0.95;
-  uint64_t seed = 0;    // seeds every random draw of the statistics and the nulls
+  uint64_t seed = 0;  // seeds the statistics' draws; null dictionaries use seeds 1000, 1001, ... (CONTRACTS)
   std::string out_dir;  // refused when it exists and is not empty unless resume/overwrite
   bool overwrite = false;
   bool figures = true;  // render the gnuplot figures (PNG + SVG)

@@ -129,47 +129,71 @@ nlohmann::json sae_run_splice_metrics(const std::string& sae_run_dir, const std:
            {{"ce_loss_score", mean_of(ce)}, {"kl_div_score", mean_of(kl)}, {"accuracy_sae", mean_of(acc)}}}};
 }
 
-// The layout of stability.json is compare's (docs/formats.md, "husai compare"); this is the only reader.
+// The layout of stability.json is compare's (docs/formats.md, "husai compare"): summary.<metric>.trained and
+// summary.<metric>.nulls.<name>, the decision null in primary_null.name. This is the only reader.
 StabilitySummary summarize_stability(const nlohmann::json& stability, const std::string& metric) {
+  auto d = [](const nlohmann::json& v) {
+    return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
+  };
   StabilitySummary s;
   s.metric = metric;
-  const nlohmann::json& stats = stability.at("statistics").at(metric);
-  s.null_name = stability.contains("decision_null") ? stability["decision_null"].get<std::string>()
-                : stats.contains("covariance")      ? "covariance"
-                                                    : "untrained";
-  for (const auto& [null_name, st] : stats.items()) {
-    const nlohmann::json& diff = st.at("difference");
-    s.all_nulls[null_name] = {{"mean", st.at("null").at("estimate")},
-                              {"delta", diff.at("estimate")},
-                              {"delta_lo", diff.at("bca").at("lo")},
-                              {"delta_hi", diff.at("bca").at("hi")},
-                              {"p_permutation", st.at("permutation").at("p_value")}};
+  if (!stability.contains("summary") || !stability["summary"].contains(metric)) {
+    throw Error("stability.json has no summary for metric '" + metric + "'");
   }
-  const nlohmann::json& st = stats.at(s.null_name);
-  s.trained = st.at("trained").at("estimate").get<double>();
-  s.trained_lo = st.at("trained").at("bca").at("lo").get<double>();
-  s.trained_hi = st.at("trained").at("bca").at("hi").get<double>();
-  s.null_mean = st.at("null").at("estimate").get<double>();
-  s.null_lo = st.at("null").at("bca").at("lo").get<double>();
-  s.null_hi = st.at("null").at("bca").at("hi").get<double>();
-  s.delta = st.at("difference").at("estimate").get<double>();
-  s.delta_lo = st.at("difference").at("bca").at("lo").get<double>();
-  s.delta_hi = st.at("difference").at("bca").at("hi").get<double>();
-  s.ratio = s.null_mean != 0 ? s.trained / s.null_mean : std::numeric_limits<double>::quiet_NaN();
-  s.p_permutation = st.at("permutation").at("p_value").get<double>();
-  s.cohens_d = st.value("cohens_d", std::numeric_limits<double>::quiet_NaN());
-  s.mann_whitney_p = st.contains("mann_whitney") ? st["mann_whitney"].at("p_value").get<double>()
-                                                 : std::numeric_limits<double>::quiet_NaN();
+  const nlohmann::json& entry = stability["summary"][metric];
+  const nlohmann::json& nulls = entry.at("nulls");
+  if (!stability.contains("primary_null") || stability["primary_null"].is_null() || nulls.empty()) {
+    throw Error("stability.json has no null baseline: a decision needs one (compare.nulls)");
+  }
+  s.null_name = stability["primary_null"].at("name").get<std::string>();
+  if (!nulls.contains(s.null_name)) {
+    throw Error("stability.json names primary null '" + s.null_name + "' but has no summary for it");
+  }
+  for (const auto& [null_name, ne] : nulls.items()) {
+    const nlohmann::json& diff = ne.at("difference");
+    s.all_nulls[null_name] = {{"mean", ne.at("mean")},
+                              {"delta", diff.at("estimate")},
+                              {"delta_lo", diff.at("ci_bca")[0]},
+                              {"delta_hi", diff.at("ci_bca")[1]},
+                              {"p_permutation", ne.at("permutation").at("p_value")},
+                              {"p_holm", ne.at("permutation").at("p_holm")},
+                              {"verdict", ne.at("verdict")}};
+  }
+  const nlohmann::json& tr = entry.at("trained");
+  const nlohmann::json& ne = nulls.at(s.null_name);
+  s.trained = d(tr.at("mean"));
+  s.trained_lo = d(tr.at("ci_bca")[0]);
+  s.trained_hi = d(tr.at("ci_bca")[1]);
+  s.null_mean = d(ne.at("mean"));
+  s.null_lo = d(ne.at("ci_bca")[0]);
+  s.null_hi = d(ne.at("ci_bca")[1]);
+  s.delta = d(ne.at("difference").at("estimate"));
+  s.delta_lo = d(ne.at("difference").at("ci_bca")[0]);
+  s.delta_hi = d(ne.at("difference").at("ci_bca")[1]);
+  s.ratio = d(ne.at("ratio"));
+  s.p_permutation = d(ne.at("permutation").at("p_value"));
+  s.p_holm = d(ne.at("permutation").at("p_holm"));
+  s.cohens_d = d(ne.at("cohens_d"));
+  s.mann_whitney_p = d(ne.at("mann_whitney").at("p_value"));
+  s.verdict = ne.at("verdict").get<std::string>();
   return s;
 }
 
 nlohmann::json to_json(const StabilitySummary& s) {
-  return {{"metric", s.metric},       {"null", s.null_name},
-          {"trained", s.trained},     {"trained_ci", {s.trained_lo, s.trained_hi}},
-          {"null_mean", s.null_mean}, {"null_ci", {s.null_lo, s.null_hi}},
-          {"delta", s.delta},         {"delta_ci", {s.delta_lo, s.delta_hi}},
-          {"ratio", s.ratio},         {"p_permutation", s.p_permutation},
-          {"cohens_d", s.cohens_d},   {"mann_whitney_p", s.mann_whitney_p},
+  return {{"metric", s.metric},
+          {"null", s.null_name},
+          {"trained", s.trained},
+          {"trained_ci", {s.trained_lo, s.trained_hi}},
+          {"null_mean", s.null_mean},
+          {"null_ci", {s.null_lo, s.null_hi}},
+          {"delta", s.delta},
+          {"delta_ci", {s.delta_lo, s.delta_hi}},
+          {"ratio", s.ratio},
+          {"p_permutation", s.p_permutation},
+          {"p_holm", s.p_holm},
+          {"cohens_d", s.cohens_d},
+          {"mann_whitney_p", s.mann_whitney_p},
+          {"verdict", s.verdict},
           {"all_nulls", s.all_nulls}};
 }
 
@@ -193,6 +217,8 @@ StabilitySummary stability_from_json(const nlohmann::json& j) {
   s.p_permutation = d(j.at("p_permutation"));
   s.cohens_d = d(j.at("cohens_d"));
   s.mann_whitney_p = d(j.at("mann_whitney_p"));
+  s.p_holm = d(j.at("p_holm"));
+  s.verdict = j.at("verdict").get<std::string>();
   s.all_nulls = j.at("all_nulls");
   return s;
 }

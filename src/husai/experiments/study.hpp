@@ -46,8 +46,9 @@ nlohmann::json compare_seeds(ExperimentContext& ctx, const std::string& sae_run_
                              const std::vector<int64_t>& seeds, const std::string& activations_path,
                              const std::string& out_rel);
 
-// What a decision needs from stability.json, for one similarity metric against "the" null (covariance
-// when present, else untrained, per CONTRACTS "Stability"), plus every null's mean and delta.
+// What a decision needs from stability.json (summary.<metric>), for one similarity metric against "the"
+// null (compare's primary_null: covariance when activations were given, else untrained, per CONTRACTS
+// "Stability"), plus every null's mean, delta, p and verdict. Missing numbers (written as null) read as NaN.
 struct StabilitySummary {
   std::string metric;
   std::string null_name;
@@ -56,9 +57,11 @@ struct StabilitySummary {
   double delta = 0, delta_lo = 0, delta_hi = 0;  // trained - null, seed-bootstrap CI of the difference
   double ratio = 0;                              // trained / null
   double p_permutation = 1;                      // one-sided permutation test over seed labels
+  double p_holm = 1;  // the same, Holm-adjusted across compare's nulls for this metric
   double cohens_d = 0;
   double mann_whitney_p = 1;  // on pairwise values, for comparability with the reference only
-  nlohmann::json all_nulls = nlohmann::json::object();  // null -> {mean, delta, delta_lo, delta_hi, p}
+  std::string verdict;        // compare's verdict against this null, in words
+  nlohmann::json all_nulls = nlohmann::json::object();  // null -> {mean, delta, delta_lo, delta_hi, p, ...}
 };
 StabilitySummary summarize_stability(const nlohmann::json& stability, const std::string& metric);
 nlohmann::json to_json(const StabilitySummary& s);

@@ -13,6 +13,21 @@
 namespace husai {
 namespace {
 
+// A PNG ends with its IEND chunk, an SVG with the closing </svg> tag: what a cut-off write lacks.
+bool figure_complete(const std::string& path) {
+  std::string bytes;
+  try {
+    bytes = read_file(path);
+  } catch (const Error&) {
+    return false;
+  }
+  static const std::string kPngEnd("\x00\x00\x00\x00IEND\xae\x42\x60\x82", 12);
+  if (bytes.rfind("\x89PNG", 0) == 0)
+    return bytes.size() >= 12 && bytes.compare(bytes.size() - 12, 12, kPngEnd) == 0;
+  const size_t tail = bytes.size() > 64 ? bytes.size() - 64 : 0;
+  return bytes.find("</svg>", tail) != std::string::npos;
+}
+
 void render_one(const std::string& terminal, const std::string& body, const std::string& out_path) {
   const std::string tmp_out = out_path + ".tmp." + std::to_string(getpid());
   const std::string script_path = out_path + ".gp.tmp." + std::to_string(getpid());
@@ -32,6 +47,11 @@ void render_one(const std::string& terminal, const std::string& body, const std:
   std::error_code ec;
   std::filesystem::remove(script_path, ec);
   std::filesystem::remove(log_path, ec);
+  if (rc == 0 && std::filesystem::exists(tmp_out) && !figure_complete(tmp_out)) {
+    // gnuplot can exit 0 after a failed write (a full disk, a file-size limit): never publish a cut figure.
+    std::filesystem::remove(tmp_out, ec);
+    throw Error("the figure gnuplot wrote is incomplete (disk full or file-size limit?)").file(out_path);
+  }
   if (rc != 0 || !std::filesystem::exists(tmp_out)) {
     std::filesystem::remove(tmp_out, ec);
     throw Error("gnuplot failed (is gnuplot installed? `make deps` installs gnuplot-nox): " + log)

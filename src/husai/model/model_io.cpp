@@ -71,6 +71,7 @@ LoadedModel load_model_dir(const std::string& dir) {
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(std::string("invalid JSON: ") + e.what()).file(config_path);
   }
+  if (!m.config_json.is_object()) throw Error("config.json must be a JSON object").file(config_path);
   auto need_int = [&](const nlohmann::json& obj, const char* key) -> int64_t {
     if (!obj.contains(key) || !obj[key].is_number_integer()) {
       throw Error("missing or non-integer key").file(config_path).key(key);
@@ -108,6 +109,9 @@ LoadedModel load_model_dir(const std::string& dir) {
   } catch (Error& e) {
     if (!e.file()) e.file(config_path);
     throw;
+  } catch (const nlohmann::json::exception& e) {
+    // A hand-edited config.json with a value of the wrong type (e.g. "operation": 3).
+    throw Error(std::string("unexpected value: ") + e.what()).file(config_path);
   }
   if (m.task.n_ctx() != m.cfg.n_ctx || m.task.d_vocab() != m.cfg.d_vocab) {
     throw Error("n_ctx/d_vocab do not match the task's token format").file(config_path);

@@ -9,8 +9,10 @@
 //   dW_dec = f^T g + (lambda_t / B) (sum_b f_bi) W_dec,i / ||W_dec,i||;  dW_enc = xc^T dz;  db_enc = sum_b
 //   dz; db_dec = sum_b g - W_enc db_enc.
 
+#include <algorithm>
 #include <cmath>
 
+#include "husai/core/lanes.hpp"
 #include "husai/sae/dense_path.hpp"
 
 namespace husai {
@@ -24,7 +26,11 @@ SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p,
   const int64_t L = cfg.d_sae;
   encoder_pre(cfg, p, batch.x, B, ws);
   ws.f.resize(static_cast<size_t>(B * L));
-  for (size_t j = 0; j < ws.f.size(); ++j) ws.f[j] = ws.z[j] > T(0) ? ws.z[j] : T(0);
+  parallel_chunks(B, 256, [&](int64_t r0, int64_t r1) {
+    const T* __restrict z = ws.z.data() + r0 * L;
+    T* __restrict f = ws.f.data() + r0 * L;
+    for (int64_t j = 0; j < (r1 - r0) * L; ++j) f[j] = std::max(z[j], T(0));
+  });
   ws.x_hat.resize(static_cast<size_t>(B * D));
   decoder_dense(cfg, p, ws.f.data(), B, ws.x_hat.data());
 
@@ -43,23 +49,31 @@ SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p,
   SaeLossParts out;
   if (g != nullptr) ws.grad_out.resize(static_cast<size_t>(B * D));
   out.mse = mse_and_grad(batch.x, ws.x_hat.data(), B, D, g != nullptr ? ws.grad_out.data() : nullptr);
-  ws.fired.assign(static_cast<size_t>(L), 0);
+  // Per row (branch-free: which latents fire is data-dependent, so branches would mispredict): the count of
+  // active latents and the norm-weighted L1; per latent the sum over rows (column_sums, fixed order).
+  std::vector<double> row_l1(static_cast<size_t>(B));
+  std::vector<int64_t> row_nnz(static_cast<size_t>(B));
+  parallel_chunks(B, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* f = ws.f.data() + r * L;
+      int32_t count = 0;
+      for (int64_t i = 0; i < L; ++i) count += static_cast<int32_t>(f[i] > T(0));
+      row_l1[static_cast<size_t>(r)] = static_cast<double>(dot_lanes(f, dec_norm.data(), L));
+      row_nnz[static_cast<size_t>(r)] = count;
+    }
+  });
   double weighted_l1 = 0;
   int64_t nnz = 0;
-  std::vector<T> f_sum(static_cast<size_t>(L), T(0));
   for (int64_t r = 0; r < B; ++r) {
-    double row = 0;
-    for (int64_t i = 0; i < L; ++i) {
-      const T fv = ws.f[static_cast<size_t>(r * L + i)];
-      if (fv > T(0)) {
-        ++nnz;
-        ws.fired[static_cast<size_t>(i)] = 1;
-        f_sum[static_cast<size_t>(i)] += fv;
-        row += static_cast<double>(fv) * static_cast<double>(dec_norm[static_cast<size_t>(i)]);
-      }
-    }
-    weighted_l1 += row;
+    weighted_l1 += row_l1[static_cast<size_t>(r)];
+    nnz += row_nnz[static_cast<size_t>(r)];
   }
+  std::vector<T> f_sum(static_cast<size_t>(L), T(0));
+  column_sums<T>(ws.f.data(), B, L, L, f_sum.data(), false);
+  ws.fired.resize(static_cast<size_t>(L));
+  // A sum of non-negative values is positive exactly when one of them is.
+  for (int64_t i = 0; i < L; ++i)
+    ws.fired[static_cast<size_t>(i)] = f_sum[static_cast<size_t>(i)] > T(0) ? 1 : 0;
   out.sparsity = lambda * weighted_l1 / static_cast<double>(B);
   out.loss = out.mse + out.sparsity;
   out.l0 = static_cast<double>(nnz) / static_cast<double>(B);
@@ -67,14 +81,16 @@ SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p,
   if (g == nullptr) return out;
 
   const auto coef = static_cast<T>(lambda / static_cast<double>(B));
+  std::vector<T> l1_grad(static_cast<size_t>(L));  // d penalty / d f_bi = (lambda_t / B) ||W_dec,i||
+  for (int64_t i = 0; i < L; ++i) l1_grad[static_cast<size_t>(i)] = coef * dec_norm[static_cast<size_t>(i)];
   ws.dz.resize(static_cast<size_t>(B * L));
   gemm<T>(false, true, B, L, D, T(1), ws.grad_out.data(), D, p.W_dec, D, T(0), ws.dz.data(), L);
   parallel_chunks(B, 256, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t i = 0; i < L; ++i) {
-        T& v = ws.dz[static_cast<size_t>(r * L + i)];
-        v = ws.z[static_cast<size_t>(r * L + i)] > T(0) ? v + coef * dec_norm[static_cast<size_t>(i)] : T(0);
-      }
+      T* __restrict dz = ws.dz.data() + r * L;
+      const T* __restrict z = ws.z.data() + r * L;
+      const T* __restrict add = l1_grad.data();
+      for (int64_t i = 0; i < L; ++i) dz[i] = z[i] > T(0) ? dz[i] + add[i] : T(0);
     }
   });
   dense_param_grads(cfg, p, *g, ws.xc.data(), ws.f.data(), ws.grad_out.data(), ws.dz.data(), B);

@@ -42,61 +42,99 @@ std::vector<float> tensor_f32(const SafetensorsFile& f, const std::string& name,
   return t.to_f32();
 }
 
-nlohmann::json read_json(const std::string& path) {
+// cfg.json must be a JSON object; anything else (an array, a number, invalid JSON) is refused here so that
+// the lookups below never meet a value of the wrong type.
+nlohmann::json parse_cfg_json(std::string_view text, const std::string& path) {
+  nlohmann::json cfg;
   try {
-    return nlohmann::json::parse(read_file(path));
+    cfg = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid JSON: ") + e.what()).file(path);
   }
+  if (!cfg.is_object())
+    throw Error("cfg.json must be a JSON object, got " + std::string(cfg.type_name())).file(path);
+  return cfg;
 }
 
-int64_t cfg_int(const nlohmann::json& cfg, const char* key, const std::string& path) {
+// A positive integer key ("d_in", "d_sae", "k"). Every key read from cfg.json goes through a typed helper, so
+// a mistyped value is a husai::Error naming the key rather than a nlohmann type_error from deep inside.
+int64_t cfg_int(const nlohmann::json& cfg, const std::string& key, const std::string& path) {
   if (!cfg.contains(key) || !cfg.at(key).is_number_integer()) {
-    throw Error(std::string("cfg.json lacks an integer '") + key + "'").file(path);
+    throw Error("cfg.json lacks an integer '" + key + "'").file(path).key(key);
   }
-  return cfg.at(key).get<int64_t>();
+  const nlohmann::json& v = cfg.at(key);
+  if (v.is_number_unsigned() ? v.get<uint64_t>() > static_cast<uint64_t>(kMaxSaeDim)
+                             : v.get<int64_t>() < 1 || v.get<int64_t>() > kMaxSaeDim) {
+    throw Error("must be an integer in [1, " + std::to_string(kMaxSaeDim) + "], got " + v.dump())
+        .file(path)
+        .key(key);
+  }
+  return v.get<int64_t>();
 }
 
-SaeModel load_saelens(const std::string& dir) {
+// An optional string key; null counts as absent (SAELens writes null for unset options).
+std::string cfg_string(const nlohmann::json& cfg, const std::string& key, const std::string& fallback,
+                       const std::string& path) {
+  if (!cfg.contains(key) || cfg.at(key).is_null()) return fallback;
+  if (!cfg.at(key).is_string()) {
+    throw Error("must be a string, got " + cfg.at(key).dump()).file(path).key(key);
+  }
+  return cfg.at(key).get<std::string>();
+}
+
+bool cfg_bool(const nlohmann::json& cfg, const std::string& key, bool fallback, const std::string& path) {
+  if (!cfg.contains(key) || cfg.at(key).is_null()) return fallback;
+  if (!cfg.at(key).is_boolean()) {
+    throw Error("must be true or false, got " + cfg.at(key).dump()).file(path).key(key);
+  }
+  return cfg.at(key).get<bool>();
+}
+
+}  // namespace
+
+SaeModel saelens_from_parts(const std::string& dir, std::string_view cfg_text, const SafetensorsFile& f) {
   const std::string cfg_path = join(dir, "cfg.json");
-  const std::string weights_path = join(dir, "sae_weights.safetensors");
   SaeModel m;
   m.source_format = "saelens";
-  m.cfg = read_json(cfg_path);
+  m.cfg = parse_cfg_json(cfg_text, cfg_path);
   m.d_in = cfg_int(m.cfg, "d_in", cfg_path);
   m.d_sae = cfg_int(m.cfg, "d_sae", cfg_path);
-  m.architecture = m.cfg.value("architecture", std::string("standard"));
+  m.architecture = cfg_string(m.cfg, "architecture", "standard", cfg_path);
   // Pre-v6 SAELens wrote TopK SAEs as architecture "standard" with activation_fn_str "topk".
-  if (m.architecture == "standard" && m.cfg.value("activation_fn_str", std::string("relu")) == "topk") {
+  if (m.architecture == "standard" && cfg_string(m.cfg, "activation_fn_str", "relu", cfg_path) == "topk") {
     m.architecture = "topk";
-  }
-  if (m.architecture == "topk") {
-    if (m.cfg.contains("k") && m.cfg.at("k").is_number_integer()) {
-      m.k = m.cfg.at("k").get<int64_t>();
-    } else if (m.cfg.contains("activation_fn_kwargs") && m.cfg.at("activation_fn_kwargs").contains("k")) {
-      m.k = m.cfg.at("activation_fn_kwargs").at("k").get<int64_t>();
-    } else {
-      throw Error("topk SAE without 'k' in cfg.json").file(cfg_path);
-    }
   }
   if (m.architecture != "standard" && m.architecture != "topk" && m.architecture != "jumprelu" &&
       m.architecture != "gated") {
     throw Error("unsupported SAE architecture '" + m.architecture +
                 "' (husai reads standard, topk, jumprelu, gated)")
-        .file(cfg_path);
+        .file(cfg_path)
+        .key("architecture");
   }
-  m.apply_b_dec_to_input = m.cfg.value("apply_b_dec_to_input", true);
-  const std::string norm =
-      m.cfg.contains("normalize_activations") && m.cfg.at("normalize_activations").is_string()
-          ? m.cfg.at("normalize_activations").get<std::string>()
-          : std::string("none");
+  if (m.architecture == "topk") {
+    if (m.cfg.contains("k") && !m.cfg.at("k").is_null()) {
+      m.k = cfg_int(m.cfg, "k", cfg_path);
+    } else if (m.cfg.contains("activation_fn_kwargs") && m.cfg.at("activation_fn_kwargs").is_object() &&
+               m.cfg.at("activation_fn_kwargs").contains("k")) {
+      m.k = cfg_int(m.cfg.at("activation_fn_kwargs"), "k", cfg_path);
+    } else {
+      throw Error("topk SAE without 'k' in cfg.json").file(cfg_path).key("k");
+    }
+    if (m.k > m.d_sae) {
+      throw Error("topk k = " + std::to_string(m.k) + " exceeds d_sae = " + std::to_string(m.d_sae))
+          .file(cfg_path)
+          .key("k");
+    }
+  }
+  m.apply_b_dec_to_input = cfg_bool(m.cfg, "apply_b_dec_to_input", true, cfg_path);
+  const std::string norm = cfg_string(m.cfg, "normalize_activations", "none", cfg_path);
   if (norm != "none") {
     throw Error("normalize_activations '" + norm +
                 "' is not supported: fold the scaling into the weights first (SAELens "
                 "fold_activation_norm_scaling_factor) so that it reads 'none'")
-        .file(cfg_path);
+        .file(cfg_path)
+        .key("normalize_activations");
   }
-  const SafetensorsFile f = SafetensorsFile::load(weights_path);
   m.W_enc = tensor_f32(f, "W_enc", {m.d_in, m.d_sae});
   m.W_dec = tensor_f32(f, "W_dec", {m.d_sae, m.d_in});
   m.b_enc = m.architecture == "gated" ? std::vector<float>(static_cast<size_t>(m.d_sae), 0.0f)
@@ -121,27 +159,35 @@ SaeModel load_saelens(const std::string& dir) {
   return m;
 }
 
-SaeModel load_sparsify(const std::string& dir) {
-  const std::string weights_path = join(dir, "sae.safetensors");
+SaeModel sparsify_from_parts(const std::string& dir, std::string_view cfg_text, const SafetensorsFile& f) {
+  const std::string weights_path = f.source_path();
   const std::string cfg_path = join(dir, "cfg.json");
   SaeModel m;
   m.source_format = "sparsify";
   m.architecture = "topk";
   m.apply_b_dec_to_input = true;
-  m.cfg = read_json(cfg_path);
-  const SafetensorsFile f = SafetensorsFile::load(weights_path);
+  m.cfg = parse_cfg_json(cfg_text, cfg_path);
   if (f.has("W_skip"))
     throw Error("sparsify SAEs with a skip connection (W_skip) are not supported").file(weights_path);
   const TensorData& enc = f.get("encoder.weight");
-  if (enc.shape.size() != 2) throw Error("encoder.weight must be 2-D [M, d_in]").file(weights_path);
+  if (enc.shape.size() != 2 || enc.shape[0] < 1 || enc.shape[1] < 1) {
+    throw Error("tensor 'encoder.weight' must be 2-D [M, d_in] with M, d_in >= 1").file(weights_path);
+  }
   m.d_sae = enc.shape[0];
   m.d_in = enc.shape[1];
-  if (m.cfg.contains("d_in") && m.cfg.at("d_in").get<int64_t>() != m.d_in) {
+  if (m.cfg.contains("d_in") && !m.cfg.at("d_in").is_null() && cfg_int(m.cfg, "d_in", cfg_path) != m.d_in) {
     throw Error("cfg.json d_in " + m.cfg.at("d_in").dump() + " disagrees with encoder.weight [M, " +
                 std::to_string(m.d_in) + "]")
-        .file(cfg_path);
+        .file(cfg_path)
+        .key("d_in");
   }
   m.k = cfg_int(m.cfg, "k", cfg_path);
+  if (m.k > m.d_sae) {
+    throw Error("topk k = " + std::to_string(m.k) + " exceeds the " + std::to_string(m.d_sae) +
+                " latents of encoder.weight")
+        .file(cfg_path)
+        .key("k");
+  }
   const std::vector<float> enc_w = enc.to_f32();
   m.W_enc.resize(static_cast<size_t>(m.d_in * m.d_sae));
   for (int64_t i = 0; i < m.d_sae; ++i) {
@@ -156,10 +202,11 @@ SaeModel load_sparsify(const std::string& dir) {
   return m;
 }
 
-}  // namespace
-
 void SaeModel::validate(const std::string& where) const {
   if (d_in <= 0 || d_sae <= 0) throw Error("d_in and d_sae must be positive").file(where);
+  if (d_in > kMaxSaeDim || d_sae > kMaxSaeDim) {
+    throw Error("d_in and d_sae must be at most " + std::to_string(kMaxSaeDim)).file(where);
+  }
   expect_size(W_enc, d_in * d_sae, "W_enc", where);
   expect_size(W_dec, d_sae * d_in, "W_dec", where);
   expect_size(b_enc, d_sae, "b_enc", where);
@@ -236,8 +283,15 @@ std::vector<float> SaeModel::decode(const float* latents, int64_t n_rows) const 
 
 SaeModel load_sae(const std::string& dir) {
   if (!fs::is_directory(dir)) throw Error("SAE folder not found").file(dir);
-  if (fs::exists(join(dir, "sae_weights.safetensors"))) return load_saelens(dir);
-  if (fs::exists(join(dir, "sae.safetensors"))) return load_sparsify(dir);
+  const std::string cfg_path = join(dir, "cfg.json");
+  if (fs::exists(join(dir, "sae_weights.safetensors"))) {
+    const std::string cfg_text = read_file(cfg_path);
+    return saelens_from_parts(dir, cfg_text, SafetensorsFile::load(join(dir, "sae_weights.safetensors")));
+  }
+  if (fs::exists(join(dir, "sae.safetensors"))) {
+    const std::string cfg_text = read_file(cfg_path);
+    return sparsify_from_parts(dir, cfg_text, SafetensorsFile::load(join(dir, "sae.safetensors")));
+  }
   throw Error(
       "not an SAE folder: expected cfg.json + sae_weights.safetensors (SAELens) or cfg.json + "
       "sae.safetensors (sparsify)")

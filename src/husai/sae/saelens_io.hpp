@@ -22,11 +22,14 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 namespace husai {
+
+class SafetensorsFile;
 
 struct SaeModel {
   std::string architecture = "standard";  // SAELens name: standard | topk | jumprelu | gated
@@ -54,8 +57,20 @@ struct SaeModel {
   void validate(const std::string& where) const;
 };
 
-// Loads a SAELens or sparsify folder (see above). Errors name the folder, the file and what is wrong.
+// Largest d_in, d_sae or k accepted from a cfg.json (2^24, the same cap as train-sae's sae.d_sae): a corrupt
+// value must not overflow d_in * d_sae.
+inline constexpr int64_t kMaxSaeDim = int64_t{1} << 24;
+
+// Loads a SAELens or sparsify folder (see above). Errors name the folder, the file and, for cfg.json, the
+// key.
 SaeModel load_sae(const std::string& dir);
+
+// What load_sae does once the bytes are read: cfg.json text plus the parsed weights file (`dir` names the
+// folder in errors). Exposed so tests and the fuzzers can feed bytes without a filesystem.
+SaeModel saelens_from_parts(const std::string& dir, std::string_view cfg_json,
+                            const SafetensorsFile& weights);
+SaeModel sparsify_from_parts(const std::string& dir, std::string_view cfg_json,
+                             const SafetensorsFile& weights);
 
 // Writes DIR/cfg.json (SAELens v6 keys: architecture, d_in, d_sae, dtype "float32", device "cpu",
 // apply_b_dec_to_input, normalize_activations "none", reshape_activations "none", k for topk, and

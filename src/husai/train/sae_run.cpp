@@ -1,8 +1,10 @@
 #include "husai/train/sae_run.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -155,6 +157,19 @@ void write_curves(const std::string& dir, const SaeTrainer& t) {
 
 void save_state(const std::string& dir, const SaeTrainer& t, const std::string& config_hash,
                 const ActivationFile& acts) {
+  // Divergence guard, second line: a step can leave non-finite weights behind a finite loss (an overflowing
+  // gradient); such a state is never written over the last good checkpoint.
+  // The Adam moments are checked too: an overflowing squared gradient shows up there first.
+  const auto finite = [](const std::vector<float>& v) {
+    return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
+  };
+  for (const SaeSeedState& s : t.seeds()) {
+    if (!finite(s.params) || !finite(s.adam_m) || !finite(s.adam_v)) {
+      throw Error("training diverged: the parameters or Adam moments of seed " + std::to_string(s.seed) +
+                  " are not finite at step " + std::to_string(t.step()) +
+                  ". Lower the learning rate or check the activations");
+    }
+  }
   SafetensorsFile f;
   nlohmann::json seeds = nlohmann::json::array();
   for (const SaeSeedState& s : t.seeds()) {
@@ -182,8 +197,8 @@ void save_state(const std::string& dir, const SaeTrainer& t, const std::string& 
   write_curves(dir, t);
 }
 
-void load_state(const std::string& path, SaeTrainer& t, const std::string& config_hash,
-                const ActivationFile& acts, const std::string& acts_path) {
+void read_state_fields(const std::string& path, SaeTrainer& t, const std::string& config_hash,
+                       const ActivationFile& acts, const std::string& acts_path) {
   const SafetensorsFile f = SafetensorsFile::load(path);
   auto meta = [&](const std::string& key) -> const std::string& {
     const auto it = f.metadata.find(key);
@@ -227,6 +242,21 @@ void load_state(const std::string& path, SaeTrainer& t, const std::string& confi
     for (const auto& j : nlohmann::json::parse(meta(p + "history"))) s.history.push_back(log_from_json(j));
   }
   t.set_step(std::stoll(meta("step")));
+}
+
+// The state is written atomically, so a damaged one was edited or corrupted on disk: a value that does not
+// parse is reported naming the file rather than escaping as a bare std::stoll / JSON exception.
+void load_state(const std::string& path, SaeTrainer& t, const std::string& config_hash,
+                const ActivationFile& acts, const std::string& acts_path) {
+  try {
+    read_state_fields(path, t, config_hash, acts, acts_path);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(std::string("corrupt trainer state (") + e.what() +
+                "); delete it, or pass --overwrite to start again")
+        .file(path);
+  }
 }
 
 // The inference SAE of a trained seed, with the input scaling folded into the weights (SAELens
@@ -427,14 +457,29 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
                         std::to_string(settings.seeds.size()) + " seed(s)",
                     settings.steps, options.quiet);
   const auto t0 = std::chrono::steady_clock::now();
-  const bool completed =
-      trainer.run([] { return stop_requested(); },
-                  [&](int64_t step) {
-                    const SaeLogRow& r = trainer.seeds().front().history.back();
-                    progress.update(step, fmt::format("loss {:.4g} ev {:.4f} l0 {:.1f} dead {:.3f}", r.loss,
-                                                      r.explained_variance, r.l0, r.frac_dead));
-                  },
-                  [&] { save_state(dir, trainer, config_hash, acts); });
+  // The step of the state on disk, for the message when training stops with an error (divergence, a full
+  // disk): that state is the last good one, left untouched by the failure.
+  std::optional<int64_t> checkpoint_step;
+  if (resuming && fs::exists(state_path)) checkpoint_step = trainer.step();
+  bool completed = false;
+  try {
+    completed =
+        trainer.run([] { return stop_requested(); },
+                    [&](int64_t step) {
+                      const SaeLogRow& r = trainer.seeds().front().history.back();
+                      progress.update(step, fmt::format("loss {:.4g} ev {:.4f} l0 {:.1f} dead {:.3f}", r.loss,
+                                                        r.explained_variance, r.l0, r.frac_dead));
+                    },
+                    [&] {
+                      save_state(dir, trainer, config_hash, acts);
+                      checkpoint_step = trainer.step();
+                    });
+  } catch (const Error& e) {
+    progress.finish("failed");
+    throw e.extended(checkpoint_step ? "; the last good checkpoint (step " +
+                                           std::to_string(*checkpoint_step) + ") is kept in " + state_path
+                                     : "; no checkpoint had been written yet");
+  }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   TrainSaeResult result;
   result.steps = trainer.step();

@@ -93,7 +93,7 @@ SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x) {
   if (!std::isfinite(parts.loss)) {
     throw Error("training diverged: the loss is " + std::to_string(parts.loss) + " at step " +
                 std::to_string(step) + " (seed " + std::to_string(s.seed) +
-                "); the last checkpoint is kept. Lower the learning rate or check the activations");
+                "). Lower the learning rate or check the activations");
   }
   bool clip = false;
   float clip_scale = 1.0f;

@@ -1,8 +1,11 @@
 #include "husai/train/transformer_run.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -58,6 +61,17 @@ void write_metrics_jsonl(const std::string& dir, const std::vector<EpochMetrics>
 }
 
 void save_checkpoint(const std::string& dir, const TrainState& s, const std::string& config_hash) {
+  // Divergence guard, second line: a step can leave non-finite weights behind a finite loss (an overflowing
+  // gradient); such a state is never written over the last good checkpoint.
+  // The Adam moments are checked too: an overflowing squared gradient shows up there first.
+  const auto finite = [](const std::vector<float>& v) {
+    return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
+  };
+  if (!finite(s.params) || !finite(s.adam_m) || !finite(s.adam_v)) {
+    throw Error("training diverged: the parameters or their Adam moments are not finite at step " +
+                std::to_string(s.step) + " (epoch " + std::to_string(s.epochs_done) +
+                "). Lower the learning rate, or check the config");
+  }
   SafetensorsFile f;
   const std::vector<int64_t> shape = {static_cast<int64_t>(s.params.size())};
   f.put("params", TensorData::f32(shape, s.params.data()));
@@ -79,7 +93,7 @@ void save_checkpoint(const std::string& dir, const TrainState& s, const std::str
   write_metrics_jsonl(dir, s.history);
 }
 
-void load_checkpoint(const std::string& path, TrainState& s, const std::string& config_hash) {
+void read_checkpoint_fields(const std::string& path, TrainState& s, const std::string& config_hash) {
   const SafetensorsFile f = SafetensorsFile::load(path);
   auto meta = [&](const std::string& key) -> const std::string& {
     const auto it = f.metadata.find(key);
@@ -111,6 +125,21 @@ void load_checkpoint(const std::string& path, TrainState& s, const std::string& 
   s.grok_epoch = grok == "null" ? std::nullopt : std::optional<int64_t>(std::stoll(grok));
   s.history.clear();
   for (const auto& j : nlohmann::json::parse(meta("history"))) s.history.push_back(epoch_from_json(j));
+}
+
+// A checkpoint is written atomically, so a damaged one was edited or corrupted on disk: any value that does
+// not parse (a number, the history JSON) is reported as such, naming the file, instead of escaping as a bare
+// std::stoll / JSON exception.
+void load_checkpoint(const std::string& path, TrainState& s, const std::string& config_hash) {
+  try {
+    read_checkpoint_fields(path, s, config_hash);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(std::string("corrupt checkpoint (") + e.what() +
+                "); delete it, or pass --overwrite to start again")
+        .file(path);
+  }
 }
 
 void write_split(const std::string& path, const ModularTask& task, const Split& split) {
@@ -203,13 +232,29 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
   Progress progress("train-transformer", rc.train.epochs, options.quiet);
   const int64_t start_step = trainer.state().step;
   const auto t0 = std::chrono::steady_clock::now();
-  const bool completed =
-      trainer.run([] { return stop_requested(); },
-                  [&](const EpochMetrics& m) {
-                    progress.update(m.epoch, fmt::format("loss {:.4f} val_loss {:.4f} val_acc {:.4f}",
-                                                         m.train_loss, m.val_loss, m.val_acc));
-                  },
-                  [&] { save_checkpoint(dir, trainer.state(), config_hash); });
+  // The step of the checkpoint on disk, for the message when training stops with an error (divergence, a
+  // full disk): that checkpoint is the last good state, left untouched by the failure.
+  std::optional<int64_t> checkpoint_step;
+  if (resuming && fs::exists(checkpoint_path)) checkpoint_step = trainer.state().step;
+  bool completed = false;
+  try {
+    completed =
+        trainer.run([] { return stop_requested(); },
+                    [&](const EpochMetrics& m) {
+                      progress.update(m.epoch, fmt::format("loss {:.4f} val_loss {:.4f} val_acc {:.4f}",
+                                                           m.train_loss, m.val_loss, m.val_acc));
+                    },
+                    [&] {
+                      save_checkpoint(dir, trainer.state(), config_hash);
+                      checkpoint_step = trainer.state().step;
+                    });
+  } catch (const Error& e) {
+    progress.finish("failed");
+    throw e.extended(checkpoint_step
+                         ? "; the last good checkpoint (step " + std::to_string(*checkpoint_step) +
+                               ") is kept in " + checkpoint_path
+                         : "; no checkpoint had been written yet");
+  }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   TrainTransformerResult result;

@@ -142,9 +142,10 @@ bool TransformerTrainer::run(const std::function<bool()>& should_stop,
       ++state_.batch_in_epoch;
       const double loss = state_.epoch_loss_sum;
       if (!std::isfinite(loss)) {
-        throw Error("training diverged: loss is " + std::to_string(loss) + " at step " +
+        // The run layer (train_transformer) adds where the last good checkpoint is.
+        throw Error("training diverged: the loss is " + std::to_string(loss) + " at step " +
                     std::to_string(state_.step) + " (epoch " + std::to_string(epoch) +
-                    "); the last checkpoint is kept");
+                    "). Lower the learning rate, or check the config");
       }
     }
     EpochMetrics m;
