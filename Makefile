@@ -12,7 +12,7 @@ CMAKE_FLAGS ?=
 
 .PHONY: deps deps-test configure build build-asan demo test test-unit test-asan format format-check lint \
         smoke bench grok-nanda sae-table clean build-fuzz fuzz reproduce-phase4a ablate-core adaptive-l0 \
-        adaptive-l0-control release-gate audit
+        adaptive-l0-control release-gate audit benchmark-slice consistency-sweep
 
 deps:
 	@bash scripts/setup.sh
@@ -111,6 +111,12 @@ adaptive-l0: build
 
 adaptive-l0-control: build
 	$(HUSAI) experiment adaptive-l0 --config configs/experiments/adaptive-l0.yaml --k-candidates 32 --out $(EXP_ROOT)
+
+benchmark-slice: build
+	$(HUSAI) experiment benchmark-slice --config configs/experiments/benchmark-slice.yaml --out $(EXP_ROOT)
+
+consistency-sweep: build
+	$(HUSAI) experiment consistency-sweep --config configs/experiments/consistency-sweep.yaml --out $(EXP_ROOT)
 
 release-gate: build
 	$(HUSAI) experiment release-gate --config configs/experiments/release-gate.yaml --out $(EXP_ROOT) --fail-on-gate-fail

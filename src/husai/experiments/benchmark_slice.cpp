@@ -9,7 +9,6 @@
 
 #include "husai/core/atomic_file.hpp"
 #include "husai/core/error.hpp"
-#include "husai/core/gemm.hpp"
 #include "husai/io/activations.hpp"
 #include "husai/io/gnuplot.hpp"
 #include "husai/io/manifest.hpp"
@@ -20,10 +19,10 @@
 #include "husai/metrics/probing.hpp"
 #include "husai/metrics/sae_eval.hpp"
 #include "husai/metrics/splice.hpp"
+#include "husai/metrics/stability.hpp"
 #include "husai/model/model_io.hpp"
 #include "husai/model/params.hpp"
 #include "husai/sae/saelens_io.hpp"
-#include "husai/train/consistency.hpp"
 
 namespace husai {
 namespace {
@@ -50,34 +49,12 @@ std::string fmt_num(const nlohmann::json& j) {
   return j.is_number() ? fmt::format("{:.4f}", j.get<double>()) : std::string("n/a");
 }
 
-}  // namespace
-
-std::vector<std::vector<double>> per_feature_stability(const std::vector<std::vector<float>>& decoders,
-                                                       const std::vector<int64_t>& n_rows, int64_t d_in) {
-  const size_t n = decoders.size();
-  if (n < 2) throw Error("per-feature stability needs at least two dictionaries");
-  std::vector<std::vector<float>> unit;
-  for (size_t a = 0; a < n; ++a)
-    unit.push_back(make_consistency_reference(decoders[a].data(), n_rows[a], d_in).unit_rows);
-  std::vector<std::vector<double>> out(n);
-  std::vector<float> cos;
-  for (size_t a = 0; a < n; ++a) {
-    out[a].assign(static_cast<size_t>(n_rows[a]), 0.0);
-    for (size_t b = 0; b < n; ++b) {
-      if (b == a) continue;
-      cos.resize(static_cast<size_t>(n_rows[a] * n_rows[b]));
-      gemm<float>(false, true, n_rows[a], n_rows[b], d_in, 1.0f, unit[a].data(), d_in, unit[b].data(), d_in,
-                  0.0f, cos.data(), n_rows[b]);
-      for (int64_t i = 0; i < n_rows[a]; ++i) {
-        float best = 0;
-        for (int64_t j = 0; j < n_rows[b]; ++j)
-          best = std::max(best, std::abs(cos[static_cast<size_t>(i * n_rows[b] + j)]));
-        out[a][static_cast<size_t>(i)] += static_cast<double>(best) / static_cast<double>(n - 1);
-      }
-    }
-  }
-  return out;
+// Four significant digits: SAEBench core keys span many scales (mse ~1e-5, l1 ~ 10s).
+std::string fmt_sig(const nlohmann::json& j) {
+  return j.is_number() ? fmt::format("{:.4g}", j.get<double>()) : std::string("n/a");
 }
+
+}  // namespace
 
 nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
   if (o.sae_dirs.empty()) throw Error("benchmark-slice needs at least one SAE");
@@ -99,7 +76,9 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
     saes.push_back(load_sae(dir));
     if (saes.back().d_in != D) throw Error("SAE d_in differs from the activations").file(dir);
   }
-  prepare_output_dir(o.out_dir, o.overwrite ? ExistingOutput::Overwrite : ExistingOutput::Refuse);
+  if (o.standalone) {
+    prepare_output_dir(o.out_dir, o.overwrite ? ExistingOutput::Overwrite : ExistingOutput::Refuse);
+  }
 
   // Transformer-level references: full-activation probes and the key-frequency subspace.
   const std::vector<ProbeLabel> labels = modular_probe_labels(a, b, c, p);
@@ -122,13 +101,12 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
       }
     }
   } else if (saes.size() >= 2) {
-    std::vector<std::vector<float>> decs;
-    std::vector<int64_t> rows;
-    for (const SaeModel& s : saes) {
-      decs.push_back(s.W_dec);
-      rows.push_back(s.d_sae);
-    }
-    stability = per_feature_stability(decs, rows, D);
+    std::vector<FeatureSet> sets;
+    for (const SaeModel& s : saes) sets.push_back(decoder_features(s));
+    std::vector<const FeatureSet*> ptrs;
+    for (const FeatureSet& f : sets) ptrs.push_back(&f);
+    const int64_t n = static_cast<int64_t>(sets.size());
+    stability = per_feature_stability(n, pair_stabilities(ptrs, upper_pairs(n), true));
   }
 
   SparseProbingOptions probing;
@@ -290,6 +268,7 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
       {"fourier_subspace", fourier_subspace_json(subspace, power)},
       {"saes", per_sae},
       {"summary", summary}};
+  for (const auto& [k, v] : o.extra.items()) results[k] = v;
   const std::string& out = o.out_dir;
   write_file_atomic(join(out, "results.json"), results.dump(2) + "\n");
   write_file_atomic(join(out, "saebench_core.csv"), core_csv);
@@ -302,7 +281,7 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
                     o.activations_path, N, acts.hook_name, saes.size());
   md += "## SAEBench core (mean over SAEs; all rows, CE/KL over all pairs)\n\n| key | value |\n|---|---|\n";
   for (const auto& [k, v] : summary["saebench_core"].items())
-    md += fmt::format("| {} | {} |\n", k, fmt_num(v));
+    md += fmt::format("| {} | {} |\n", k, fmt_sig(v));
   md += "\n## Sparse probing (test accuracy on the transformer's held-out pairs)\n\n| label |";
   for (const int64_t k : o.probe_k) md += fmt::format(" top {} |", k);
   md += " full activations | chance |\n|---|";
@@ -379,6 +358,7 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
     }
   }
 
+  if (!o.standalone) return results;
   Manifest manifest;
   manifest.command = command_line();
   manifest.add_input(join(o.model_dir, "model.safetensors"));

@@ -9,8 +9,9 @@
 //   * Fourier ground truth (metrics/fourier.hpp): how much of the transformer's key-frequency subspace the
 //     decoder rows recover,
 //   * the causal proxy (metrics/causal.hpp) with the per-feature stability of each SAE across the others.
-// Writes OUT/results.json, OUT/summary.md, CSVs, figures (PNG + SVG) and OUT/manifest.json; formats in
-// docs/formats.md, definitions in docs/experiments_slice.md.
+// Writes OUT/results.json, OUT/summary.md, CSVs, figures (PNG + SVG) and (standalone) OUT/manifest.json;
+// formats in docs/formats.md, definitions in docs/experiments.md. `husai experiment benchmark-slice`
+// (benchmark_slice_experiment.cpp) runs it inside the experiment framework's run folder.
 
 #include <cstdint>
 #include <string>
@@ -37,15 +38,15 @@ struct BenchmarkSliceOptions {
   uint64_t seed = 0;
   bool figures = true;
   bool quiet = false;
+  // true: OUT is prepared (refused when not empty unless overwrite) and OUT/manifest.json written here.
+  // false: OUT belongs to a caller that writes the manifest (the experiment framework's run folder).
+  bool standalone = true;
+  nlohmann::json extra = nlohmann::json::object();  // keys added to results.json (e.g. run_id)
   // Per-feature stability of each SAE ([sae][latent]), e.g. from `husai compare`'s per-feature stability.
-  // Empty: per_feature_stability() of the decoders given (needs >= 2 SAEs for the causal proxy).
+  // Empty: metrics/stability.hpp's per_feature_stability of the decoders given (the same numbers compare
+  // writes to per_feature.csv; needs >= 2 SAEs for the causal proxy).
   std::vector<std::vector<double>> stability;
 };
-
-// Per-feature stability of each dictionary among a set: for dictionary a and its decoder row i,
-// mean over the other dictionaries b of max_j |cos(W_dec^a_i, W_dec^b_j)|. Rows of equal d_in; needs >= 2.
-std::vector<std::vector<double>> per_feature_stability(const std::vector<std::vector<float>>& decoders,
-                                                       const std::vector<int64_t>& n_rows, int64_t d_in);
 
 // Runs everything and writes OUT; returns the results.json document.
 nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& options);

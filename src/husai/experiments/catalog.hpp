@@ -13,5 +13,7 @@ ExperimentDef phase4a_experiment();
 ExperimentDef ablations_experiment();
 ExperimentDef adaptive_l0_experiment();
 ExperimentDef release_gate_experiment();
+ExperimentDef benchmark_slice_experiment();
+ExperimentDef consistency_sweep_experiment();
 
 }  // namespace husai

@@ -1,293 +1,266 @@
-#include "husai/experiments/consistency_sweep.hpp"
+// consistency-sweep (issue 5; the reference's consistency-objective sweep, fixed):
+//   1. one reference SAE on its own seed (never an evaluated seed), trained once through the artifact cache;
+//   2. per ratio r of the grid, SAEs on the evaluated seeds with the alignment penalty
+//      lambda * (1 - mean_i max_j |cos(D_i, R_j)|) to the reference (train/consistency.hpp), where
+//      lambda = r * mse_ref and mse_ref = E||x - x_hat||^2 of the reference on its held-out rows in the
+//      trainer's (scaled) units: held_out.mse * d_in * activation_scaling_factor^2. r = 0 is the unpenalised
+//      control;
+//   3. per r: `husai compare` among the evaluated seeds only (the reference is in no pair) against every
+//   null,
+//      with seed-level CIs; the alignment of each SAE to the reference (reported apart); held-out EV;
+//   4. among the r whose mean EV is within max_ev_drop of r = 0's, the largest trained - null difference of
+//      compare.metric (ties: the smaller r).
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <limits>
 
 #include <fmt/format.h>
 
 #include "husai/core/atomic_file.hpp"
-#include "husai/core/error.hpp"
-#include "husai/core/gemm.hpp"
-#include "husai/core/rng.hpp"
-#include "husai/io/gnuplot.hpp"
-#include "husai/io/manifest.hpp"
-#include "husai/io/run_dir.hpp"
+#include "husai/experiments/catalog.hpp"
+#include "husai/experiments/claims.hpp"
+#include "husai/experiments/study.hpp"
 #include "husai/sae/saelens_io.hpp"
 #include "husai/train/consistency.hpp"
-#include "husai/train/sae_run.hpp"
 
 namespace husai {
 namespace {
 
 namespace fs = std::filesystem;
-constexpr int kSchemaVersion = 1;
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-std::string join(const std::string& dir, const std::string& name) {
-  return (fs::path(dir) / name).string();
-}
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error("cannot read").file(path);
-  return nlohmann::json::parse(in);
+ConfigSchema consistency_sweep_schema() {
+  ConfigSchema s;
+  add_transformer_section(s);
+  add_extract_section(s);
+  add_sae_section(s);
+  add_compare_section(s);
+  s.add_bool("experiment.allow_ungrokked", false, "study a transformer that has not generalised (warns)");
+  s.add_int("consistency.d_sae", 128, "latents (TopK)").min(1);
+  s.add_int("consistency.k", 4, "TopK active latents per row (the runbook's --k 4)").min(1);
+  s.add_int("consistency.reference_seed", 7, "seed of the reference SAE (excluded from every pair)").min(0);
+  s.add_int_list("consistency.seeds", nlohmann::json::array({42, 123, 456}), "evaluated seeds").min(0);
+  s.add_float_list("consistency.lambda_ratios", nlohmann::json::array({0.0, 0.01, 0.03, 0.1, 0.3, 1.0}),
+                   "lambda / mse_ref grid; must start with 0 (the unpenalised control)")
+      .min(0);
+  s.add_float("consistency.max_ev_drop", 0.05,
+              "largest held-out EV drop below r = 0 a selected ratio may have")
+      .min(0);
+  s.add_check([](const Config& c) {
+    const auto seeds = c.get_int_list("consistency.seeds");
+    if (seeds.size() < 2)
+      c.fail("consistency-sweep needs at least two evaluated seeds", {"consistency.seeds"});
+    if (std::find(seeds.begin(), seeds.end(), c.get_int("consistency.reference_seed")) != seeds.end()) {
+      c.fail("the reference seed must not be an evaluated seed: the reference stays out of every pair",
+             {"consistency.reference_seed", "consistency.seeds"});
+    }
+    const auto grid = c.get_double_list("consistency.lambda_ratios");
+    if (grid.empty() || grid.front() != 0.0)
+      c.fail("the lambda grid must start with 0 (the unpenalised control)", {"consistency.lambda_ratios"});
+  });
+  return s;
 }
 
 double mean_of(const std::vector<double>& v) {
   double s = 0;
   for (const double x : v) s += x;
-  return v.empty() ? kNaN : s / static_cast<double>(v.size());
+  return v.empty() ? std::nan("") : s / static_cast<double>(v.size());
 }
 
-struct Pairwise {
-  std::vector<double> values;  // i < j in seed order
-  double mean = 0;
-};
-Pairwise pairwise(const std::vector<std::vector<float>>& decs, int64_t n, int64_t d) {
-  Pairwise p;
-  for (size_t i = 0; i < decs.size(); ++i) {
-    for (size_t j = i + 1; j < decs.size(); ++j) p.values.push_back(decoder_pwmcc(decs[i], n, decs[j], n, d));
-  }
-  p.mean = mean_of(p.values);
-  return p;
-}
+int run_consistency_sweep(ExperimentContext& ctx) {
+  const Config& c = ctx.config();
+  const Upstream up = prepare_upstream(ctx, c.get_bool("experiment.allow_ungrokked"));
+  const auto seeds = c.get_int_list("consistency.seeds");
+  const auto ratios = c.get_double_list("consistency.lambda_ratios");
+  const int64_t ref_seed = c.get_int("consistency.reference_seed");
+  const double max_drop = c.get_double("consistency.max_ev_drop");
+  const std::string metric = c.get_string("compare.metric");
+  const nlohmann::json shape = {{"sae.architecture", "topk"},
+                                {"sae.d_sae", c.get_int("consistency.d_sae")},
+                                {"sae.k", c.get_int("consistency.k")}};
 
-Config base_config(const ConsistencySweepOptions& o) {
-  Config c(sae_config_schema());
-  if (!o.sae_config.empty()) c.merge_yaml_file(o.sae_config);
-  for (const std::string& s : o.sae_overrides) c.apply_override(s);
-  return c;
-}
-
-}  // namespace
-
-double decoder_pwmcc(const std::vector<float>& a, int64_t n_a, const std::vector<float>& b, int64_t n_b,
-                     int64_t d) {
-  const std::vector<float> ua = make_consistency_reference(a.data(), n_a, d).unit_rows;
-  const std::vector<float> ub = make_consistency_reference(b.data(), n_b, d).unit_rows;
-  std::vector<float> cos(static_cast<size_t>(n_a * n_b));
-  gemm<float>(false, true, n_a, n_b, d, 1.0f, ua.data(), d, ub.data(), d, 0.0f, cos.data(), n_b);
-  std::vector<float> col_best(static_cast<size_t>(n_b), 0.0f);
-  double row_sum = 0;
-  for (int64_t i = 0; i < n_a; ++i) {
-    float best = 0;
-    for (int64_t j = 0; j < n_b; ++j) {
-      const float v = std::abs(cos[static_cast<size_t>(i * n_b + j)]);
-      best = std::max(best, v);
-      col_best[static_cast<size_t>(j)] = std::max(col_best[static_cast<size_t>(j)], v);
-    }
-    row_sum += static_cast<double>(best);
-  }
-  double col_sum = 0;
-  for (const float v : col_best) col_sum += static_cast<double>(v);
-  return 0.5 * (row_sum / static_cast<double>(n_a) + col_sum / static_cast<double>(n_b));
-}
-
-nlohmann::json run_consistency_sweep(const ConsistencySweepOptions& o) {
-  if (o.seeds.size() < 2) throw Error("consistency-sweep needs at least two evaluated seeds").key("seeds");
-  if (std::find(o.seeds.begin(), o.seeds.end(), o.reference_seed) != o.seeds.end()) {
-    throw Error("the reference seed " + std::to_string(o.reference_seed) +
-                " is one of the evaluated seeds; the reference must stay out of the evaluated pairs")
-        .key("reference_seed");
-  }
-  if (o.lambda_ratios.empty() || o.lambda_ratios.front() != 0.0) {
-    throw Error("the lambda grid must start with 0 (the unpenalised control)").key("lambda_ratios");
-  }
-  const Config base = base_config(o);  // validates the SAE config before anything is trained
-  const ExistingOutput existing =
-      o.overwrite ? ExistingOutput::Overwrite : (o.resume ? ExistingOutput::Resume : ExistingOutput::Refuse);
-  prepare_output_dir(o.out_dir, existing);
-  auto seeds_json = [](const std::vector<uint64_t>& s) { return nlohmann::json(s); };
-  const auto train_run = [&](const Config& cfg, const std::string& name) {
-    if (o.train_run) return o.train_run(cfg, name);
-    TrainSaeOptions topt;
-    topt.activations_path = o.activations_path;
-    topt.quiet = o.quiet;
-    topt.out_dir = join(o.out_dir, name);
-    topt.existing = ExistingOutput::Resume;  // OUT is ours: a folder there is an earlier attempt
-    if (!train_sae(cfg, topt).completed)
-      throw Error("interrupted while training " + name + "; rerun with --resume");
-    return topt.out_dir;
-  };
-
-  // 1. The reference, on its own seed.
-  Config ref_cfg = base;
-  ref_cfg.set("training.seeds", seeds_json({o.reference_seed}), "consistency-sweep reference_seed");
-  ref_cfg.validate();
-  const std::string ref_run = train_run(ref_cfg, "reference");
-  const std::string ref_dir = join(ref_run, "seed" + std::to_string(o.reference_seed));
-  const nlohmann::json ref_metrics = read_json(join(ref_dir, "metrics.json"));
+  // 1. The reference, trained once (cached: reused across ratios and reruns).
+  nlohmann::json ref_over = shape;
+  ref_over["training.seeds"] = {ref_seed};
+  const std::string ref_run = ctx.sae_run(sae_config_with(c, ref_over), up.activations_path);
+  const std::string ref_dir = (fs::path(ref_run) / ("seed" + std::to_string(ref_seed))).string();
+  const nlohmann::json ref_metrics =
+      nlohmann::json::parse(read_file((fs::path(ref_dir) / "metrics.json").string()));
   const SaeModel reference = load_sae(ref_dir);
-  const int64_t D = reference.d_in, L = reference.d_sae;
   const double scale = ref_metrics.at("activation_scaling_factor").get<double>();
-  const double mse_ref =
-      ref_metrics.at("held_out").at("mse").get<double>() * static_cast<double>(D) * scale * scale;
-  const ConsistencyReference ref_rows = make_consistency_reference(reference.W_dec.data(), L, D);
+  const double mse_ref = ref_metrics.at("held_out").at("mse").get<double>() *
+                         static_cast<double>(reference.d_in) * scale * scale;
+  const ConsistencyReference ref_rows =
+      make_consistency_reference(reference.W_dec.data(), reference.d_sae, reference.d_in);
+  ctx.log(fmt::format("reference seed {}: held-out EV {:.4f}, mse_ref {:.5g}", ref_seed,
+                      ref_metrics["held_out"]["explained_variance"].get<double>(), mse_ref));
 
-  // Gaussian null of the same shape: one dictionary per evaluated seed.
-  std::vector<std::vector<float>> null_decs;
-  for (size_t s = 0; s < o.seeds.size(); ++s) {
-    const Philox rng(o.null_seed + s, stream_id("consistency.null"));
-    std::vector<float> w(static_cast<size_t>(L * D));
-    for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(rng.normal(i));
-    null_decs.push_back(std::move(w));
-  }
-  const Pairwise null_pairs = pairwise(null_decs, L, D);
-
-  // 2-3. Penalised SAEs per ratio, evaluated among the evaluated seeds only.
+  // 2-3. One condition per ratio.
   nlohmann::json rows = nlohmann::json::array();
-  std::string sweep_csv =
-      "ratio,lambda,mean_pairwise_pwmcc,null_pwmcc,delta,mean_alignment_to_reference,"
-      "mean_explained_variance,ev_drop,eligible\n";
-  std::string pairs_csv = "ratio,seed_a,seed_b,pwmcc\n";
-  Manifest manifest;
-  manifest.command = command_line();
-  manifest.config_hash = base.hash();
-  manifest.add_input(o.activations_path);
-  double ev0 = kNaN;
-  for (size_t r = 0; r < o.lambda_ratios.size(); ++r) {
-    const double ratio = o.lambda_ratios[r];
-    const double lambda = ratio * mse_ref;
-    Config cfg = base;
-    cfg.set("training.seeds", seeds_json(o.seeds), "consistency-sweep seeds");
-    if (lambda > 0) {
-      cfg.set("consistency.reference", ref_dir, "consistency-sweep reference");
-      cfg.set("consistency.lambda", lambda, "consistency-sweep lambda");
-    }
-    cfg.validate();
-    if (!o.quiet) fmt::print(stderr, "consistency-sweep: ratio {} (lambda {:.4g})\n", ratio, lambda);
-    const std::string run_dir = train_run(cfg, fmt::format("ratio_{}", r));
-    std::vector<std::vector<float>> decs;
-    std::vector<double> align, ev;
-    for (const uint64_t seed : o.seeds) {
-      const std::string dir = join(run_dir, "seed" + std::to_string(seed));
-      const SaeModel m = load_sae(dir);
-      ConsistencyWorkspace<float> ws;
-      align.push_back(consistency_alignment<float>(m.W_dec.data(), m.d_sae, ref_rows, 0.0, nullptr, ws));
-      ev.push_back(
-          read_json(join(dir, "metrics.json")).at("held_out").at("explained_variance").get<double>());
-      decs.push_back(m.W_dec);
-      manifest.add_input(join(dir, "sae_weights.safetensors"));
-    }
-    const Pairwise pw = pairwise(decs, L, D);
-    size_t k = 0;
-    for (size_t i = 0; i < o.seeds.size(); ++i) {
-      for (size_t j = i + 1; j < o.seeds.size(); ++j) {
-        pairs_csv += fmt::format("{},{},{},{:.17g}\n", ratio, o.seeds[i], o.seeds[j], pw.values[k++]);
+  for (size_t i = 0; i < ratios.size(); ++i) {
+    const std::string id = fmt::format("ratio_{}", i);
+    rows.push_back(ctx.condition(id, [&] {
+      const double lambda = ratios[i] * mse_ref;
+      ctx.log(fmt::format("ratio {} (lambda {:.4g})", ratios[i], lambda));
+      nlohmann::json over = shape;
+      over["training.seeds"] = seeds;
+      if (lambda > 0) {
+        over["consistency.reference"] = ref_dir;
+        over["consistency.lambda"] = lambda;
       }
-    }
-    const double mean_ev = mean_of(ev);
-    if (r == 0) ev0 = mean_ev;
-    const double drop = ev0 - mean_ev;
-    const bool eligible = drop <= o.max_ev_drop;
-    rows.push_back({{"ratio", ratio},
-                    {"lambda", lambda},
-                    {"run", run_dir},
-                    {"pairwise_pwmcc", pw.values},
-                    {"mean_pairwise_pwmcc", pw.mean},
-                    {"null_pwmcc", null_pairs.mean},
-                    {"delta_vs_null", pw.mean - null_pairs.mean},
-                    {"alignment_to_reference", align},
-                    {"mean_alignment_to_reference", mean_of(align)},
-                    {"explained_variance", ev},
-                    {"mean_explained_variance", mean_ev},
-                    {"ev_drop", drop},
-                    {"eligible", eligible}});
-    sweep_csv +=
-        fmt::format("{},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{}\n", ratio, lambda, pw.mean,
-                    null_pairs.mean, pw.mean - null_pairs.mean, mean_of(align), mean_ev, drop, eligible);
+      const std::string dir = ctx.sae_run(sae_config_with(c, over), up.activations_path);
+      std::vector<double> align;
+      for (const int64_t seed : seeds) {
+        const SaeModel m = load_sae((fs::path(dir) / ("seed" + std::to_string(seed))).string());
+        ConsistencyWorkspace<float> ws;
+        align.push_back(consistency_alignment<float>(m.W_dec.data(), m.d_sae, ref_rows, 0.0, nullptr, ws));
+      }
+      const std::string rel = "compare/" + id;
+      const nlohmann::json stab = compare_seeds(ctx, dir, seeds, up.activations_path, rel);
+      nlohmann::json pairs = nlohmann::json::array();
+      for (const auto& p : stab["pairs"]) {
+        pairs.push_back({{"seed_a", seeds[p["a"].get<size_t>()]},
+                         {"seed_b", seeds[p["b"].get<size_t>()]},
+                         {"pwmcc", p["pwmcc"]},
+                         {"matched_mean_cos", p["matched_mean_cos"]}});
+      }
+      return nlohmann::json{{"ratio", ratios[i]},
+                            {"lambda", lambda},
+                            {"sae_run", dir},
+                            {"metrics", sae_run_metrics(dir, seeds)},
+                            {"alignment_to_reference", align},
+                            {"mean_alignment_to_reference", mean_of(align)},
+                            {"pairs", pairs},
+                            {"stability_file", rel + "/stability.json"},
+                            {"stability",
+                             {{"pwmcc", to_json(summarize_stability(stab, "pwmcc"))},
+                              {"matched_mean_cos", to_json(summarize_stability(stab, "matched_mean_cos"))}}}};
+    }));
   }
 
-  // 4. Selection.
-  int64_t best = -1;
-  for (size_t r = 0; r < rows.size(); ++r) {
-    if (!rows[r]["eligible"].get<bool>()) continue;
-    if (best < 0 || rows[r]["delta_vs_null"].get<double>() >
-                        rows[static_cast<size_t>(best)]["delta_vs_null"].get<double>()) {
-      best = static_cast<int64_t>(r);
-    }
+  // 4. Selection under the EV-drop limit.
+  const double ev0 = rows[0]["metrics"]["mean"]["ev_held_out"].get<double>();
+  size_t best = 0;
+  std::vector<std::vector<nlohmann::json>> csv_rows, pair_rows;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    nlohmann::json& r = rows[i];
+    const double ev = r["metrics"]["mean"]["ev_held_out"].get<double>();
+    r["ev_drop"] = ev0 - ev;
+    r["eligible"] = ev0 - ev <= max_drop;
+    const StabilitySummary s = stability_from_json(r["stability"][metric]);
+    if (r["eligible"].get<bool>() && s.delta > stability_from_json(rows[best]["stability"][metric]).delta)
+      best = i;
+    csv_rows.push_back({r["ratio"], r["lambda"], s.null_name, s.trained, s.trained_lo, s.trained_hi,
+                        s.null_mean, s.null_lo, s.null_hi, s.delta, s.delta_lo, s.delta_hi, s.p_permutation,
+                        r["mean_alignment_to_reference"], ev, ev0 - ev, r["eligible"]});
+    for (const auto& p : r["pairs"])
+      pair_rows.push_back({r["ratio"], p["seed_a"], p["seed_b"], p["pwmcc"], p["matched_mean_cos"]});
+    const std::string cid = fmt::format("ratio={}", r["ratio"].get<double>());
+    ctx.metric(metric + ".trained", s.trained, cid);
+    ctx.metric(metric + ".delta", s.delta, cid);
+    ctx.metric(metric + ".delta_lo", s.delta_lo, cid);
+    ctx.metric("ev_held_out", ev, cid);
+    ctx.metric("alignment_to_reference", r["mean_alignment_to_reference"].get<double>(), cid);
   }
-  const nlohmann::json& pick = rows[static_cast<size_t>(best)];  // r = 0 is always eligible
-  nlohmann::json results = {
-      {"schema_version", kSchemaVersion},
+  const nlohmann::json& pick = rows[best];
+  const StabilitySummary sp = stability_from_json(pick["stability"][metric]);
+  const StabilitySummary s0 = stability_from_json(rows[0]["stability"][metric]);
+  nlohmann::json claims = nlohmann::json::array(
+      {make_stability_claim("consistency-sweep.unpenalised.above_null",
+                            "unpenalised SAEs (ratio 0) are more alike across seeds than the null",
+                            rows[0]["stability_file"].get<std::string>(), metric, s0),
+       make_stability_claim(
+           "consistency-sweep.selected.above_null",
+           fmt::format("SAEs at the selected ratio {} are more alike across seeds than the null",
+                       pick["ratio"].get<double>()),
+           pick["stability_file"].get<std::string>(), metric, sp)});
+  const nlohmann::json results = {
+      {"schema_version", 1},
       {"experiment", "consistency-sweep"},
-      {"activations", o.activations_path},
-      {"sae_config", base.resolved()},
+      {"run_id", ctx.run_id()},
+      {"transformer", up.transformer},
+      {"activations", up.activations_path},
       {"reference",
-       {{"seed", o.reference_seed},
+       {{"seed", ref_seed},
         {"path", ref_dir},
         {"held_out_explained_variance", ref_metrics["held_out"]["explained_variance"]},
         {"mse_ref_trainer_units", mse_ref},
         {"excluded_from_pairs", true}}},
-      {"seeds", o.seeds},
-      {"null", {{"kind", "gaussian"}, {"seeds_from", o.null_seed}, {"pairwise_pwmcc", null_pairs.values}}},
+      {"seeds", seeds},
+      {"decision_metric", metric},
       {"lambda_rule",
        "lambda = ratio * mse_ref, mse_ref = held_out.mse * d_in * activation_scaling_factor^2"},
-      {"max_ev_drop", o.max_ev_drop},
+      {"max_ev_drop", max_drop},
       {"sweep", rows},
       {"selected",
        {{"ratio", pick["ratio"]},
         {"lambda", pick["lambda"]},
-        {"delta_vs_null", pick["delta_vs_null"]},
+        {"null", sp.null_name},
+        {"delta_vs_null", sp.delta},
+        {"delta_ci", {sp.delta_lo, sp.delta_hi}},
         {"ev_drop", pick["ev_drop"]},
-        {"gain_over_unpenalised",
-         pick["mean_pairwise_pwmcc"].get<double>() - rows[0]["mean_pairwise_pwmcc"].get<double>()}}}};
-  write_file_atomic(join(o.out_dir, "results.json"), results.dump(2) + "\n");
-  write_file_atomic(join(o.out_dir, "sweep.csv"), sweep_csv);
-  write_file_atomic(join(o.out_dir, "pairs.csv"), pairs_csv);
-  std::string md = "# consistency-sweep\n\n";
-  md += fmt::format(
-      "Reference SAE: seed {} (excluded from every evaluated pair), held-out EV {:.4f}, mse_ref {:.5g} "
-      "(trainer "
-      "units). Evaluated seeds: {}. lambda = ratio * mse_ref. Null: Gaussian dictionaries of the same shape, "
-      "pairwise PWMCC {:.4f}.\n\n",
-      o.reference_seed, ref_metrics["held_out"]["explained_variance"].get<double>(), mse_ref,
-      nlohmann::json(o.seeds).dump(), null_pairs.mean);
-  md +=
-      "| ratio | lambda | PWMCC among seeds | - null | alignment to reference | EV | EV drop | eligible |\n"
-      "|---|---|---|---|---|---|---|---|\n";
-  for (const auto& r : rows) {
-    md += fmt::format(
-        "| {} | {:.4g} | {:.4f} | {:+.4f} | {:.4f} | {:.4f} | {:+.4f} | {} |\n", r["ratio"].get<double>(),
-        r["lambda"].get<double>(), r["mean_pairwise_pwmcc"].get<double>(), r["delta_vs_null"].get<double>(),
-        r["mean_alignment_to_reference"].get<double>(), r["mean_explained_variance"].get<double>(),
-        r["ev_drop"].get<double>(), r["eligible"].get<bool>() ? "yes" : "no");
+        {"gain_over_unpenalised", sp.trained - s0.trained}}},
+      {"claims", claims}};
+  ctx.write_json("results.json", results);
+  ctx.write_text("sweep.csv",
+                 csv_text({"ratio", "lambda", "null", "trained", "trained_lo", "trained_hi", "null_mean",
+                           "null_lo", "null_hi", "delta", "delta_lo", "delta_hi", "p_permutation",
+                           "mean_alignment_to_reference", "mean_explained_variance", "ev_drop", "eligible"},
+                          csv_rows));
+  ctx.write_text("pairs.csv",
+                 csv_text({"ratio", "seed_a", "seed_b", "pwmcc", "matched_mean_cos"}, pair_rows));
+
+  std::string md = fmt::format(
+      "# Consistency sweep\n\nRun `{}`. Reference SAE: seed {} (in no evaluated pair), held-out EV {}, "
+      "mse_ref {:.5g} (trainer units); lambda = ratio * mse_ref. Evaluated seeds {}; `{}` among them against "
+      "the null named per row (compare's primary null), CIs seed-bootstrap BCa.\n\n"
+      "| ratio | lambda | trained (CI) | null | null mean | difference (CI) | p (perm.) | alignment to "
+      "reference | held-out EV | EV drop | eligible |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+      ctx.run_id(), ref_seed, fmt_num(ref_metrics["held_out"]["explained_variance"].get<double>()), mse_ref,
+      nlohmann::json(seeds).dump(), metric);
+  std::string data = "$d << EOD\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const nlohmann::json& r = rows[i];
+    const StabilitySummary s = stability_from_json(r["stability"][metric]);
+    const double ev = r["metrics"]["mean"]["ev_held_out"].get<double>();
+    md += fmt::format("| {} | {:.4g} | {} {} | {} | {} | {} {} | {} | {} | {} | {:+.4f} | {} |\n",
+                      r["ratio"].get<double>(), r["lambda"].get<double>(), fmt_num(s.trained),
+                      fmt_ci(s.trained_lo, s.trained_hi), s.null_name, fmt_num(s.null_mean), fmt_num(s.delta),
+                      fmt_ci(s.delta_lo, s.delta_hi), fmt_num(s.p_permutation, 3),
+                      fmt_num(r["mean_alignment_to_reference"].get<double>()), fmt_num(ev),
+                      r["ev_drop"].get<double>(), r["eligible"].get<bool>() ? "yes" : "no");
+    data += fmt::format("{} {:.6g} {:.6g} {:.6g} {:.6g} {:.6g} {:.6g}\n", i, s.trained, s.trained_lo,
+                        s.trained_hi, s.null_mean, ev, r["mean_alignment_to_reference"].get<double>());
   }
+  data += "EOD\n";
   md += fmt::format(
-      "\nSelected ratio {} (largest trained - null PWMCC among ratios with EV drop <= {}): PWMCC gain over "
-      "the "
-      "unpenalised SAEs {:+.4f}. With {} seeds there are only {} pairs; read the gain against the spread of "
-      "pairs.csv.\n",
-      pick["ratio"].get<double>(), o.max_ev_drop, results["selected"]["gain_over_unpenalised"].get<double>(),
-      o.seeds.size(), o.seeds.size() * (o.seeds.size() - 1) / 2);
-  write_file_atomic(join(o.out_dir, "summary.md"), md);
-  std::vector<std::string> outputs = {"results.json", "sweep.csv", "pairs.csv", "summary.md"};
-  if (o.figures) {
-    std::string body = "$d << EOD\n";
-    for (const auto& r : rows) {
-      body += fmt::format("{:.6g} {:.6f} {:.6f} {:.6f}\n", r["ratio"].get<double>(),
-                          r["mean_pairwise_pwmcc"].get<double>(), r["mean_explained_variance"].get<double>(),
-                          r["mean_alignment_to_reference"].get<double>());
-    }
-    body += fmt::format(
-        "EOD\nset xlabel 'lambda / mse_ref'\nset ylabel 'value'\nset key bottom left\nset title 'Consistency "
-        "sweep'\n"
-        "plot $d using 1:2 with linespoints title 'PWMCC among seeds', $d using 1:3 with linespoints title "
-        "'held-out EV', $d using 1:4 with linespoints title 'alignment to reference', {:.6f} with lines dt 2 "
-        "title "
-        "'Gaussian null PWMCC'\n",
-        null_pairs.mean);
-    render_figure(body, join(o.out_dir, "sweep.png"), join(o.out_dir, "sweep.svg"));
-    outputs.push_back("sweep.png");
-    outputs.push_back("sweep.svg");
-  }
-  for (const std::string& f : outputs) manifest.add_output(o.out_dir, f);
-  manifest.extra["experiment"] = "consistency-sweep";
-  manifest.write(o.out_dir);
-  return results;
+      "\nSelected ratio {} (largest trained - null difference among ratios with EV drop <= {}): difference "
+      "{} {}, gain over the unpenalised SAEs {:+.4f}. Caveat: SAEs pulled towards one shared reference "
+      "become more alike because they share a target; the alignment column shows how much of any gain is "
+      "that. Per-ratio comparisons are in `compare/ratio_<i>/`.\n",
+      pick["ratio"].get<double>(), max_drop, fmt_num(sp.delta), fmt_ci(sp.delta_lo, sp.delta_hi),
+      sp.trained - s0.trained);
+  ctx.write_text("summary.md", md);
+  std::string xtics = "set xtics (";
+  for (size_t i = 0; i < ratios.size(); ++i) xtics += fmt::format("{}'{}' {}", i ? ", " : "", ratios[i], i);
+  xtics += ")\n";
+  ctx.figure("sweep", data + xtics +
+                          "set xlabel 'lambda / mse_ref'\nset ylabel 'value'\nset grid\nset key bottom left\n"
+                          "set title 'Consistency sweep (" +
+                          metric +
+                          " among evaluated seeds)'\nplot $d using 1:2:3:4 with yerrorlines pt 7 title "
+                          "'trained', $d using 1:5 with linespoints pt 5 title 'null', $d using 1:6 with "
+                          "linespoints title 'held-out EV', $d using 1:7 with linespoints title 'alignment "
+                          "to reference'\n");
+  return 0;
+}
+
+}  // namespace
+
+ExperimentDef consistency_sweep_experiment() {
+  return {"consistency-sweep",
+          "alignment penalty to a reference SAE over a lambda grid scaled to the reconstruction loss",
+          consistency_sweep_schema, run_consistency_sweep};
 }
 
 }  // namespace husai

@@ -196,8 +196,14 @@ std::string ExperimentContext::activations(const std::string& transformer_dir, c
 }
 
 std::string ExperimentContext::sae_run(const Config& sae_config, const std::string& activations_path) {
-  const nlohmann::json key = {{"config", sae_config.resolved()},
-                              {"activations_sha256", sha256_file_hex(activations_path)}};
+  nlohmann::json key = {{"config", sae_config.resolved()},
+                        {"activations_sha256", sha256_file_hex(activations_path)}};
+  // The consistency penalty's reference SAE is an input too: its weights, not just its folder name.
+  if (!sae_config.is_null("consistency.reference")) {
+    const fs::path ref = fs::path(sae_config.get_string("consistency.reference")) / "sae_weights.safetensors";
+    key["consistency_reference_sha256"] = sha256_file_hex(ref.string());
+    add_input(ref.string());
+  }
   const std::string dir = cached("sae", key, [&](const std::string& d, bool resume) {
     TrainSaeOptions o;
     o.activations_path = activations_path;

@@ -3,8 +3,8 @@
 // Fourier ground truth for modular addition (Nanda et al. 2023, "Progress measures for grokking"): a network
 // that has learned c = (a + b) mod p represents its operands and answer through cos/sin(2 pi f x / p) at a
 // few "key" frequencies f. This file finds those frequencies, the subspace of the activation space they
-// occupy, and how much of that subspace an SAE's decoder rows recover. docs/experiments_slice.md has the
-// definitions with their rationale; in short:
+// occupy, and how much of that subspace an SAE's decoder rows recover. docs/experiments.md (benchmark-slice)
+// has the definitions with their rationale; in short:
 //
 // Frequencies f = 1 .. (p - 1) / 2. Over the tokens t = 0 .. p-1, cos_f(t) = cos(2 pi f t / p) and sin_f(t)
 // likewise, each scaled to unit norm.
