@@ -79,7 +79,7 @@ AuditLine audit_claim(const RunRecord& run, const nlohmann::json& results, const
     const StabilitySummary s = summarize_stability(nlohmann::json::parse(read_file(full.string())),
                                                    claim.at("metric").get<std::string>());
     const bool holds = s.delta_lo > 0;
-    line.status = holds ? "holds" : "no longer holds";
+    line.status = holds ? "holds" : recorded ? "no longer holds" : "does not hold";
     line.detail = fmt::format("re-derived from {}: {} difference {} (CI {}) vs the {} null{}", file, s.metric,
                               fmt_num(s.delta), fmt_ci(s.delta_lo, s.delta_hi), s.null_name,
                               holds == recorded ? "" : "; the run had recorded the opposite");
@@ -106,7 +106,7 @@ AuditLine audit_claim(const RunRecord& run, const nlohmann::json& results, const
     return line;
   }
   if (kind == "gate") {
-    line.status = recorded ? "holds" : "no longer holds";
+    line.status = recorded ? "holds" : "does not hold";
     line.detail = claim.value("detail", "");
     return line;
   }

@@ -32,7 +32,9 @@ AdaptiveChoice choose_adaptive_k(const nlohmann::json& search, const std::string
 
 struct AuditLine {
   std::string experiment, run_id, claim_id, statement;
-  std::string status;  // "holds" | "no longer holds" | "cannot check"
+  // "holds" | "no longer holds" (recorded as holding, re-derivation says not) | "does not hold" (recorded as
+  // not holding and still does not) | "cannot check"
+  std::string status;
   std::string detail;
 };
 struct AuditReport {

@@ -31,11 +31,11 @@ ConfigSchema phase4a_schema() {
       .greater_than(0);
   s.add_int("phase4a.relu_tune_seed", 7, "seed of the tuning runs (not one of the evaluated seeds)").min(0);
   s.add_int("phase4a.relu_tune_steps", 1000, "optimizer steps of each tuning run").min(1);
-  s.add_float_list("phase4a.relu_l1_range", nlohmann::json::array({0.01, 10.0}),
+  s.add_float_list("phase4a.relu_l1_range", nlohmann::json::array({0.1, 2.5}),
                    "L1 coefficients bracketing the target (bisection in log space)")
       .length(2)
       .greater_than(0);
-  s.add_int("phase4a.relu_tune_iterations", 7, "bisection steps").min(1).max(30);
+  s.add_int("phase4a.relu_tune_iterations", 5, "bisection steps").min(1).max(30);
   s.add_float("phase4a.relu_l0_tolerance", 0.1, "stop when |L0 - target| <= tolerance * target").min(0);
   s.add_check([](const Config& c) {
     if (c.get_int_list("phase4a.seeds").size() < 2)
@@ -43,6 +43,13 @@ ConfigSchema phase4a_schema() {
     const auto r = c.get_double_list("phase4a.relu_l1_range");
     if (r[0] >= r[1])
       c.fail("phase4a.relu_l1_range must be [low, high] with low < high", {"phase4a.relu_l1_range"});
+    if (c.get_bool("phase4a.relu") &&
+        c.get_int("phase4a.relu_tune_steps") <= c.get_int("sae.sae.l1_warmup_steps")) {
+      c.fail(
+          "phase4a.relu_tune_steps must exceed sae.sae.l1_warmup_steps: a tuning run must reach its full L1 "
+          "coefficient",
+          {"phase4a.relu_tune_steps", "sae.sae.l1_warmup_steps"});
+    }
     for (int64_t seed : c.get_int_list("phase4a.seeds")) {
       if (seed == c.get_int("phase4a.relu_tune_seed")) {
         c.fail("the tuning seed must not be an evaluated seed", {"phase4a.relu_tune_seed", "phase4a.seeds"});
@@ -168,10 +175,10 @@ int run_phase4a(ExperimentContext& ctx) {
       ctx.run_id(), fmt_num(up.transformer["val_acc"].get<double>()), up.transformer["grok_epoch"].dump(),
       up.activations_path);
   md +=
-      "| SAE | metric | null | trained (CI) | null (CI) | difference (CI) | ratio | permutation p | Cohen's "
-      "d | "
+      "| SAE | metric | null | trained (CI) | null (CI) | difference (CI) | ratio | permutation p | Holm p | "
+      "Cohen's d | "
       "Mann-Whitney p (pairs; reference only) | held-out EV | L0 | dead | CE loss score |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   std::string conclusion;
   for (const auto& [name, cond] : conds.items()) {
     const nlohmann::json& m = cond["metrics"]["mean"];
@@ -179,13 +186,13 @@ int run_phase4a(ExperimentContext& ctx) {
                                               : std::numeric_limits<double>::quiet_NaN();
     for (const char* met : {"pwmcc", "matched_mean_cos"}) {
       const StabilitySummary s = stability_from_json(cond["stability"][met]);
-      md += fmt::format("| {} | {} | {} | {} {} | {} {} | {} {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                        name, met, s.null_name, fmt_num(s.trained), fmt_ci(s.trained_lo, s.trained_hi),
-                        fmt_num(s.null_mean), fmt_ci(s.null_lo, s.null_hi), fmt_num(s.delta),
-                        fmt_ci(s.delta_lo, s.delta_hi), fmt_num(s.ratio, 3), fmt_num(s.p_permutation),
-                        fmt_num(s.cohens_d, 2), fmt_num(s.mann_whitney_p),
-                        fmt_num(m["ev_held_out"].get<double>()), fmt_num(m["l0"].get<double>(), 1),
-                        fmt_num(m["frac_dead"].get<double>(), 3), fmt_num(ce));
+      md += fmt::format(
+          "| {} | {} | {} | {} {} | {} {} | {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", name,
+          met, s.null_name, fmt_num(s.trained), fmt_ci(s.trained_lo, s.trained_hi), fmt_num(s.null_mean),
+          fmt_ci(s.null_lo, s.null_hi), fmt_num(s.delta), fmt_ci(s.delta_lo, s.delta_hi), fmt_num(s.ratio, 3),
+          fmt_num(s.p_permutation), fmt_num(s.p_holm), fmt_num(s.cohens_d, 2), fmt_num(s.mann_whitney_p),
+          fmt_num(m["ev_held_out"].get<double>()), fmt_num(m["l0"].get<double>(), 1),
+          fmt_num(m["frac_dead"].get<double>(), 3), fmt_num(ce));
       rows.push_back({name,
                       met,
                       s.null_name,
