@@ -11,7 +11,8 @@ HUSAI := $(BUILD)/bin/husai
 CMAKE_FLAGS ?=
 
 .PHONY: deps deps-test configure build build-asan demo test test-unit test-asan format format-check lint \
-        smoke bench grok-nanda sae-table clean build-fuzz fuzz
+        smoke bench grok-nanda sae-table clean build-fuzz fuzz reproduce-phase4a ablate-core adaptive-l0 \
+        adaptive-l0-control release-gate audit benchmark-slice consistency-sweep
 
 deps:
 	@bash scripts/setup.sh
@@ -95,6 +96,33 @@ sae-table: build
 # The literature grokking set-up (Nanda et al. 2023): long.
 grok-nanda: build
 	$(HUSAI) train-transformer --config configs/transformer/nanda2023.yaml --out results/grok-nanda --resume
+
+# The runbook's experiments (docs/experiments.md); each writes EXP_ROOT/NAME/<run_id>/ and registry rows.
+EXP_ROOT ?= results
+
+reproduce-phase4a: build
+	$(HUSAI) experiment phase4a --config configs/experiments/phase4a.yaml --out $(EXP_ROOT)
+
+ablate-core: build
+	$(HUSAI) experiment ablations --config configs/experiments/ablations.yaml --out $(EXP_ROOT)
+
+adaptive-l0: build
+	$(HUSAI) experiment adaptive-l0 --config configs/experiments/adaptive-l0.yaml --out $(EXP_ROOT)
+
+adaptive-l0-control: build
+	$(HUSAI) experiment adaptive-l0 --config configs/experiments/adaptive-l0.yaml --k-candidates 32 --out $(EXP_ROOT)
+
+benchmark-slice: build
+	$(HUSAI) experiment benchmark-slice --config configs/experiments/benchmark-slice.yaml --out $(EXP_ROOT)
+
+consistency-sweep: build
+	$(HUSAI) experiment consistency-sweep --config configs/experiments/consistency-sweep.yaml --out $(EXP_ROOT)
+
+release-gate: build
+	$(HUSAI) experiment release-gate --config configs/experiments/release-gate.yaml --out $(EXP_ROOT) --fail-on-gate-fail
+
+audit: build
+	$(HUSAI) audit --root $(EXP_ROOT)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -16,5 +16,8 @@ Runner register_train_sae(CLI::App& app);
 Runner register_synth(CLI::App& app);
 Runner register_eval_sae(CLI::App& app);
 Runner register_compare(CLI::App& app);
+Runner register_experiment(CLI::App& app);
+Runner register_runs(CLI::App& app);
+Runner register_audit(CLI::App& app);
 
 }  // namespace husai::cli

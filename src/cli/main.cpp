@@ -33,6 +33,9 @@ int main(int argc, char** argv) {
   add(husai::cli::register_synth);
   add(husai::cli::register_eval_sae);
   add(husai::cli::register_compare);
+  add(husai::cli::register_experiment);
+  add(husai::cli::register_runs);
+  add(husai::cli::register_audit);
 
   try {
     app.parse(argc, argv);

@@ -116,16 +116,18 @@ SaeTrainSettings settings_from(const Config& c, int64_t d_in, int64_t n_train) {
     s.data_order_seed = static_cast<uint64_t>(c.get_int("training.data_order_seed"));
   s.checkpoint_every = c.get_int("training.checkpoint_every");
   s.log_every = c.get_int("training.log_every");
+  s.consistency_lambda = c.get_double("consistency.lambda");
   return s;
 }
 
-nlohmann::json log_json(const SaeLogRow& r, bool with_threshold) {
+nlohmann::json log_json(const SaeLogRow& r, bool with_threshold, bool with_consistency = false) {
   nlohmann::json j = {
       {"step", r.step},          {"samples", r.samples}, {"lr", r.lr},
       {"loss", r.loss},          {"mse", r.mse},         {"aux", r.aux},
       {"sparsity", r.sparsity},  {"l0", r.l0},           {"explained_variance", r.explained_variance},
       {"frac_dead", r.frac_dead}};
   if (with_threshold) j["threshold"] = r.threshold;
+  if (with_consistency) j["consistency_alignment"] = r.consistency_alignment;
   return j;
 }
 
@@ -142,14 +144,16 @@ SaeLogRow log_from_json(const nlohmann::json& j) {
   r.explained_variance = j.at("explained_variance").get<double>();
   r.frac_dead = j.at("frac_dead").get<double>();
   r.threshold = j.value("threshold", 0.0);
+  r.consistency_alignment = j.value("consistency_alignment", 0.0);
   return r;
 }
 
 void write_curves(const std::string& dir, const SaeTrainer& t) {
   const bool thr = sae_arch_has_running_threshold(t.settings().sae.arch);
+  const bool cons = t.settings().consistency_active();
   for (const SaeSeedState& s : t.seeds()) {
     std::string out;
-    for (const SaeLogRow& r : s.history) out += log_json(r, thr).dump() + "\n";
+    for (const SaeLogRow& r : s.history) out += log_json(r, thr, cons).dump() + "\n";
     ensure_directory(seed_dir(dir, s.seed));
     write_file_atomic(join(seed_dir(dir, s.seed), "metrics.jsonl"), out);
   }
@@ -181,7 +185,8 @@ void save_state(const std::string& dir, const SaeTrainer& t, const std::string& 
     f.put(p + "since_fired",
           TensorData::i64({static_cast<int64_t>(s.since_fired.size())}, s.since_fired.data()));
     nlohmann::json history = nlohmann::json::array();
-    for (const SaeLogRow& r : s.history) history.push_back(log_json(r, true));
+    for (const SaeLogRow& r : s.history)
+      history.push_back(log_json(r, true, t.settings().consistency_active()));
     f.metadata[p + "history"] = history.dump();
     f.metadata[p + "threshold"] = exact(s.threshold);
     f.metadata[p + "threshold_set"] = s.threshold_set ? "1" : "0";
@@ -376,6 +381,12 @@ ConfigSchema sae_config_schema() {
       .min(0);
   s.add_int("training.log_every", 50, "steps between metrics.jsonl rows").min(1);
   s.add_int("training.eval_batch_size", 4096, "rows per pass when computing metrics").min(1);
+  s.add_string("consistency.reference", nullptr,
+               "SAE folder whose decoder rows the alignment penalty pulls towards; null = no penalty")
+      .nullable();
+  s.add_float("consistency.lambda", 0.0,
+              "weight of the penalty lambda * (1 - mean_i max_j |cos(D_i, R_j)|) (scaled-input MSE units)")
+      .min(0.0);
   s.add_check([](const Config& c) {
     if (!c.is_null("training.epochs") && c.source("training.steps").kind != ValueSource::Kind::kDefault) {
       c.fail("give training.steps or training.epochs, not both", {"training.steps", "training.epochs"});
@@ -385,6 +396,10 @@ ConfigSchema sae_config_schema() {
     std::sort(seeds.begin(), seeds.end());
     if (std::adjacent_find(seeds.begin(), seeds.end()) != seeds.end()) {
       c.fail("training.seeds has a repeated seed", {"training.seeds"});
+    }
+    if (c.get_double("consistency.lambda") > 0 && c.is_null("consistency.reference")) {
+      c.fail("consistency.lambda > 0 needs consistency.reference (an SAE folder)",
+             {"consistency.lambda", "consistency.reference"});
     }
   });
   return s;
@@ -408,6 +423,18 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   const auto n_train = static_cast<int64_t>(train_idx.size());
   SaeTrainSettings settings = settings_from(config, D, n_train);
   settings.sae.validate();
+  std::string consistency_dir;
+  if (!config.is_null("consistency.reference")) {
+    consistency_dir = config.get_string("consistency.reference");
+    const SaeModel reference = load_sae(consistency_dir);
+    if (reference.d_in != D) {
+      throw Error("the consistency reference " + consistency_dir + " has d_in " +
+                  std::to_string(reference.d_in) + ", the activations " + std::to_string(D))
+          .key("consistency.reference");
+    }
+    settings.consistency_reference = std::make_shared<const ConsistencyReference>(
+        make_consistency_reference(reference.W_dec.data(), reference.d_sae, reference.d_in));
+  }
 
   // Training rows, scaled so that E||x|| = sqrt(d_in) (the factor is folded back at save).
   std::vector<float> train_x(static_cast<size_t>(n_train * D));
@@ -508,6 +535,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   manifest.command = command_line();
   manifest.config_hash = config_hash;
   manifest.add_input(options.activations_path);
+  if (!consistency_dir.empty()) manifest.add_input(join(consistency_dir, "sae_weights.safetensors"));
   manifest.add_output(dir, "split.safetensors");
   manifest.add_output(dir, kState);
   for (const SaeSeedState& s : trainer.seeds()) {
@@ -532,23 +560,29 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
     write_saelens_folder(sdir, model, meta);
     const ReconstructionMetrics held = sae_reconstruction_metrics(model, eval_x.data(), n_eval, eval_batch);
     const ReconstructionMetrics tr = sae_reconstruction_metrics(model, train_raw.data(), n_train, eval_batch);
-    nlohmann::json metrics = {
-        {"schema_version", kSchemaVersion},
-        {"seed", s.seed},
-        {"architecture", model.architecture},
-        {"training_architecture", sae_arch_name(settings.sae.arch)},
-        {"d_in", D},
-        {"d_sae", settings.sae.d_sae},
-        {"steps", trainer.step()},
-        {"samples", trainer.step() * settings.batch_size},
-        {"held_out", held.to_json()},
-        {"train_rows", tr.to_json()},
-        {"final_batch", log_json(s.history.empty() ? SaeLogRow{} : s.history.back(), true)},
-        {"plateau", plateau_info(s.history)},
-        {"activation_scaling_factor", scale},
-        {"wall_time_s", wall},
-        {"samples_per_s", result.samples_per_s},
-        {"resumed", resuming}};
+    nlohmann::json metrics = {{"schema_version", kSchemaVersion},
+                              {"seed", s.seed},
+                              {"architecture", model.architecture},
+                              {"training_architecture", sae_arch_name(settings.sae.arch)},
+                              {"d_in", D},
+                              {"d_sae", settings.sae.d_sae},
+                              {"steps", trainer.step()},
+                              {"samples", trainer.step() * settings.batch_size},
+                              {"held_out", held.to_json()},
+                              {"train_rows", tr.to_json()},
+                              {"final_batch", log_json(s.history.empty() ? SaeLogRow{} : s.history.back(),
+                                                       true, settings.consistency_active())},
+                              {"plateau", plateau_info(s.history)},
+                              {"activation_scaling_factor", scale},
+                              {"wall_time_s", wall},
+                              {"samples_per_s", result.samples_per_s},
+                              {"resumed", resuming}};
+    if (settings.consistency_active()) {
+      metrics["consistency"] = {
+          {"reference", consistency_dir},
+          {"lambda", settings.consistency_lambda},
+          {"alignment_final_batch", s.history.empty() ? 0.0 : s.history.back().consistency_alignment}};
+    }
     write_file_atomic(join(sdir, "metrics.json"), metrics.dump(2) + "\n");
     result.eval_explained_variance.push_back(held.explained_variance);
     result.eval_l0.push_back(held.l0);

@@ -21,6 +21,12 @@ SaeTrainer::SaeTrainer(SaeTrainSettings settings, const float* train_x, int64_t 
   settings_.sae.validate();
   if (n_train_ < 1) throw Error("no training rows");
   if (settings_.seeds.empty()) throw Error("no seeds given").key("training.seeds");
+  if (settings_.consistency_active() && settings_.consistency_reference->d_in != settings_.sae.d_in) {
+    throw Error("the consistency reference has d_in " +
+                std::to_string(settings_.consistency_reference->d_in) + ", the SAE " +
+                std::to_string(settings_.sae.d_in))
+        .key("consistency.reference");
+  }
 }
 
 void SaeTrainer::init_fresh() {
@@ -88,8 +94,15 @@ SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x) {
   }
   grads_.resize(static_cast<size_t>(layout_.total));
   const SaeBatch<float> batch{x, B, step, dead_.data()};
-  const SaeLossParts parts =
-      sae_loss_backward<float>(cfg, layout_, s.params.data(), grads_.data(), batch, ws_);
+  SaeLossParts parts = sae_loss_backward<float>(cfg, layout_, s.params.data(), grads_.data(), batch, ws_);
+  double alignment = 0;
+  if (settings_.consistency_active()) {
+    const double lambda = settings_.consistency_lambda;
+    alignment = consistency_alignment<float>(s.params.data() + layout_.W_dec, cfg.d_sae,
+                                             *settings_.consistency_reference, lambda,
+                                             grads_.data() + layout_.W_dec, consistency_ws_);
+    parts.loss += lambda * (1.0 - alignment);
+  }
   if (!std::isfinite(parts.loss)) {
     throw Error("training diverged: the loss is " + std::to_string(parts.loss) + " at step " +
                 std::to_string(step) + " (seed " + std::to_string(s.seed) +
@@ -152,6 +165,7 @@ SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x) {
   row.explained_variance = parts.explained_variance;
   row.frac_dead = static_cast<double>(n_dead) / static_cast<double>(cfg.d_sae);
   row.threshold = s.threshold;
+  row.consistency_alignment = alignment;
   return row;
 }
 

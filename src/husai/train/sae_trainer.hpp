@@ -15,11 +15,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "husai/sae/sae.hpp"
 #include "husai/train/adamw.hpp"
+#include "husai/train/consistency.hpp"
 
 namespace husai {
 
@@ -37,6 +39,11 @@ struct SaeTrainSettings {
   std::optional<uint64_t> data_order_seed;  // set: one data order shared by all seeds
   int64_t checkpoint_every = 500;           // steps (0: only when stopping / at the end)
   int64_t log_every = 50;                   // steps between metrics.jsonl rows (and the last step)
+  // Optional alignment penalty to a reference decoder (train/consistency.hpp), added to every seed's loss
+  // when consistency_lambda > 0; the reference's d_in must match.
+  std::shared_ptr<const ConsistencyReference> consistency_reference;
+  double consistency_lambda = 0.0;
+  bool consistency_active() const { return consistency_reference != nullptr && consistency_lambda > 0.0; }
 };
 
 // One row of the training curve: the values of that step's batch before its update.
@@ -45,6 +52,8 @@ struct SaeLogRow {
   int64_t samples = 0;
   double lr = 0, loss = 0, mse = 0, aux = 0, sparsity = 0, l0 = 0, explained_variance = 0, frac_dead = 0;
   double threshold = 0;  // running threshold (batchtopk / matryoshka), else 0
+  double consistency_alignment =
+      0;  // mean_i max_j |cos(D_i, R_j)| before the update (consistency on), else 0
 };
 
 struct SaeSeedState {
@@ -92,6 +101,7 @@ class SaeTrainer {
   std::vector<SaeSeedState> seeds_;
   int64_t step_ = 0;  // completed steps
   SaeWorkspace<float> ws_;
+  ConsistencyWorkspace<float> consistency_ws_;
   std::vector<float> grads_, batch_;
   std::vector<uint8_t> dead_;
   std::vector<double> norm_parts_;

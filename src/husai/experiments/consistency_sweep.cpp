@@ -1,0 +1,266 @@
+// consistency-sweep (issue 5; the reference's consistency-objective sweep, fixed):
+//   1. one reference SAE on its own seed (never an evaluated seed), trained once through the artifact cache;
+//   2. per ratio r of the grid, SAEs on the evaluated seeds with the alignment penalty
+//      lambda * (1 - mean_i max_j |cos(D_i, R_j)|) to the reference (train/consistency.hpp), where
+//      lambda = r * mse_ref and mse_ref = E||x - x_hat||^2 of the reference on its held-out rows in the
+//      trainer's (scaled) units: held_out.mse * d_in * activation_scaling_factor^2. r = 0 is the unpenalised
+//      control;
+//   3. per r: `husai compare` among the evaluated seeds only (the reference is in no pair) against every
+//   null,
+//      with seed-level CIs; the alignment of each SAE to the reference (reported apart); held-out EV;
+//   4. among the r whose mean EV is within max_ev_drop of r = 0's, the largest trained - null difference of
+//      compare.metric (ties: the smaller r).
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "husai/core/atomic_file.hpp"
+#include "husai/experiments/catalog.hpp"
+#include "husai/experiments/claims.hpp"
+#include "husai/experiments/study.hpp"
+#include "husai/sae/saelens_io.hpp"
+#include "husai/train/consistency.hpp"
+
+namespace husai {
+namespace {
+
+namespace fs = std::filesystem;
+
+ConfigSchema consistency_sweep_schema() {
+  ConfigSchema s;
+  add_transformer_section(s);
+  add_extract_section(s);
+  add_sae_section(s);
+  add_compare_section(s);
+  s.add_bool("experiment.allow_ungrokked", false, "study a transformer that has not generalised (warns)");
+  s.add_int("consistency.d_sae", 128, "latents (TopK)").min(1);
+  s.add_int("consistency.k", 4, "TopK active latents per row (the runbook's --k 4)").min(1);
+  s.add_int("consistency.reference_seed", 7, "seed of the reference SAE (excluded from every pair)").min(0);
+  s.add_int_list("consistency.seeds", nlohmann::json::array({42, 123, 456}), "evaluated seeds").min(0);
+  s.add_float_list("consistency.lambda_ratios", nlohmann::json::array({0.0, 0.01, 0.03, 0.1, 0.3, 1.0}),
+                   "lambda / mse_ref grid; must start with 0 (the unpenalised control)")
+      .min(0);
+  s.add_float("consistency.max_ev_drop", 0.05,
+              "largest held-out EV drop below r = 0 a selected ratio may have")
+      .min(0);
+  s.add_check([](const Config& c) {
+    const auto seeds = c.get_int_list("consistency.seeds");
+    if (seeds.size() < 2)
+      c.fail("consistency-sweep needs at least two evaluated seeds", {"consistency.seeds"});
+    if (std::find(seeds.begin(), seeds.end(), c.get_int("consistency.reference_seed")) != seeds.end()) {
+      c.fail("the reference seed must not be an evaluated seed: the reference stays out of every pair",
+             {"consistency.reference_seed", "consistency.seeds"});
+    }
+    const auto grid = c.get_double_list("consistency.lambda_ratios");
+    if (grid.empty() || grid.front() != 0.0)
+      c.fail("the lambda grid must start with 0 (the unpenalised control)", {"consistency.lambda_ratios"});
+  });
+  return s;
+}
+
+double mean_of(const std::vector<double>& v) {
+  double s = 0;
+  for (const double x : v) s += x;
+  return v.empty() ? std::nan("") : s / static_cast<double>(v.size());
+}
+
+int run_consistency_sweep(ExperimentContext& ctx) {
+  const Config& c = ctx.config();
+  const Upstream up = prepare_upstream(ctx, c.get_bool("experiment.allow_ungrokked"));
+  const auto seeds = c.get_int_list("consistency.seeds");
+  const auto ratios = c.get_double_list("consistency.lambda_ratios");
+  const int64_t ref_seed = c.get_int("consistency.reference_seed");
+  const double max_drop = c.get_double("consistency.max_ev_drop");
+  const std::string metric = c.get_string("compare.metric");
+  const nlohmann::json shape = {{"sae.architecture", "topk"},
+                                {"sae.d_sae", c.get_int("consistency.d_sae")},
+                                {"sae.k", c.get_int("consistency.k")}};
+
+  // 1. The reference, trained once (cached: reused across ratios and reruns).
+  nlohmann::json ref_over = shape;
+  ref_over["training.seeds"] = {ref_seed};
+  const std::string ref_run = ctx.sae_run(sae_config_with(c, ref_over), up.activations_path);
+  const std::string ref_dir = (fs::path(ref_run) / ("seed" + std::to_string(ref_seed))).string();
+  const nlohmann::json ref_metrics =
+      nlohmann::json::parse(read_file((fs::path(ref_dir) / "metrics.json").string()));
+  const SaeModel reference = load_sae(ref_dir);
+  const double scale = ref_metrics.at("activation_scaling_factor").get<double>();
+  const double mse_ref = ref_metrics.at("held_out").at("mse").get<double>() *
+                         static_cast<double>(reference.d_in) * scale * scale;
+  const ConsistencyReference ref_rows =
+      make_consistency_reference(reference.W_dec.data(), reference.d_sae, reference.d_in);
+  ctx.log(fmt::format("reference seed {}: held-out EV {:.4f}, mse_ref {:.5g}", ref_seed,
+                      ref_metrics["held_out"]["explained_variance"].get<double>(), mse_ref));
+
+  // 2-3. One condition per ratio.
+  nlohmann::json rows = nlohmann::json::array();
+  for (size_t i = 0; i < ratios.size(); ++i) {
+    const std::string id = fmt::format("ratio_{}", i);
+    rows.push_back(ctx.condition(id, [&] {
+      const double lambda = ratios[i] * mse_ref;
+      ctx.log(fmt::format("ratio {} (lambda {:.4g})", ratios[i], lambda));
+      nlohmann::json over = shape;
+      over["training.seeds"] = seeds;
+      if (lambda > 0) {
+        over["consistency.reference"] = ref_dir;
+        over["consistency.lambda"] = lambda;
+      }
+      const std::string dir = ctx.sae_run(sae_config_with(c, over), up.activations_path);
+      std::vector<double> align;
+      for (const int64_t seed : seeds) {
+        const SaeModel m = load_sae((fs::path(dir) / ("seed" + std::to_string(seed))).string());
+        ConsistencyWorkspace<float> ws;
+        align.push_back(consistency_alignment<float>(m.W_dec.data(), m.d_sae, ref_rows, 0.0, nullptr, ws));
+      }
+      const std::string rel = "compare/" + id;
+      const nlohmann::json stab = compare_seeds(ctx, dir, seeds, up.activations_path, rel);
+      nlohmann::json pairs = nlohmann::json::array();
+      for (const auto& p : stab["pairs"]) {
+        pairs.push_back({{"seed_a", seeds[p["a"].get<size_t>()]},
+                         {"seed_b", seeds[p["b"].get<size_t>()]},
+                         {"pwmcc", p["pwmcc"]},
+                         {"matched_mean_cos", p["matched_mean_cos"]}});
+      }
+      return nlohmann::json{{"ratio", ratios[i]},
+                            {"lambda", lambda},
+                            {"sae_run", dir},
+                            {"metrics", sae_run_metrics(dir, seeds)},
+                            {"alignment_to_reference", align},
+                            {"mean_alignment_to_reference", mean_of(align)},
+                            {"pairs", pairs},
+                            {"stability_file", rel + "/stability.json"},
+                            {"stability",
+                             {{"pwmcc", to_json(summarize_stability(stab, "pwmcc"))},
+                              {"matched_mean_cos", to_json(summarize_stability(stab, "matched_mean_cos"))}}}};
+    }));
+  }
+
+  // 4. Selection under the EV-drop limit.
+  const double ev0 = rows[0]["metrics"]["mean"]["ev_held_out"].get<double>();
+  size_t best = 0;
+  std::vector<std::vector<nlohmann::json>> csv_rows, pair_rows;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    nlohmann::json& r = rows[i];
+    const double ev = r["metrics"]["mean"]["ev_held_out"].get<double>();
+    r["ev_drop"] = ev0 - ev;
+    r["eligible"] = ev0 - ev <= max_drop;
+    const StabilitySummary s = stability_from_json(r["stability"][metric]);
+    if (r["eligible"].get<bool>() && s.delta > stability_from_json(rows[best]["stability"][metric]).delta)
+      best = i;
+    csv_rows.push_back({r["ratio"], r["lambda"], s.null_name, s.trained, s.trained_lo, s.trained_hi,
+                        s.null_mean, s.null_lo, s.null_hi, s.delta, s.delta_lo, s.delta_hi, s.p_permutation,
+                        r["mean_alignment_to_reference"], ev, ev0 - ev, r["eligible"]});
+    for (const auto& p : r["pairs"])
+      pair_rows.push_back({r["ratio"], p["seed_a"], p["seed_b"], p["pwmcc"], p["matched_mean_cos"]});
+    const std::string cid = fmt::format("ratio={}", r["ratio"].get<double>());
+    ctx.metric(metric + ".trained", s.trained, cid);
+    ctx.metric(metric + ".delta", s.delta, cid);
+    ctx.metric(metric + ".delta_lo", s.delta_lo, cid);
+    ctx.metric("ev_held_out", ev, cid);
+    ctx.metric("alignment_to_reference", r["mean_alignment_to_reference"].get<double>(), cid);
+  }
+  const nlohmann::json& pick = rows[best];
+  const StabilitySummary sp = stability_from_json(pick["stability"][metric]);
+  const StabilitySummary s0 = stability_from_json(rows[0]["stability"][metric]);
+  nlohmann::json claims = nlohmann::json::array(
+      {make_stability_claim("consistency-sweep.unpenalised.above_null",
+                            "unpenalised SAEs (ratio 0) are more alike across seeds than the null",
+                            rows[0]["stability_file"].get<std::string>(), metric, s0),
+       make_stability_claim(
+           "consistency-sweep.selected.above_null",
+           fmt::format("SAEs at the selected ratio {} are more alike across seeds than the null",
+                       pick["ratio"].get<double>()),
+           pick["stability_file"].get<std::string>(), metric, sp)});
+  const nlohmann::json results = {
+      {"schema_version", 1},
+      {"experiment", "consistency-sweep"},
+      {"run_id", ctx.run_id()},
+      {"transformer", up.transformer},
+      {"activations", up.activations_path},
+      {"reference",
+       {{"seed", ref_seed},
+        {"path", ref_dir},
+        {"held_out_explained_variance", ref_metrics["held_out"]["explained_variance"]},
+        {"mse_ref_trainer_units", mse_ref},
+        {"excluded_from_pairs", true}}},
+      {"seeds", seeds},
+      {"decision_metric", metric},
+      {"lambda_rule",
+       "lambda = ratio * mse_ref, mse_ref = held_out.mse * d_in * activation_scaling_factor^2"},
+      {"max_ev_drop", max_drop},
+      {"sweep", rows},
+      {"selected",
+       {{"ratio", pick["ratio"]},
+        {"lambda", pick["lambda"]},
+        {"null", sp.null_name},
+        {"delta_vs_null", sp.delta},
+        {"delta_ci", {sp.delta_lo, sp.delta_hi}},
+        {"ev_drop", pick["ev_drop"]},
+        {"gain_over_unpenalised", sp.trained - s0.trained}}},
+      {"claims", claims}};
+  ctx.write_json("results.json", results);
+  ctx.write_text("sweep.csv",
+                 csv_text({"ratio", "lambda", "null", "trained", "trained_lo", "trained_hi", "null_mean",
+                           "null_lo", "null_hi", "delta", "delta_lo", "delta_hi", "p_permutation",
+                           "mean_alignment_to_reference", "mean_explained_variance", "ev_drop", "eligible"},
+                          csv_rows));
+  ctx.write_text("pairs.csv",
+                 csv_text({"ratio", "seed_a", "seed_b", "pwmcc", "matched_mean_cos"}, pair_rows));
+
+  std::string md = fmt::format(
+      "# Consistency sweep\n\nRun `{}`. Reference SAE: seed {} (in no evaluated pair), held-out EV {}, "
+      "mse_ref {:.5g} (trainer units); lambda = ratio * mse_ref. Evaluated seeds {}; `{}` among them against "
+      "the null named per row (compare's primary null), CIs seed-bootstrap BCa.\n\n"
+      "| ratio | lambda | trained (CI) | null | null mean | difference (CI) | p (perm.) | alignment to "
+      "reference | held-out EV | EV drop | eligible |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+      ctx.run_id(), ref_seed, fmt_num(ref_metrics["held_out"]["explained_variance"].get<double>()), mse_ref,
+      nlohmann::json(seeds).dump(), metric);
+  std::string data = "$d << EOD\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const nlohmann::json& r = rows[i];
+    const StabilitySummary s = stability_from_json(r["stability"][metric]);
+    const double ev = r["metrics"]["mean"]["ev_held_out"].get<double>();
+    md += fmt::format("| {} | {:.4g} | {} {} | {} | {} | {} {} | {} | {} | {} | {:+.4f} | {} |\n",
+                      r["ratio"].get<double>(), r["lambda"].get<double>(), fmt_num(s.trained),
+                      fmt_ci(s.trained_lo, s.trained_hi), s.null_name, fmt_num(s.null_mean), fmt_num(s.delta),
+                      fmt_ci(s.delta_lo, s.delta_hi), fmt_num(s.p_permutation, 3),
+                      fmt_num(r["mean_alignment_to_reference"].get<double>()), fmt_num(ev),
+                      r["ev_drop"].get<double>(), r["eligible"].get<bool>() ? "yes" : "no");
+    data += fmt::format("{} {:.6g} {:.6g} {:.6g} {:.6g} {:.6g} {:.6g}\n", i, s.trained, s.trained_lo,
+                        s.trained_hi, s.null_mean, ev, r["mean_alignment_to_reference"].get<double>());
+  }
+  data += "EOD\n";
+  md += fmt::format(
+      "\nSelected ratio {} (largest trained - null difference among ratios with EV drop <= {}): difference "
+      "{} {}, gain over the unpenalised SAEs {:+.4f}. Caveat: SAEs pulled towards one shared reference "
+      "become more alike because they share a target; the alignment column shows how much of any gain is "
+      "that. Per-ratio comparisons are in `compare/ratio_<i>/`.\n",
+      pick["ratio"].get<double>(), max_drop, fmt_num(sp.delta), fmt_ci(sp.delta_lo, sp.delta_hi),
+      sp.trained - s0.trained);
+  ctx.write_text("summary.md", md);
+  std::string xtics = "set xtics (";
+  for (size_t i = 0; i < ratios.size(); ++i) xtics += fmt::format("{}'{}' {}", i ? ", " : "", ratios[i], i);
+  xtics += ")\n";
+  ctx.figure("sweep", data + xtics +
+                          "set xlabel 'lambda / mse_ref'\nset ylabel 'value'\nset grid\nset key bottom left\n"
+                          "set title 'Consistency sweep (" +
+                          metric +
+                          " among evaluated seeds)'\nplot $d using 1:2:3:4 with yerrorlines pt 7 title "
+                          "'trained', $d using 1:5 with linespoints pt 5 title 'null', $d using 1:6 with "
+                          "linespoints title 'held-out EV', $d using 1:7 with linespoints title 'alignment "
+                          "to reference'\n");
+  return 0;
+}
+
+}  // namespace
+
+ExperimentDef consistency_sweep_experiment() {
+  return {"consistency-sweep",
+          "alignment penalty to a reference SAE over a lambda grid scaled to the reconstruction loss",
+          consistency_sweep_schema, run_consistency_sweep};
+}
+
+}  // namespace husai

@@ -1,0 +1,155 @@
+// release-gate: thresholds from config over the latest matching result (found through the registry).
+// Gates (CONTRACTS "Experiments"): random_model, reconstruction, generalisation, causal; gates on external
+// benchmarks are reported as not applicable here.
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "husai/core/atomic_file.hpp"
+#include "husai/core/error.hpp"
+#include "husai/experiments/catalog.hpp"
+#include "husai/experiments/study.hpp"
+
+namespace husai {
+namespace {
+
+namespace fs = std::filesystem;
+
+ConfigSchema gate_schema() {
+  ConfigSchema s;
+  s.add_string("gate.source_experiment", "phase4a", "experiment whose latest completed run is gated");
+  s.add_string("gate.source_config_hash", "", "only runs whose config hash starts with this (empty: any)");
+  s.add_string("gate.condition", "topk", "condition of the source run (phase4a: topk or relu)");
+  s.add_enum("gate.metric", "pwmcc", {"pwmcc", "matched_mean_cos"}, "similarity of the random_model gate");
+  s.add_float("gate.reconstruction_ev_floor", 0.9, "reconstruction: mean held-out EV must be >= this").max(1);
+  s.add_float("gate.generalisation_max_ev_drop", 0.1,
+              "generalisation: EV(training rows) - EV(held-out rows) must be <= this")
+      .min(0);
+  s.add_float("gate.causal_ce_floor", 0.9, "causal: mean CE loss score must be >= this");
+  return s;
+}
+
+nlohmann::json gate(const std::string& name, bool pass, const std::string& detail, double value,
+                    double threshold) {
+  return {{"gate", name},
+          {"status", pass ? "pass" : "fail"},
+          {"detail", detail},
+          {"value", std::isnan(value) ? nlohmann::json() : nlohmann::json(value)},
+          {"threshold", threshold}};
+}
+
+int run_gate(ExperimentContext& ctx) {
+  const Config& c = ctx.config();
+  const std::string source = c.get_string("gate.source_experiment");
+  const auto run = ctx.registry().latest_completed(source, c.get_string("gate.source_config_hash"));
+  if (!run) {
+    throw Error(
+        fmt::format("release-gate: no completed '{}' run in {}{}; run it first (make reproduce-phase4a)",
+                    source, ctx.root(),
+                    c.get_string("gate.source_config_hash").empty()
+                        ? ""
+                        : " with config hash " + c.get_string("gate.source_config_hash")));
+  }
+  const fs::path dir = run->run_dir;
+  const std::string results_path = (dir / "results.json").string();
+  ctx.add_input(results_path);
+  const nlohmann::json src = nlohmann::json::parse(read_file(results_path));
+  const std::string cond_name = c.get_string("gate.condition");
+  if (!src.contains("conditions") || !src["conditions"].contains(cond_name)) {
+    throw Error("release-gate: the source run has no condition '" + cond_name + "'").file(results_path);
+  }
+  const nlohmann::json& cond = src["conditions"][cond_name];
+  const std::string metric = c.get_string("gate.metric");
+  nlohmann::json gates = nlohmann::json::array();
+
+  // random_model: re-derived from the stored stability.json.
+  const std::string stab_path = (dir / cond.at("stability_file").get<std::string>()).string();
+  ctx.add_input(stab_path);
+  const StabilitySummary s = summarize_stability(nlohmann::json::parse(read_file(stab_path)), metric);
+  gates.push_back(
+      gate("random_model", s.delta > 0 && s.delta_lo > 0,
+           fmt::format("{} trained {} vs {} null {}: difference {} (CI {}); needs difference > 0 and "
+                       "lower bound > 0",
+                       metric, fmt_num(s.trained), s.null_name, fmt_num(s.null_mean), fmt_num(s.delta),
+                       fmt_ci(s.delta_lo, s.delta_hi)),
+           s.delta_lo, 0.0));
+  const nlohmann::json& m = cond.at("metrics").at("mean");
+  const double ev = m.at("ev_held_out").get<double>();
+  const double floor = c.get_double("gate.reconstruction_ev_floor");
+  gates.push_back(gate("reconstruction", ev >= floor,
+                       fmt::format("mean held-out EV {} (floor {})", fmt_num(ev), floor), ev, floor));
+  const double drop = m.at("ev_drop").get<double>();
+  const double max_drop = c.get_double("gate.generalisation_max_ev_drop");
+  gates.push_back(gate("generalisation", drop <= max_drop,
+                       fmt::format("EV on SAE-training rows minus EV on held-out rows: {} (limit {})",
+                                   fmt_num(drop), max_drop),
+                       drop, max_drop));
+  if (cond.contains("splice")) {
+    const double ce = cond["splice"]["mean"]["ce_loss_score"].is_null()
+                          ? std::numeric_limits<double>::quiet_NaN()
+                          : cond["splice"]["mean"]["ce_loss_score"].get<double>();
+    const double ce_floor = c.get_double("gate.causal_ce_floor");
+    gates.push_back(
+        gate("causal", ce >= ce_floor,
+             fmt::format("mean CE loss score with the SAE spliced in: {} (floor {})", fmt_num(ce), ce_floor),
+             ce, ce_floor));
+  } else {
+    gates.push_back(gate("causal", false,
+                         "the source run has no splice metrics (experiment.splice was false)",
+                         std::numeric_limits<double>::quiet_NaN(), c.get_double("gate.causal_ce_floor")));
+  }
+  bool pass_all = true;
+  for (const auto& g : gates) pass_all = pass_all && g["status"] == "pass";
+  const nlohmann::json not_applicable =
+      nlohmann::json::array({{{"gate", "external_saebench"}, {"status", "not applicable here"}},
+                             {{"gate", "external_cebench"}, {"status", "not applicable here"}}});
+
+  nlohmann::json claims = nlohmann::json::array();
+  std::string md = fmt::format(
+      "# Release gate\n\nSource: `{}` run `{}` (condition `{}`, completed {}).\n\n"
+      "| gate | status | detail |\n|---|---|---|\n",
+      source, run->id, cond_name, run->finished_utc);
+  for (const auto& g : gates) {
+    md += fmt::format("| {} | {} | {} |\n", g["gate"].get<std::string>(), g["status"].get<std::string>(),
+                      g["detail"].get<std::string>());
+    ctx.metric("gate." + g["gate"].get<std::string>(), g["status"] == "pass" ? 1.0 : 0.0);
+    claims.push_back({{"id", "release-gate." + g["gate"].get<std::string>()},
+                      {"statement", "gate " + g["gate"].get<std::string>() + " passes"},
+                      {"kind", "gate"},
+                      {"detail", g["detail"]},
+                      {"holds", g["status"] == "pass"}});
+  }
+  for (const auto& g : not_applicable) {
+    md += fmt::format("| {} | not applicable here | no external benchmark runs in this project |\n",
+                      g["gate"].get<std::string>());
+  }
+  md += fmt::format("\n**pass_all: {}**\n", pass_all ? "true" : "false");
+  ctx.metric("gate.pass_all", pass_all ? 1.0 : 0.0);
+  ctx.write_json(
+      "results.json",
+      {{"schema_version", 1},
+       {"experiment", "release-gate"},
+       {"run_id", ctx.run_id()},
+       {"source",
+        {{"experiment", source}, {"run_id", run->id}, {"run_dir", run->run_dir}, {"condition", cond_name}}},
+       {"gates", gates},
+       {"not_applicable", not_applicable},
+       {"pass_all", pass_all},
+       {"claims", claims}});
+  ctx.write_text("summary.md", md);
+  ctx.log(pass_all ? "all gates pass" : "a gate FAILED (see summary.md)");
+  return !pass_all && ctx.options().fail_on_gate_fail ? 2 : 0;
+}
+
+}  // namespace
+
+ExperimentDef release_gate_experiment() {
+  return {"release-gate",
+          "gates over the latest matching result: random_model, reconstruction, generalisation, causal",
+          gate_schema, run_gate};
+}
+
+}  // namespace husai

@@ -1,0 +1,77 @@
+#pragma once
+
+// Building blocks the experiments share: the upstream chain (transformer -> activations), SAE conditions
+// (a cached train-sae run + its per-seed metrics + `compare`), and the one place that reads the numbers
+// a decision needs out of compare's stability.json.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "husai/experiments/runner.hpp"
+
+namespace husai {
+
+struct Upstream {
+  std::string transformer_dir;
+  std::string activations_path;
+  nlohmann::json transformer;  // val_acc, train_acc, grok_epoch, epochs, dir
+};
+
+// Trains (or reuses) the transformer of the `transformer.*` section and extracts the `extract.*`
+// activations. Refuses to continue when the transformer did not generalise (val_acc < 0.99) unless
+// `allow_ungrokked`, because SAE features of a memorising model answer a different question.
+Upstream prepare_upstream(ExperimentContext& ctx, bool allow_ungrokked);
+
+// The `sae.*` section as a train-sae Config with these settings replaced (keys of train-sae's schema,
+// e.g. {"sae.architecture", "relu"}, {"training.seeds", [1,2]}).
+Config sae_config_with(const Config& experiment_config, const nlohmann::json& overrides);
+
+// Per-seed held-out and training-row metrics of a train-sae run (seed<S>/metrics.json) and their means:
+// ev_held_out, ev_train_rows, ev_drop (train rows - held out), mse, l0, frac_dead, wall_time_s (max over
+// seeds: they train in one pass).
+nlohmann::json sae_run_metrics(const std::string& sae_run_dir, const std::vector<int64_t>& seeds);
+
+// eval-sae with the transformer (CE loss and KL scores, spliced answer accuracy) for every seed, and the
+// means of ce_loss_score and kl_div_score.
+nlohmann::json sae_run_splice_metrics(const std::string& sae_run_dir, const std::vector<int64_t>& seeds,
+                                      const std::string& activations_path,
+                                      const std::string& transformer_dir);
+
+// `husai compare` on the seed folders of a train-sae run, written to RUN/<out_rel>/ (replaced when there:
+// a condition redone after an interruption starts its comparison over). Returns stability.json.
+nlohmann::json compare_seeds(ExperimentContext& ctx, const std::string& sae_run_dir,
+                             const std::vector<int64_t>& seeds, const std::string& activations_path,
+                             const std::string& out_rel);
+
+// What a decision needs from stability.json (summary.<metric>), for one similarity metric against "the"
+// null (compare's primary_null: covariance when activations were given, else untrained, per CONTRACTS
+// "Stability"), plus every null's mean, delta, p and verdict. Missing numbers (written as null) read as NaN.
+struct StabilitySummary {
+  std::string metric;
+  std::string null_name;
+  double trained = 0, trained_lo = 0, trained_hi = 0;  // mean pairwise similarity of the trained seeds, CI
+  double null_mean = 0, null_lo = 0, null_hi = 0;
+  double delta = 0, delta_lo = 0, delta_hi = 0;  // trained - null, seed-bootstrap CI of the difference
+  double ratio = 0;                              // trained / null
+  double p_permutation = 1;                      // one-sided permutation test over seed labels
+  double p_holm = 1;  // the same, Holm-adjusted across compare's nulls for this metric
+  double cohens_d = 0;
+  double mann_whitney_p = 1;  // on pairwise values, for comparability with the reference only
+  std::string verdict;        // compare's verdict against this null, in words
+  nlohmann::json all_nulls = nlohmann::json::object();  // null -> {mean, delta, delta_lo, delta_hi, p, ...}
+};
+StabilitySummary summarize_stability(const nlohmann::json& stability, const std::string& metric);
+nlohmann::json to_json(const StabilitySummary& s);
+StabilitySummary stability_from_json(const nlohmann::json& j);
+
+// Small formatting helpers for summary.md and CSVs.
+std::string fmt_num(double v, int digits = 4);
+std::string fmt_ci(double lo, double hi, int digits = 4);
+// CSV from a header and rows of JSON scalars (strings quoted when needed).
+std::string csv_text(const std::vector<std::string>& header,
+                     const std::vector<std::vector<nlohmann::json>>& rows);
+
+}  // namespace husai

@@ -1,0 +1,37 @@
+// compare_seeds (study.hpp) in its own object file: the one piece of the shared study code that runs
+// `husai compare`, so tools that only read results (audit) do not pull compare in.
+
+#include <filesystem>
+
+#include "husai/experiments/compare.hpp"
+#include "husai/experiments/study.hpp"
+
+namespace husai {
+
+namespace fs = std::filesystem;
+
+nlohmann::json compare_seeds(ExperimentContext& ctx, const std::string& sae_run_dir,
+                             const std::vector<int64_t>& seeds, const std::string& activations_path,
+                             const std::string& out_rel) {
+  CompareOptions o;
+  for (const int64_t seed : seeds) {
+    o.sae_dirs.push_back((fs::path(sae_run_dir) / ("seed" + std::to_string(seed))).string());
+  }
+  const std::string nulls = ctx.config().get_string("compare.nulls");
+  for (size_t start = 0; start < nulls.size();) {
+    const size_t comma = std::min(nulls.find(',', start), nulls.size());
+    if (comma > start) o.nulls.push_back(nulls.substr(start, comma - start));
+    start = comma + 1;
+  }
+  o.activations_path = activations_path;
+  o.bootstrap = ctx.config().get_int("compare.bootstrap");
+  o.confidence = ctx.config().get_double("compare.confidence");
+  o.seed = static_cast<uint64_t>(ctx.config().get_int("compare.seed"));
+  o.out_dir = ctx.path(out_rel);
+  o.overwrite = true;
+  o.figures = ctx.options().figures;
+  o.quiet = true;
+  return run_compare(o);
+}
+
+}  // namespace husai
