@@ -2,7 +2,8 @@
 # benchmark-slice and consistency-sweep through `husai experiment` at tiny size (untrained-ish transformer,
 # allow_ungrokked): run folder files, manifest inputs/outputs, registry rows and metrics; the causal proxy's
 # stability is compare's per_feature.csv; the consistency reference is in no pair and the penalty raises the
-# alignment to it; a second sweep reuses every cached SAE run (the reference is trained once).
+# alignment to it; a second sweep reuses every cached SAE run (the reference is trained once); audit re-derives
+# their claims.
 set -euo pipefail
 HUSAI=$1; WORK=$2
 rm -rf "$WORK"; mkdir -p "$WORK"; cd "$WORK"
@@ -125,4 +126,9 @@ if len(ref_dirs) != 1: fail("sweep: reference path")
 print(f"consistency-sweep: alignment {s0['mean_alignment_to_reference']:.3f} -> {s1['mean_alignment_to_reference']:.3f}, "
       f"pwmcc {s0['stability']['pwmcc']['trained']:.3f} -> {s1['stability']['pwmcc']['trained']:.3f}; rerun reused 3 SAE runs")
 PY
+# husai audit re-derives the claims of both experiments from their stored compare files.
+"$HUSAI" audit --root root > audit.txt
+for id in benchmark-slice.above_null consistency-sweep.unpenalised.above_null consistency-sweep.selected.above_null; do
+  grep "$id" audit.txt | grep -qv "cannot check" || { echo "FAIL: audit did not re-derive $id" >&2; cat audit.txt >&2; exit 1; }
+done
 echo "experiments_slice: ok"
