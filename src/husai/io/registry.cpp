@@ -72,7 +72,19 @@ class WriteTransaction {
   bool done_ = false;
 };
 
-RunRecord read_run(SQLite::Statement& q) {
+// Run folders are stored relative to ROOT when they lie under it, so the registry stays valid whatever the
+// working directory of the process that reads it, and when ROOT is moved; read back as ROOT / stored.
+std::string stored_run_dir(const std::filesystem::path& root, const std::string& run_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path abs_root = fs::weakly_canonical(fs::absolute(root), ec);
+  const fs::path abs_dir = fs::weakly_canonical(fs::absolute(run_dir), ec);
+  const fs::path rel = abs_dir.lexically_relative(abs_root);
+  if (ec || rel.empty() || *rel.begin() == "..") return run_dir;
+  return rel.string();
+}
+
+RunRecord read_run(SQLite::Statement& q, const std::filesystem::path& root) {
   RunRecord r;
   r.id = q.getColumn(0).getString();
   r.experiment = q.getColumn(1).getString();
@@ -82,7 +94,8 @@ RunRecord read_run(SQLite::Statement& q) {
   r.started_utc = q.getColumn(5).getString();
   r.finished_utc = q.getColumn(6).getString();
   r.git_commit = q.getColumn(7).getString();
-  r.run_dir = q.getColumn(8).getString();
+  const std::filesystem::path stored = q.getColumn(8).getString();
+  r.run_dir = stored.is_absolute() ? stored.string() : (root / stored).string();
   return r;
 }
 
@@ -138,7 +151,7 @@ void Registry::begin_run(const RunRecord& run) {
     q.bind(6, run.started_utc);
     q.bind(7, run.finished_utc);
     q.bind(8, run.git_commit);
-    q.bind(9, run.run_dir);
+    q.bind(9, stored_run_dir(std::filesystem::path(path_).parent_path(), run.run_dir));
     q.exec();
     tx.commit();
   });
@@ -207,7 +220,7 @@ std::vector<RunRecord> Registry::list_runs(const std::string& experiment) const 
                                                 kRunColumns));
     q.bind(1, experiment);
     q.bind(2, experiment);
-    while (q.executeStep()) out.push_back(read_run(q));
+    while (q.executeStep()) out.push_back(read_run(q, std::filesystem::path(path_).parent_path()));
     return out;
   });
 }
@@ -216,7 +229,7 @@ std::optional<RunRecord> Registry::find_run(const std::string& run_id) const {
   return with_retry(path_, [&]() -> std::optional<RunRecord> {
     SQLite::Statement q(*impl_->db, fmt::format("SELECT {} FROM runs WHERE id = ?", kRunColumns));
     q.bind(1, run_id);
-    if (q.executeStep()) return read_run(q);
+    if (q.executeStep()) return read_run(q, std::filesystem::path(path_).parent_path());
     return std::nullopt;
   });
 }
@@ -260,7 +273,7 @@ std::optional<RunRecord> Registry::latest_completed(const std::string& experimen
     q.bind(1, experiment);
     q.bind(2, config_hash);
     q.bind(3, config_hash);
-    if (q.executeStep()) return read_run(q);
+    if (q.executeStep()) return read_run(q, std::filesystem::path(path_).parent_path());
     return std::nullopt;
   });
 }

@@ -25,7 +25,7 @@ struct RunRecord {
   std::string started_utc;
   std::string finished_utc;  // "" while running
   std::string git_commit;
-  std::string run_dir;
+  std::string run_dir;  // stored relative to ROOT when under it; read back as ROOT / stored (or absolute)
 };
 
 struct ArtifactRecord {
