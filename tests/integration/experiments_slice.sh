@@ -42,7 +42,8 @@ def fail(msg):
 db = sqlite3.connect("root/registry.sqlite")
 runs = {}
 for rid, exp, status, run_dir in db.execute("SELECT id, experiment, status, run_dir FROM runs"):
-    runs.setdefault(exp, []).append((rid, status, run_dir))
+    # The registry stores run folders relative to ROOT.
+    runs.setdefault(exp, []).append((rid, status, os.path.join("root", run_dir)))
 if len(runs.get("benchmark-slice", [])) != 1 or len(runs.get("consistency-sweep", [])) != 2:
     fail(f"registry runs: {runs}")
 for exp, rs in runs.items():
