@@ -87,11 +87,14 @@ smoke: build
 bench: build deps-test
 	bash bench/run_bench.sh $(BUILD)
 
-# Every SAE architecture on the latest demo's activations: L0, EV, dead fraction, CE loss score, time, plateau.
+# Every SAE architecture on the latest demo's activations (from its phase4a run's results.json): L0, EV, dead fraction, CE loss score, time, plateau.
 sae-table: build
 	@run=$$(ls -d results/demo/*/ 2>/dev/null | tail -1); \
 	if [[ -z "$$run" ]]; then echo "sae-table: run 'make demo' first"; exit 1; fi; \
-	bash scripts/sae_table.sh $(HUSAI) $${run}activations.safetensors $${run}transformer results/sae-table
+	res=results/phase4a/$$(basename $$run)/results.json; \
+	acts=$$(grep -o '"activations": *"[^"]*"' $$res | head -1 | sed 's/.*: *"//; s/"$$//'); \
+	tf=$$(grep -o '"dir": *"[^"]*cache/transformer/[^"]*"' $$res | head -1 | sed 's/.*: *"//; s/"$$//'); \
+	bash scripts/sae_table.sh $(HUSAI) $$acts $$tf results/sae-table
 
 # The literature grokking set-up (Nanda et al. 2023): long.
 grok-nanda: build

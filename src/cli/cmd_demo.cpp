@@ -1,4 +1,4 @@
-// demo: the main job on built-in defaults.
+// demo: the main job on built-in defaults (the phase4a experiment plus REPORT.md).
 
 #include <cstdio>
 #include <memory>
@@ -6,47 +6,63 @@
 #include "commands.hpp"
 #include "common.hpp"
 #include "husai/experiments/demo.hpp"
-#include "husai/train/transformer_config.hpp"
+#include "husai/experiments/runner.hpp"
 
 namespace husai::cli {
 
 Runner register_demo(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
       "demo",
-      "The main job: train the default transformer until it groks, extract its "
-      "answer-position activations, train TopK and ReLU SAEs on 5 seeds, compare them with "
-      "the gaussian, untrained and covariance nulls, and write ROOT/demo/<run_id>/REPORT.md "
-      "(latest copied to ROOT/demo/REPORT.md). The --config/--set options are the "
-      "transformer's (see train-transformer --help).");
+      "The main job: the phase4a experiment on built-in defaults. Trains the default transformer until it "
+      "groks, extracts its answer-position activations, trains TopK (d_sae 1024, k 32) and ReLU+L1 (L0 "
+      "matched) SAEs on 5 seeds, evaluates them, compares each family with the gaussian, untrained and "
+      "covariance nulls (ROOT/phase4a/<run_id>/, artifacts cached in ROOT/cache/), and writes "
+      "ROOT/demo/<run_id>/REPORT.md (latest copied to ROOT/demo/REPORT.md). --config/--set take phase4a's "
+      "keys (`husai experiment phase4a --keys`).");
   struct Opts {
     CommonOptions common;
     ConfigOptions config;
-    std::string root = "results";
     DemoOptions demo;
+    bool no_figures = false;
   };
   auto o = std::make_shared<Opts>();
   add_common(sub, o->common);
   add_config_options(sub, o->config);
-  sub->add_option("-o,--out", o->root, "results root (default: results)");
-  sub->add_option("--seeds", o->demo.seeds, "SAE seeds (default: 42,123,456,789,1011)")->delimiter(',');
-  sub->add_option("--sae-steps", o->demo.sae_steps, "SAE training steps (default: the SAE defaults, 3000)")
-      ->check(CLI::NonNegativeNumber);
-  sub->add_option("--d-sae", o->demo.d_sae, "SAE latents (default: 1024)")->check(CLI::PositiveNumber);
-  sub->add_option("--k", o->demo.k, "TopK active latents (default: 32)")->check(CLI::PositiveNumber);
-  sub->add_option("--relu-l1", o->demo.relu_l1, "ReLU SAE L1 coefficient (default: 0.5, L0 near 32)")
-      ->check(CLI::NonNegativeNumber);
-  sub->add_option("--bootstrap", o->demo.bootstrap, "seed-bootstrap resamples (default: 10000)")
-      ->check(CLI::PositiveNumber);
+  sub->add_option("-o,--out", o->demo.root, "results root ROOT (default: results)");
+  sub->add_flag("--resume", o->demo.resume, "continue the newest unfinished run with the same config");
+  sub->add_flag("--no-figures", o->no_figures, "skip the gnuplot figures");
+  auto& seeds = o->config.flags["phase4a.seeds"];
+  seeds.first = "--seeds";
+  sub->add_option_function<std::string>(
+      "--seeds", [&seeds](const std::string& v) { seeds.second = v.front() == '[' ? v : "[" + v + "]"; },
+      "comma-separated SAE seeds (config key phase4a.seeds; default 42,123,456,789,1011)");
+  add_config_flag(sub, o->config, "--sae-steps", "sae.training.steps", "SAE training steps (default 3000)");
+  add_config_flag(sub, o->config, "--d-sae", "phase4a.d_sae", "SAE latents (default 1024)");
+  add_config_flag(sub, o->config, "--k", "phase4a.k", "TopK active latents, the ReLU L0 target (default 32)");
+  add_config_flag(sub, o->config, "--bootstrap", "compare.bootstrap",
+                  "seed-bootstrap resamples (default 10000)");
   return [o] {
     apply_common(o->common);
-    const Config config = build_config(transformer_config_schema(), o->config);
+    const Config config = build_config(demo_config_schema(), o->config);
     DemoOptions opts = o->demo;
-    opts.root = o->root;
     opts.quiet = o->common.quiet;
-    const DemoResult r = run_demo(config, opts);
-    std::printf("demo run folder: %s\nactivations:     %s\nreport:          %s\ntime:            %.0f s\n",
-                r.run_dir.c_str(), r.activations_path.c_str(), r.latest_report_path.c_str(), r.wall_time_s);
-    return 0;
+    opts.figures = !o->no_figures;
+    try {
+      const DemoResult r = run_demo(config, opts);
+      std::printf(
+          "demo run folder:    %s\nphase4a run folder: %s\nactivations:        %s\nreport:             "
+          "%s\ntime:               %.0f s\n",
+          r.run_dir.c_str(), r.phase4a_run_dir.c_str(), r.activations_path.c_str(),
+          r.latest_report_path.c_str(), r.wall_time_s);
+      return r.exit_code;
+    } catch (const Interrupted& e) {
+      std::fprintf(
+          stderr,
+          "husai: %s. Finished conditions and cache entries are kept; continue with the same command "
+          "plus --resume.\n",
+          e.what());
+      return 1;
+    }
   };
 }
 

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "husai/core/atomic_file.hpp"
 #include "husai/core/error.hpp"
 #include "husai/experiments/catalog.hpp"
 #include "husai/experiments/claims.hpp"
@@ -30,7 +31,12 @@ ConfigSchema phase4a_schema() {
       .nullable()
       .greater_than(0);
   s.add_int("phase4a.relu_tune_seed", 7, "seed of the tuning runs (not one of the evaluated seeds)").min(0);
-  s.add_int("phase4a.relu_tune_steps", 1000, "optimizer steps of each tuning run").min(1);
+  s.add_int(
+       "phase4a.relu_tune_steps", nullptr,
+       "optimizer steps of each tuning run; null = the evaluated runs' own length (sae.training), so the "
+       "L0 tuned is the L0 reached")
+      .nullable()
+      .min(1);
   s.add_float_list("phase4a.relu_l1_range", nlohmann::json::array({0.1, 2.5}),
                    "L1 coefficients bracketing the target (bisection in log space)")
       .length(2)
@@ -43,7 +49,7 @@ ConfigSchema phase4a_schema() {
     const auto r = c.get_double_list("phase4a.relu_l1_range");
     if (r[0] >= r[1])
       c.fail("phase4a.relu_l1_range must be [low, high] with low < high", {"phase4a.relu_l1_range"});
-    if (c.get_bool("phase4a.relu") &&
+    if (c.get_bool("phase4a.relu") && !c.is_null("phase4a.relu_tune_steps") &&
         c.get_int("phase4a.relu_tune_steps") <= c.get_int("sae.sae.l1_warmup_steps")) {
       c.fail(
           "phase4a.relu_tune_steps must exceed sae.sae.l1_warmup_steps: a tuning run must reach its full L1 "
@@ -72,14 +78,17 @@ nlohmann::json tune_relu_l1(ExperimentContext& ctx, const std::string& acts, dou
   const int64_t seed = c.get_int("phase4a.relu_tune_seed");
   nlohmann::json trials = nlohmann::json::array();
   double best_l1 = 0, best_l0 = 0, best_err = std::numeric_limits<double>::infinity();
+  nlohmann::json steps;  // of the tuning runs, as trained
   for (int64_t it = 0; it < c.get_int("phase4a.relu_tune_iterations"); ++it) {
     const double l1 = std::exp(0.5 * (lo + hi));
-    const Config sc = sae_config_with(c, {{"sae.architecture", "relu"},
-                                          {"sae.d_sae", c.get_int("phase4a.d_sae")},
-                                          {"sae.l1_coefficient", l1},
-                                          {"training.seeds", {seed}},
-                                          {"training.steps", c.get_int("phase4a.relu_tune_steps")}});
-    const double l0 = held_out_l0(ctx.sae_run(sc, acts), seed);
+    nlohmann::json o = {{"sae.architecture", "relu"},
+                        {"sae.d_sae", c.get_int("phase4a.d_sae")},
+                        {"sae.l1_coefficient", l1},
+                        {"training.seeds", {seed}}};
+    if (!c.is_null("phase4a.relu_tune_steps")) o["training.steps"] = c.get_int("phase4a.relu_tune_steps");
+    const std::string dir = ctx.sae_run(sae_config_with(c, o), acts);
+    const double l0 = held_out_l0(dir, seed);
+    steps = nlohmann::json::parse(read_file(dir + fmt::format("/seed{}/metrics.json", seed))).at("steps");
     ctx.log(fmt::format("relu L1 tuning: l1 {:.5g} -> held-out L0 {:.2f} (target {:.1f})", l1, l0, target));
     trials.push_back({{"l1_coefficient", l1}, {"held_out_l0", l0}});
     if (std::abs(l0 - target) < best_err) {
@@ -90,12 +99,8 @@ nlohmann::json tune_relu_l1(ExperimentContext& ctx, const std::string& acts, dou
     if (best_err <= c.get_double("phase4a.relu_l0_tolerance") * target) break;
     (l0 > target ? lo : hi) = std::log(l1);
   }
-  return {{"target_l0", target},
-          {"seed", seed},
-          {"steps", c.get_int("phase4a.relu_tune_steps")},
-          {"trials", trials},
-          {"l1_coefficient", best_l1},
-          {"tuned_l0", best_l0}};
+  return {{"target_l0", target},       {"seed", seed},       {"steps", steps}, {"trials", trials},
+          {"l1_coefficient", best_l1}, {"tuned_l0", best_l0}};
 }
 
 nlohmann::json run_arch(ExperimentContext& ctx, const Upstream& up, const std::string& name,
