@@ -107,6 +107,15 @@ assert best["k"] == r["chosen_k"], (best["k"], r["chosen_k"])
 print(f"adaptive-l0: chose k {r['chosen_k']}, Holm across {m} candidates ok")
 PY
 [[ -s "$adir/adaptive_l0.csv" ]] || fail "adaptive_l0.csv missing"
+# The matched control (--k-candidates, one candidate) runs after the search: it is a variant of its own, so the
+# audit below must still show the search run's claims next to the control's.
+sleep 1
+"$HUSAI" experiment adaptive-l0 "${Q[@]}" "${T[@]}" --k-candidates 4 --set adaptive.d_sae=32 \
+  --set adaptive.search_seeds=[1,2] --set adaptive.retrain_seeds=[3,4] --set adaptive.ev_floor=0 --out "$R"
+cdir=$(ls -d "$R"/adaptive-l0/*/ | tail -1)
+[[ "$cdir" != "$adir" ]] || fail "the control run has no folder of its own"
+grep -q '"variant": "control"' "$cdir/results.json" || fail "the control run is not marked as the control variant"
+grep -q '"variant"' "$adir/results.json" && fail "the search run is marked as a variant"
 
 # release-gate: an unreachable EV floor fails the gate; exit 2 only with --fail-on-gate-fail.
 set +e
@@ -123,6 +132,9 @@ print('release-gate: a failed gate gives pass_all false, exit 0 without and 2 wi
 "$HUSAI" audit --root "$R" > audit.out
 [[ -s "$R/AUDIT.md" ]] || fail "audit wrote no AUDIT.md"
 grep -q "adaptive-l0 .* holds .*adaptive-l0.choice" audit.out || fail "audit: the adaptive-l0 choice should hold"
+aid=$(basename "$adir"); cid=$(basename "$cdir")
+grep -q "| adaptive-l0 | $aid | adaptive-l0.choice |" "$R/AUDIT.md" || fail "audit: the search run is not audited"
+grep -q "| adaptive-l0 (control) | $cid | adaptive-l0.choice |" "$R/AUDIT.md" || fail "audit: the control is not audited as a variant"
 grep -q "no longer holds" audit.out && fail "audit: a claim recorded as not holding was reported as 'no longer holds'"
 "$HUSAI" runs list --root "$R" > list.out
 grep -q phase4a list.out && grep -q adaptive-l0 list.out || fail "runs list misses runs"

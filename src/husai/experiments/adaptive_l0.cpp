@@ -102,6 +102,8 @@ int run_adaptive(ExperimentContext& ctx) {
                             {"run_id", ctx.run_id()},    {"transformer", up.transformer},
                             {"decision_metric", metric}, {"ev_floor", floor},
                             {"search", search},          {"eligible_k", choice.eligible}};
+  // A single candidate is the matched control (`make adaptive-l0-control`): audited apart from the search.
+  if (c.get_int_list("adaptive.k_candidates").size() == 1) results["variant"] = "control";
   std::string md = fmt::format(
       "# Adaptive L0 calibration\n\nRun `{}`. Search seeds {}, retrain seeds {} (disjoint), "
       "d_sae {}, EV floor {}; choice = the largest lower confidence bound of (trained - "

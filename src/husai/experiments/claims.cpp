@@ -1,5 +1,6 @@
 #include "husai/experiments/claims.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
@@ -127,30 +128,51 @@ AuditReport run_audit(const std::string& root) {
   }
   std::sort(experiments.begin(), experiments.end());
   report.markdown =
-      "# Audit\n\nEach headline claim of the latest completed run of each experiment, re-derived from "
+      "# Audit\n\nEach headline claim of the latest completed run of each experiment (and of each variant, "
+      "e.g. adaptive-l0's matched control), re-derived from "
       "the stored result files (checked against their manifest sha256).\n\n"
       "| experiment | run | claim | status | detail |\n|---|---|---|---|---|\n";
   for (const std::string& e : experiments) {
-    const auto run = reg.latest_completed(e);
-    if (!run) continue;
-    const fs::path dir = run->run_dir;
+    // The newest completed run of each variant of the experiment (results.json "variant": adaptive-l0's
+    // matched control is "control"; a run without one, or whose results cannot be read, is the main study).
+    std::vector<std::pair<std::string, RunRecord>> chosen;
+    for (const RunRecord& r : reg.list_runs(e)) {
+      if (r.status != "completed") continue;
+      std::string variant;
+      try {
+        variant = nlohmann::json::parse(read_file((fs::path(r.run_dir) / "results.json").string()))
+                      .value("variant", "");
+      } catch (const std::exception&) {
+        variant.clear();
+      }
+      if (std::none_of(chosen.begin(), chosen.end(), [&](const auto& c) { return c.first == variant; })) {
+        chosen.emplace_back(variant, r);
+      }
+    }
+    std::sort(chosen.begin(), chosen.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     std::vector<AuditLine> lines;
-    try {
-      const auto hashes = manifest_hashes(dir);
-      const nlohmann::json results = nlohmann::json::parse(read_file((dir / "results.json").string()));
-      if (!results.contains("claims") || results["claims"].empty()) {
-        lines.push_back({e, run->id, "-", "", "cannot check", "the run states no claims"});
-      }
-      for (const auto& claim : results.value("claims", nlohmann::json::array())) {
-        try {
-          lines.push_back(audit_claim(*run, results, claim, hashes));
-        } catch (const std::exception& ex) {
-          lines.push_back(
-              {e, run->id, claim.value("id", "?"), claim.value("statement", ""), "cannot check", ex.what()});
+    for (const auto& [variant, run] : chosen) {
+      const std::string label = variant.empty() ? e : e + " (" + variant + ")";
+      const fs::path dir = run.run_dir;
+      const size_t first = lines.size();
+      try {
+        const auto hashes = manifest_hashes(dir);
+        const nlohmann::json results = nlohmann::json::parse(read_file((dir / "results.json").string()));
+        if (!results.contains("claims") || results["claims"].empty()) {
+          lines.push_back({e, run.id, "-", "", "cannot check", "the run states no claims"});
         }
+        for (const auto& claim : results.value("claims", nlohmann::json::array())) {
+          try {
+            lines.push_back(audit_claim(run, results, claim, hashes));
+          } catch (const std::exception& ex) {
+            lines.push_back(
+                {e, run.id, claim.value("id", "?"), claim.value("statement", ""), "cannot check", ex.what()});
+          }
+        }
+      } catch (const std::exception& ex) {
+        lines.push_back({e, run.id, "-", "", "cannot check", ex.what()});
       }
-    } catch (const std::exception& ex) {
-      lines.push_back({e, run->id, "-", "", "cannot check", ex.what()});
+      for (size_t i = first; i < lines.size(); ++i) lines[i].experiment = label;
     }
     for (const AuditLine& l : lines) {
       report.markdown +=

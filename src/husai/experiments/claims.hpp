@@ -42,7 +42,9 @@ struct AuditReport {
   std::string markdown;
 };
 
-// Audits the latest completed run of each experiment in ROOT's registry.
+// Audits the latest completed run of each experiment in ROOT's registry, and of each variant of it that
+// results.json names ("variant": adaptive-l0 writes "control" for a single-candidate run), so that a
+// matched control does not hide the study it controls. Lines of a variant say "EXPERIMENT (VARIANT)".
 AuditReport run_audit(const std::string& root);
 
 }  // namespace husai
