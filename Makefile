@@ -92,9 +92,11 @@ sae-table: build
 	@run=$$(ls -d results/demo/*/ 2>/dev/null | tail -1); \
 	if [[ -z "$$run" ]]; then echo "sae-table: run 'make demo' first"; exit 1; fi; \
 	res=results/phase4a/$$(basename $$run)/results.json; \
-	acts=$$(grep -o '"activations": *"[^"]*"' $$res | head -1 | sed 's/.*: *"//; s/"$$//'); \
-	tf=$$(grep -o '"dir": *"[^"]*cache/transformer/[^"]*"' $$res | head -1 | sed 's/.*: *"//; s/"$$//'); \
-	bash scripts/sae_table.sh $(HUSAI) $$acts $$tf results/sae-table
+	if [[ ! -f "$$res" ]]; then echo "sae-table: $$res missing (a demo from an older husai?); run 'make demo'"; exit 1; fi; \
+	acts=$$(grep -o '"activations": *"[^"]*"' "$$res" | head -1 | sed 's/.*: *"//; s/"$$//'); \
+	tf=$$(grep -o '"dir": *"[^"]*cache/transformer/[^"]*"' "$$res" | head -1 | sed 's/.*: *"//; s/"$$//'); \
+	if [[ -z "$$acts" || -z "$$tf" ]]; then echo "sae-table: no activations or transformer in $$res"; exit 1; fi; \
+	bash scripts/sae_table.sh $(HUSAI) "$$acts" "$$tf" results/sae-table
 
 # The literature grokking set-up (Nanda et al. 2023): long.
 grok-nanda: build

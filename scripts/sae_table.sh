@@ -8,7 +8,8 @@ set -euo pipefail
 HUSAI=$1; ACTS=$2; MODEL=$3; OUT=$4
 mkdir -p "$OUT"
 for arch in relu topk batchtopk jumprelu matryoshka; do
-  if [[ ! -f "$OUT/$arch/seed42/metrics.json" ]]; then
+  # Reuse an earlier SAE only when it was trained on these activations (cfg.json names its activation file).
+  if [[ ! -f "$OUT/$arch/seed42/metrics.json" ]] || ! grep -qF "\"$ACTS\"" "$OUT/$arch/seed42/cfg.json"; then
     rm -rf "$OUT/$arch"
     start=$(date +%s%N)
     "$HUSAI" train-sae --quiet --activations "$ACTS" --architecture "$arch" --seeds 42 --out "$OUT/$arch"

@@ -34,7 +34,8 @@ Runner register_demo(CLI::App& app) {
   auto& seeds = o->config.flags["phase4a.seeds"];
   seeds.first = "--seeds";
   sub->add_option_function<std::string>(
-      "--seeds", [&seeds](const std::string& v) { seeds.second = v.front() == '[' ? v : "[" + v + "]"; },
+      "--seeds",
+      [&seeds](const std::string& v) { seeds.second = !v.empty() && v.front() == '[' ? v : "[" + v + "]"; },
       "comma-separated SAE seeds (config key phase4a.seeds; default 42,123,456,789,1011)");
   add_config_flag(sub, o->config, "--sae-steps", "sae.training.steps", "SAE training steps (default 3000)");
   add_config_flag(sub, o->config, "--d-sae", "phase4a.d_sae", "SAE latents (default 1024)");

@@ -16,7 +16,7 @@ T=(--threads 2
    --set transformer.training.batch_size=128 --set transformer.training.lr=3e-3
    --set experiment.allow_ungrokked=true
    --set sae.training.batch_size=128 --set sae.sae.l1_warmup_steps=10
-   --set phase4a.relu_tune_steps=40 --set phase4a.relu_tune_iterations=2
+   --set phase4a.relu_tune_iterations=2
    --seeds 1,2,3 --sae-steps 80 --d-sae 32 --k 4 --bootstrap 200)
 
 rc=0; "$HUSAI" demo "${T[@]}" --out "$R" > demo.out 2> demo.err || rc=$?
@@ -68,6 +68,27 @@ sleep 1
 grep -q "cache transformer .*: reused" demo2.out || fail "second demo did not reuse the transformer"
 grep -q "cache sae .*: building" demo2.out && fail "second demo retrained an SAE"
 grep -q "reused from the artifact cache" "$R/demo/REPORT.md" || fail "latest report does not say the transformer was reused"
+
+# Figures off, no ReLU family, no splicing: the report links no figure and says so; no staging folder is left.
+"$HUSAI" demo "${T[@]}" --no-figures --set phase4a.relu=false --set experiment.splice=false --out "$R" \
+  > demo3.out 2> demo3.err || { cat demo3.err >&2; fail "demo --no-figures failed"; }
+run3=$(ls -d "$R"/demo/*/ | tail -1)
+[[ ! -e "$run3/figures" ]] || fail "--no-figures wrote figures"
+grep -q '!\[' "$run3/REPORT.md" && fail "--no-figures report links figures"
+grep -q "ReLU" "$run3/REPORT.md" && fail "phase4a.relu=false report mentions a ReLU family"
+grep -q "no splicing" "$run3/REPORT.md" || fail "splice=false report does not say so"
+ls -a "$R/demo" | grep -q partial && fail "a staging folder was left behind"
+/usr/bin/python3 - "$R" "$run3" <<'PY'
+import json, os, sys
+root, run = sys.argv[1], sys.argv[2]
+r = json.load(open(os.path.join(root, "phase4a", os.path.basename(run.rstrip("/")), "results.json")))
+assert sorted(r["conditions"]) == ["topk"], list(r["conditions"])
+# The first demo's tuning ran at the default length (relu_tune_steps null): as long as the evaluated runs.
+first = sorted(d for d in os.listdir(os.path.join(root, "phase4a")))[0]
+t = json.load(open(os.path.join(root, "phase4a", first, "results.json")))["relu_tuning"]
+assert t["steps"] == 80, t
+print("demo: --no-figures / relu=false / splice=false report ok; tuning runs as long as the evaluated runs")
+PY
 
 # Bad options: clear error, non-zero exit, no new demo folder.
 n=$(ls -d "$R"/demo/*/ | wc -l)

@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <set>
+#include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -56,15 +58,17 @@ std::string p_text(const nlohmann::json& v) {
   return p < 1e-3 ? fmt::format("{:.1e}", p) : fmt::format("{:.4f}", p);
 }
 
-// Copies `src` to DEMO/figures/<name> when it exists; returns whether the report can link it.
-bool copy_figure(const fs::path& src, const fs::path& demo_dir, const std::string& name) {
-  if (!fs::exists(src)) return false;
-  write_file_atomic((demo_dir / "figures" / name).string(), read_file(src.string()));
-  return true;
+// Copies `src` to DIR/figures/<name> when it exists (a cached transformer or a resumed comparison may have
+// been made with figures off) and records it in `copied`: the report links only what is there.
+void copy_figure(const fs::path& src, const fs::path& dir, const std::string& name,
+                 std::set<std::string>& copied) {
+  if (!fs::exists(src)) return;
+  write_file_atomic((dir / "figures" / name).string(), read_file(src.string()));
+  copied.insert(name);
 }
 
 std::string family_section(const Family& f, const std::string& prefix, const std::string& phase4a_rel,
-                           bool figures) {
+                           const std::set<std::string>& figures) {
   const nlohmann::json& st = f.stability;
   const std::string primary = st["primary_null"]["name"].get<std::string>();
   std::string s;
@@ -89,12 +93,13 @@ std::string family_section(const Family& f, const std::string& prefix, const std
                    st["summary"]["pwmcc"]["nulls"][primary]["verdict"].get<std::string>());
   s += fmt::format("Verdict (`matched_mean_cos`, the PW-MCC of Song et al. 2025): {}.\n\n",
                    st["summary"]["matched_mean_cos"]["nulls"][primary]["verdict"].get<std::string>());
-  if (figures) {
-    s += fmt::format(
-        "![trained vs nulls]({0}figures/{1}_trained_vs_nulls.png) ![per-feature "
-        "stability]({0}figures/{1}_per_feature_hist.png)\n\n",
-        prefix, f.name);
+  std::string links;
+  for (const auto& [fig, alt] : {std::pair<std::string, std::string>{"trained_vs_nulls", "trained vs nulls"},
+                                 {"per_feature_hist", "per-feature stability"}}) {
+    const std::string name = f.name + "_" + fig + ".png";
+    if (figures.count(name) != 0) links += fmt::format("![{}]({}figures/{}) ", alt, prefix, name);
   }
+  if (!links.empty()) s += links.substr(0, links.size() - 1) + "\n\n";
   s += fmt::format("Full tables: [`{0}compare/{1}/summary.md`]({0}compare/{1}/summary.md).\n\n", phase4a_rel,
                    f.name);
   return s;
@@ -111,7 +116,8 @@ struct ReportInputs {
   int64_t activation_rows = 0, d_model = 0;
   std::vector<Family> families;
   std::string run_id;
-  bool figures = true;
+  std::set<std::string> figures;  // files copied to DEMO/figures/ (only those are linked)
+  bool resumed = false;           // the phase4a run was continued with --resume
   double wall_s = 0;
 };
 
@@ -122,11 +128,13 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
   std::string s;
   s += "# husai demo report\n\n";
   s += fmt::format(
-      "Run `{}` (husai {} built from git {}{}); {:.0f} s end to end. The study is the `phase4a` experiment: "
+      "Run `{}` (husai {} built from git {}{}); {:.0f} s end to end{}. The study is the `phase4a` "
+      "experiment: "
       "its run folder [`{}`]({}) holds config.json, results.json, summary.md, CSVs, the manifest and every "
       "comparison.\n\n",
       in.run_id, version(), std::string(git_commit()).substr(0, 12),
-      git_dirty() ? " with uncommitted changes" : "", in.wall_s, phase4a_rel, phase4a_rel + "summary.md");
+      git_dirty() ? " with uncommitted changes" : "", in.wall_s,
+      in.resumed ? " (this attempt only: the run was resumed)" : "", phase4a_rel, phase4a_rel + "summary.md");
 
   s += "## 1. The transformer groks modular arithmetic\n\n";
   const nlohmann::json& tr = r["transformer"];
@@ -149,7 +157,9 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
       t["grok_epoch"].is_number() ? std::to_string(t["grok_epoch"].get<int64_t>()) : "not reached");
   s += fmt::format("| training wall time | {:.1f} s{} |\n\n", t["wall_time_s"].get<double>(),
                    in.transformer_reused ? " (earlier; reused from the artifact cache in this run)" : "");
-  if (in.figures) s += fmt::format("![grokking curve]({}figures/grokking.png)\n\n", prefix);
+  if (in.figures.count("grokking.png") != 0) {
+    s += fmt::format("![grokking curve]({}figures/grokking.png)\n\n", prefix);
+  }
   s += t["val_acc"].get<double>() >= 0.99
            ? "Verdict: the model generalises to pairs it never trained on (held-out accuracy >= 0.99).\n\n"
            : "Verdict: the model has NOT generalised (held-out accuracy < 0.99); SAE features learned on it "
@@ -167,10 +177,13 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
   s += fmt::format("## 3. SAEs on {} seeds\n\n", p["seeds"].size());
   s += fmt::format(
       "Seeds {}; d_sae {} on d_in {}; each family trained in one pass over the data ({} steps); metrics on "
-      "the 10% of rows held out from SAE training (mean over seeds), CE-loss and KL scores with the SAE "
-      "spliced into the transformer over all p^2 pairs (zero-ablation baseline).\n\n",
+      "the 10% of rows held out from SAE training (mean over seeds){}.\n\n",
       fmt::join(p["seeds"].get<std::vector<int64_t>>(), ", "), p["d_sae"].get<int64_t>(), in.d_model,
-      r["sae"]["training"]["steps"].get<int64_t>());
+      r["sae"]["training"]["steps"].get<int64_t>(),
+      r["experiment"]["splice"].get<bool>()
+          ? ", CE-loss and KL scores with the SAE spliced into the transformer over all p^2 pairs "
+            "(zero-ablation baseline)"
+          : "; no splicing into the transformer (experiment.splice=false)");
   s += "| SAE | L0 | explained variance | dead fraction | CE loss score | KL div score | answer acc "
        "(spliced) | train time |\n|---|---|---|---|---|---|---|---|\n";
   for (const Family& f : in.families) {
@@ -243,7 +256,7 @@ DemoResult run_demo(const Config& config, const DemoOptions& options) {
   const fs::path phase4a_dir = run.run_dir;
   ReportInputs in;
   in.run_id = run.run_id;
-  in.figures = options.figures;
+  in.resumed = run.resumed;
   in.config = read_json(phase4a_dir / "config.json");
   in.results = read_json(phase4a_dir / "results.json");
   const nlohmann::json manifest4a = read_json(phase4a_dir / "manifest.json");
@@ -278,18 +291,24 @@ DemoResult run_demo(const Config& config, const DemoOptions& options) {
     in.families.push_back(f);
   }
 
+  // Everything is written to a hidden staging folder and renamed into place at the end, so a demo that fails
+  // here leaves no half-written ROOT/demo/<run_id>/.
   const fs::path demo_root = fs::path(options.root) / "demo";
   const fs::path demo_dir = demo_root / run.run_id;
-  ensure_directory(demo_dir.string());
+  const fs::path stage = demo_root / ("." + run.run_id + ".partial");
+  if (fs::exists(demo_dir))
+    throw Error(demo_dir.string() + ": already exists; a demo folder is never overwritten");
+  fs::remove_all(stage);
+  ensure_directory(stage.string());
   if (options.figures) {
-    ensure_directory((demo_dir / "figures").string());
-    copy_figure(transformer_dir / "grokking.png", demo_dir, "grokking.png");
-    copy_figure(transformer_dir / "grokking.svg", demo_dir, "grokking.svg");
+    ensure_directory((stage / "figures").string());
+    copy_figure(transformer_dir / "grokking.png", stage, "grokking.png", in.figures);
+    copy_figure(transformer_dir / "grokking.svg", stage, "grokking.svg", in.figures);
     for (const Family& f : in.families) {
       for (const char* fig : {"trained_vs_nulls", "per_feature_hist", "pairwise_heatmap"}) {
         for (const char* ext : {".png", ".svg"}) {
-          copy_figure(phase4a_dir / "compare" / f.name / (std::string(fig) + ext), demo_dir,
-                      f.name + "_" + fig + ext);
+          copy_figure(phase4a_dir / "compare" / f.name / (std::string(fig) + ext), stage,
+                      f.name + "_" + fig + ext, in.figures);
         }
       }
     }
@@ -306,8 +325,8 @@ DemoResult run_demo(const Config& config, const DemoOptions& options) {
   result.exit_code = run.exit_code;
   const std::string rel4a = fs::relative(phase4a_dir, demo_dir).generic_string() + "/";
   const std::string rel4a_latest = fs::relative(phase4a_dir, demo_root).generic_string() + "/";
-  write_file_atomic(result.report_path, report_text(in, "", rel4a));
-  write_file_atomic((demo_dir / "config.json").string(), in.config.dump(2) + "\n");
+  write_file_atomic((stage / "REPORT.md").string(), report_text(in, "", rel4a));
+  write_file_atomic((stage / "config.json").string(), in.config.dump(2) + "\n");
 
   Manifest manifest;
   manifest.command = command_line();
@@ -320,14 +339,11 @@ DemoResult run_demo(const Config& config, const DemoOptions& options) {
     manifest.add_input((phase4a_dir / f.condition["stability_file"].get<std::string>()).string());
   }
   manifest.add_input((transformer_dir / "metrics.json").string());
-  manifest.add_output(demo_dir.string(), "REPORT.md");
-  manifest.add_output(demo_dir.string(), "config.json");
-  if (options.figures) {
-    for (const auto& e : fs::directory_iterator(demo_dir / "figures")) {
-      manifest.add_output(demo_dir.string(), "figures/" + e.path().filename().string());
-    }
-  }
-  manifest.write(demo_dir.string());
+  manifest.add_output(stage.string(), "REPORT.md");
+  manifest.add_output(stage.string(), "config.json");
+  for (const std::string& name : in.figures) manifest.add_output(stage.string(), "figures/" + name);
+  manifest.write(stage.string());
+  fs::rename(stage, demo_dir);
   // The latest report last: ROOT/demo/REPORT.md names a complete run folder.
   write_file_atomic(result.latest_report_path, report_text(in, run.run_id + "/", rel4a_latest));
   return result;
