@@ -57,12 +57,7 @@ Runner register_demo(CLI::App& app) {
           r.latest_report_path.c_str(), r.wall_time_s);
       return r.exit_code;
     } catch (const Interrupted& e) {
-      std::fprintf(
-          stderr,
-          "husai: %s. Finished conditions and cache entries are kept; continue with the same command "
-          "plus --resume.\n",
-          e.what());
-      return 1;
+      return report_experiment_interrupted(e.what());
     }
   };
 }

@@ -72,12 +72,7 @@ Runner register_experiment(CLI::App& app) {
       std::printf("%s run folder: %s\n", def.name.c_str(), r.run_dir.c_str());
       return r.exit_code;
     } catch (const Interrupted& e) {
-      std::fprintf(
-          stderr,
-          "husai: %s. Finished conditions and cache entries are kept; continue with the same command "
-          "plus --resume.\n",
-          e.what());
-      return 1;
+      return report_experiment_interrupted(e.what());
     }
   };
 }

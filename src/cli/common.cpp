@@ -59,6 +59,14 @@ ExistingOutput existing_policy(const OutputOptions& opts) {
   return ExistingOutput::Refuse;
 }
 
+int report_experiment_interrupted(const char* what) {
+  std::fprintf(stderr,
+               "husai: %s. Finished conditions and cache entries are kept; continue with the same command "
+               "plus --resume.\n",
+               what);
+  return 1;
+}
+
 int report_interrupted(const char* unit, int64_t count, const std::string& out_dir) {
   std::fprintf(stderr,
                "husai: interrupted after %s %lld; a checkpoint is in %s. Resume with the same command plus "

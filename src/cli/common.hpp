@@ -46,5 +46,8 @@ ExistingOutput existing_policy(const OutputOptions& opts);
 
 // After SIGINT/SIGTERM: says where the checkpoint is and how to resume; returns the exit code (1).
 int report_interrupted(const char* unit, int64_t count, const std::string& out_dir);
+// After SIGINT/SIGTERM stopped an experiment (husai experiment, husai demo): says that finished conditions
+// and cache entries are kept and how to resume; returns the exit code (1).
+int report_experiment_interrupted(const char* what);
 
 }  // namespace husai::cli

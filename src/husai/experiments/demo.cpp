@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <set>
 #include <utility>
 
@@ -13,6 +14,7 @@
 #include "husai/core/error.hpp"
 #include "husai/core/version.hpp"
 #include "husai/experiments/catalog.hpp"
+#include "husai/experiments/study.hpp"
 #include "husai/io/manifest.hpp"
 #include "husai/io/safetensors.hpp"
 
@@ -49,7 +51,10 @@ std::string pct(const nlohmann::json& v) {
 
 std::string ci(const nlohmann::json& pair) {
   if (!pair.is_array() || pair.size() != 2) return "n/a";
-  return fmt::format("[{}, {}]", num(pair[0]), num(pair[1]));
+  const auto d = [](const nlohmann::json& v) {
+    return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
+  };
+  return fmt_ci(d(pair[0]), d(pair[1]));
 }
 
 std::string p_text(const nlohmann::json& v) {
