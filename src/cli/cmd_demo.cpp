@@ -31,12 +31,8 @@ Runner register_demo(CLI::App& app) {
   sub->add_option("-o,--out", o->demo.root, "results root ROOT (default: results)");
   sub->add_flag("--resume", o->demo.resume, "continue the newest unfinished run with the same config");
   sub->add_flag("--no-figures", o->no_figures, "skip the gnuplot figures");
-  auto& seeds = o->config.flags["phase4a.seeds"];
-  seeds.first = "--seeds";
-  sub->add_option_function<std::string>(
-      "--seeds",
-      [&seeds](const std::string& v) { seeds.second = !v.empty() && v.front() == '[' ? v : "[" + v + "]"; },
-      "comma-separated SAE seeds (config key phase4a.seeds; default 42,123,456,789,1011)");
+  add_config_list_flag(sub, o->config, "--seeds", "phase4a.seeds",
+                       "comma-separated SAE seeds (default 42,123,456,789,1011)");
   add_config_flag(sub, o->config, "--sae-steps", "sae.training.steps", "SAE training steps (default 3000)");
   add_config_flag(sub, o->config, "--d-sae", "phase4a.d_sae", "SAE latents (default 1024)");
   add_config_flag(sub, o->config, "--k", "phase4a.k", "TopK active latents, the ReLU L0 target (default 32)");

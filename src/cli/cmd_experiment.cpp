@@ -31,7 +31,6 @@ Runner register_experiment(CLI::App& app) {
     bool fail_on_gate_fail = false;
     bool no_figures = false;
     bool keys = false;
-    std::optional<std::string> k_candidates;
   };
   auto o = std::make_shared<Opts>();
   add_common(sub, o->common);
@@ -42,9 +41,8 @@ Runner register_experiment(CLI::App& app) {
   sub->add_flag("--fail-on-gate-fail", o->fail_on_gate_fail, "release-gate: exit 2 when a gate fails");
   sub->add_flag("--no-figures", o->no_figures, "skip the gnuplot figures");
   sub->add_flag("--keys", o->keys, "print NAME's config keys with defaults and exit");
-  sub->add_option_function<std::string>(
-      "--k-candidates", [o](const std::string& v) { o->k_candidates = v; },
-      "adaptive-l0: comma-separated k candidates (config key adaptive.k_candidates); 32 = matched control");
+  add_config_list_flag(sub, o->config, "--k-candidates", "adaptive.k_candidates",
+                       "adaptive-l0: comma-separated k candidates; 32 = matched control");
   sub->footer(
       "Experiments:" + names +
       "\nConfigs: configs/experiments/NAME.yaml (equal to the built-in defaults); `husai experiment NAME "
@@ -55,10 +53,6 @@ Runner register_experiment(CLI::App& app) {
     if (o->keys) {
       std::printf("%s", def.schema().describe().c_str());
       return 0;
-    }
-    if (o->k_candidates) {
-      const std::string v = o->k_candidates->front() == '[' ? *o->k_candidates : "[" + *o->k_candidates + "]";
-      o->config.flags["adaptive.k_candidates"] = {"--k-candidates", v};
     }
     const Config config = build_config(def.schema(), o->config);
     ExperimentOptions opts;

@@ -40,7 +40,8 @@ Runner register_train_sae(CLI::App& app) {
                   "passes over the training rows (instead of --steps)");
   add_config_flag(sub, o->config, "--batch-size", "training.batch_size", "rows per step");
   add_config_flag(sub, o->config, "--lr", "training.lr", "Adam learning rate");
-  add_config_flag(sub, o->config, "--seeds", "training.seeds", "comma-separated SAE seeds, e.g. 42,123,456");
+  add_config_list_flag(sub, o->config, "--seeds", "training.seeds",
+                       "comma-separated SAE seeds, e.g. 42,123,456");
   add_config_flag(sub, o->config, "--data-order-seed", "training.data_order_seed",
                   "shared data-order seed, or null for one order per seed");
   add_config_flag(sub, o->config, "--eval-fraction", "data.eval_fraction", "fraction of rows held out");
@@ -50,9 +51,6 @@ Runner register_train_sae(CLI::App& app) {
   sub->footer("Config keys (YAML sections, or --set section.key=value):\n" + sae_config_schema().describe());
   return [o] {
     apply_common(o->common);
-    // "--seeds 42,123" is a flow list without its brackets.
-    auto& seeds = o->config.flags["training.seeds"].second;
-    if (seeds && !seeds->empty() && seeds->front() != '[') seeds = "[" + *seeds + "]";
     const Config config = build_config(sae_config_schema(), o->config);
     TrainSaeOptions opts;
     opts.activations_path = o->activations;

@@ -33,6 +33,16 @@ void add_config_flag(CLI::App* app, ConfigOptions& opts, const std::string& flag
       flag, [&slot](const std::string& v) { slot.second = v; }, help + " (config key " + key + ")");
 }
 
+void add_config_list_flag(CLI::App* app, ConfigOptions& opts, const std::string& flag, const std::string& key,
+                          const std::string& help) {
+  auto& slot = opts.flags[key];
+  slot.first = flag;
+  app->add_option_function<std::string>(
+      flag,
+      [&slot](const std::string& v) { slot.second = v.empty() || v.front() == '[' ? v : "[" + v + "]"; },
+      help + " (config key " + key + ")");
+}
+
 Config build_config(ConfigSchema schema, const ConfigOptions& opts) {
   Config config(std::move(schema));
   if (!opts.config_file.empty()) config.merge_yaml_file(opts.config_file);

@@ -34,6 +34,10 @@ struct ConfigOptions {
 void add_config_options(CLI::App* app, ConfigOptions& opts);
 void add_config_flag(CLI::App* app, ConfigOptions& opts, const std::string& flag, const std::string& key,
                      const std::string& help);
+// A flag bound to a list-valued key: "42,123" is read as the flow list "[42,123]" (a value already in
+// brackets is kept as it is).
+void add_config_list_flag(CLI::App* app, ConfigOptions& opts, const std::string& flag, const std::string& key,
+                          const std::string& help);
 Config build_config(ConfigSchema schema, const ConfigOptions& opts);
 
 struct OutputOptions {
