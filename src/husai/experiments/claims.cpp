@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "husai/core/atomic_file.hpp"
+#include "husai/io/json_file.hpp"
 #include "husai/io/registry.hpp"
 #include "husai/io/sha256.hpp"
 
@@ -52,7 +52,7 @@ namespace {
 // sha256 of each output recorded in the run's manifest.
 std::map<std::string, std::string> manifest_hashes(const fs::path& run_dir) {
   std::map<std::string, std::string> out;
-  const nlohmann::json m = nlohmann::json::parse(read_file((run_dir / "manifest.json").string()));
+  const nlohmann::json m = read_json_file((run_dir / "manifest.json").string());
   for (const auto& f : m.at("outputs"))
     out[f.at("path").get<std::string>()] = f.at("sha256").get<std::string>();
   return out;
@@ -77,8 +77,8 @@ AuditLine audit_claim(const RunRecord& run, const nlohmann::json& results, const
       line.detail = file + " no longer matches the sha256 in manifest.json";
       return line;
     }
-    const StabilitySummary s = summarize_stability(nlohmann::json::parse(read_file(full.string())),
-                                                   claim.at("metric").get<std::string>());
+    const StabilitySummary s =
+        summarize_stability(read_json_file(full.string()), claim.at("metric").get<std::string>());
     const bool holds = s.delta_lo > 0;
     line.status = holds ? "holds" : recorded ? "no longer holds" : "does not hold";
     line.detail = fmt::format("re-derived from {}: {} difference {} (CI {}) vs the {} null{}", file, s.metric,
@@ -96,8 +96,7 @@ AuditLine audit_claim(const RunRecord& run, const nlohmann::json& results, const
         line.detail = full.string() + " is missing";
         return line;
       }
-      r["stability"][metric] =
-          to_json(summarize_stability(nlohmann::json::parse(read_file(full.string())), metric));
+      r["stability"][metric] = to_json(summarize_stability(read_json_file(full.string()), metric));
     }
     const AdaptiveChoice c = choose_adaptive_k(search, metric, claim.at("ev_floor").get<double>());
     const int64_t recorded_k = claim.at("chosen_k").get<int64_t>();
@@ -140,8 +139,7 @@ AuditReport run_audit(const std::string& root) {
       if (r.status != "completed") continue;
       std::string variant;
       try {
-        variant = nlohmann::json::parse(read_file((fs::path(r.run_dir) / "results.json").string()))
-                      .value("variant", "");
+        variant = read_json_file((fs::path(r.run_dir) / "results.json").string()).value("variant", "");
       } catch (const std::exception&) {
         variant.clear();
       }
@@ -157,7 +155,7 @@ AuditReport run_audit(const std::string& root) {
       const size_t first = lines.size();
       try {
         const auto hashes = manifest_hashes(dir);
-        const nlohmann::json results = nlohmann::json::parse(read_file((dir / "results.json").string()));
+        const nlohmann::json results = read_json_file((dir / "results.json").string());
         if (!results.contains("claims") || results["claims"].empty()) {
           lines.push_back({e, run.id, "-", "", "cannot check", "the run states no claims"});
         }

@@ -17,10 +17,10 @@
 
 #include <fmt/format.h>
 
-#include "husai/core/atomic_file.hpp"
 #include "husai/experiments/catalog.hpp"
 #include "husai/experiments/claims.hpp"
 #include "husai/experiments/study.hpp"
+#include "husai/io/json_file.hpp"
 #include "husai/sae/saelens_io.hpp"
 #include "husai/train/consistency.hpp"
 
@@ -84,8 +84,7 @@ int run_consistency_sweep(ExperimentContext& ctx) {
   ref_over["training.seeds"] = {ref_seed};
   const std::string ref_run = ctx.sae_run(sae_config_with(c, ref_over), up.activations_path);
   const std::string ref_dir = (fs::path(ref_run) / ("seed" + std::to_string(ref_seed))).string();
-  const nlohmann::json ref_metrics =
-      nlohmann::json::parse(read_file((fs::path(ref_dir) / "metrics.json").string()));
+  const nlohmann::json ref_metrics = read_json_file((fs::path(ref_dir) / "metrics.json").string());
   const SaeModel reference = load_sae(ref_dir);
   const double scale = ref_metrics.at("activation_scaling_factor").get<double>();
   const double mse_ref = ref_metrics.at("held_out").at("mse").get<double>() *

@@ -15,6 +15,7 @@
 #include "husai/core/version.hpp"
 #include "husai/experiments/catalog.hpp"
 #include "husai/experiments/study.hpp"
+#include "husai/io/json_file.hpp"
 #include "husai/io/manifest.hpp"
 #include "husai/io/safetensors.hpp"
 
@@ -32,14 +33,6 @@ struct Family {
   nlohmann::json condition;  // results.json conditions.<name>
   nlohmann::json stability;  // compare/<name>/stability.json
 };
-
-nlohmann::json read_json(const fs::path& path) {
-  try {
-    return nlohmann::json::parse(read_file(path.string()));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path.string() + ": not valid JSON (" + e.what() + ")");
-  }
-}
 
 std::string num(const nlohmann::json& v, const char* format = "{:.4f}") {
   return v.is_number() ? fmt::format(fmt::runtime(format), v.get<double>()) : std::string("n/a");
@@ -262,11 +255,11 @@ DemoResult run_demo(const Config& config, const DemoOptions& options) {
   ReportInputs in;
   in.run_id = run.run_id;
   in.resumed = run.resumed;
-  in.config = read_json(phase4a_dir / "config.json");
-  in.results = read_json(phase4a_dir / "results.json");
-  const nlohmann::json manifest4a = read_json(phase4a_dir / "manifest.json");
+  in.config = read_json_file((phase4a_dir / "config.json").string());
+  in.results = read_json_file((phase4a_dir / "results.json").string());
+  const nlohmann::json manifest4a = read_json_file((phase4a_dir / "manifest.json").string());
   const fs::path transformer_dir = in.results["transformer"]["dir"].get<std::string>();
-  in.transformer_metrics = read_json(transformer_dir / "metrics.json");
+  in.transformer_metrics = read_json_file((transformer_dir / "metrics.json").string());
   for (const nlohmann::json& e : manifest4a.value("cache", nlohmann::json::array())) {
     if (e.value("kind", "") == "transformer") in.transformer_reused = e.value("reused", false);
   }
@@ -292,7 +285,7 @@ DemoResult run_demo(const Config& config, const DemoOptions& options) {
                             in.results["relu_tuning"]["target_l0"].get<double>());
     }
     f.condition = cond;
-    f.stability = read_json(phase4a_dir / cond["stability_file"].get<std::string>());
+    f.stability = read_json_file((phase4a_dir / cond["stability_file"].get<std::string>()).string());
     in.families.push_back(f);
   }
 

@@ -6,11 +6,11 @@
 
 #include <fmt/format.h>
 
-#include "husai/core/atomic_file.hpp"
 #include "husai/core/error.hpp"
 #include "husai/experiments/catalog.hpp"
 #include "husai/experiments/claims.hpp"
 #include "husai/experiments/study.hpp"
+#include "husai/io/json_file.hpp"
 
 namespace husai {
 namespace {
@@ -88,7 +88,7 @@ nlohmann::json tune_relu_l1(ExperimentContext& ctx, const std::string& acts, dou
     if (!c.is_null("phase4a.relu_tune_steps")) o["training.steps"] = c.get_int("phase4a.relu_tune_steps");
     const std::string dir = ctx.sae_run(sae_config_with(c, o), acts);
     const double l0 = held_out_l0(dir, seed);
-    steps = nlohmann::json::parse(read_file(dir + fmt::format("/seed{}/metrics.json", seed))).at("steps");
+    steps = read_json_file(dir + fmt::format("/seed{}/metrics.json", seed)).at("steps");
     ctx.log(fmt::format("relu L1 tuning: l1 {:.5g} -> held-out L0 {:.2f} (target {:.1f})", l1, l0, target));
     trials.push_back({{"l1_coefficient", l1}, {"held_out_l0", l0}});
     if (std::abs(l0 - target) < best_err) {

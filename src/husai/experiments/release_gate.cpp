@@ -8,10 +8,10 @@
 
 #include <fmt/format.h>
 
-#include "husai/core/atomic_file.hpp"
 #include "husai/core/error.hpp"
 #include "husai/experiments/catalog.hpp"
 #include "husai/experiments/study.hpp"
+#include "husai/io/json_file.hpp"
 
 namespace husai {
 namespace {
@@ -56,7 +56,7 @@ int run_gate(ExperimentContext& ctx) {
   const fs::path dir = run->run_dir;
   const std::string results_path = (dir / "results.json").string();
   ctx.add_input(results_path);
-  const nlohmann::json src = nlohmann::json::parse(read_file(results_path));
+  const nlohmann::json src = read_json_file(results_path);
   const std::string cond_name = c.get_string("gate.condition");
   if (!src.contains("conditions") || !src["conditions"].contains(cond_name)) {
     throw Error("release-gate: the source run has no condition '" + cond_name + "'").file(results_path);
@@ -68,7 +68,7 @@ int run_gate(ExperimentContext& ctx) {
   // random_model: re-derived from the stored stability.json.
   const std::string stab_path = (dir / cond.at("stability_file").get<std::string>()).string();
   ctx.add_input(stab_path);
-  const StabilitySummary s = summarize_stability(nlohmann::json::parse(read_file(stab_path)), metric);
+  const StabilitySummary s = summarize_stability(read_json_file(stab_path), metric);
   gates.push_back(
       gate("random_model", s.delta > 0 && s.delta_lo > 0,
            fmt::format("{} trained {} vs {} null {}: difference {} (CI {}); needs difference > 0 and "

@@ -16,6 +16,7 @@
 #include "husai/core/signals.hpp"
 #include "husai/core/version.hpp"
 #include "husai/io/gnuplot.hpp"
+#include "husai/io/json_file.hpp"
 #include "husai/io/manifest.hpp"
 #include "husai/io/sha256.hpp"
 #include "husai/model/model_io.hpp"
@@ -118,7 +119,7 @@ nlohmann::json ExperimentContext::condition(const std::string& id,
   const fs::path file = fs::path(run_dir_) / "conditions" / (id + ".json");
   if (fs::exists(file)) {
     log("condition " + id + ": done in an earlier attempt, kept");
-    return nlohmann::json::parse(read_file(file.string()));
+    return read_json_file(file.string());
   }
   nlohmann::json value = work();
   ensure_directory(file.parent_path().string());
@@ -138,7 +139,7 @@ std::string ExperimentContext::cached(const std::string& kind, const nlohmann::j
   const fs::path marker = dir / kCompleteMarker;
   bool reused = false;
   if (fs::exists(marker)) {
-    const nlohmann::json recorded = nlohmann::json::parse(read_file(marker.string()));
+    const nlohmann::json recorded = read_json_file(marker.string());
     if (recorded.value("files", nlohmann::json()) == hash_files(dir)) {
       reused = true;
     } else {

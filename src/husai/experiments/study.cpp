@@ -7,8 +7,8 @@
 
 #include <fmt/format.h>
 
-#include "husai/core/atomic_file.hpp"
 #include "husai/core/error.hpp"
+#include "husai/io/json_file.hpp"
 #include "husai/metrics/sae_eval.hpp"
 #include "husai/train/sae_run.hpp"
 #include "husai/train/transformer_config.hpp"
@@ -35,8 +35,7 @@ Upstream prepare_upstream(ExperimentContext& ctx, bool allow_ungrokked) {
   Upstream up;
   const Config tcfg = sub_config(ctx.config(), "transformer", transformer_config_schema());
   up.transformer_dir = ctx.transformer(tcfg);
-  const nlohmann::json m =
-      nlohmann::json::parse(read_file((fs::path(up.transformer_dir) / "metrics.json").string()));
+  const nlohmann::json m = read_json_file((fs::path(up.transformer_dir) / "metrics.json").string());
   up.transformer = {{"dir", up.transformer_dir},
                     {"val_acc", m.at("val_acc")},
                     {"train_acc", m.at("train_acc")},
@@ -70,7 +69,7 @@ nlohmann::json sae_run_metrics(const std::string& sae_run_dir, const std::vector
   for (const int64_t seed : seeds) {
     const std::string path =
         (fs::path(sae_run_dir) / ("seed" + std::to_string(seed)) / "metrics.json").string();
-    const nlohmann::json m = nlohmann::json::parse(read_file(path));
+    const nlohmann::json m = read_json_file(path);
     const nlohmann::json& h = m.at("held_out");
     const nlohmann::json& t = m.at("train_rows");
     const double e = num(h, "explained_variance");

@@ -2,8 +2,8 @@
 
 #include <filesystem>
 
-#include "husai/core/atomic_file.hpp"
 #include "husai/core/error.hpp"
+#include "husai/io/json_file.hpp"
 #include "husai/io/safetensors.hpp"
 #include "husai/io/sha256.hpp"
 
@@ -66,11 +66,7 @@ LoadedModel load_model_dir(const std::string& dir) {
   const std::string config_path = (fs::path(dir) / "config.json").string();
   m.model_path = (fs::path(dir) / "model.safetensors").string();
   if (!fs::is_directory(dir)) throw Error("model directory not found").file(dir);
-  try {
-    m.config_json = nlohmann::json::parse(read_file(config_path));
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(std::string("invalid JSON: ") + e.what()).file(config_path);
-  }
+  m.config_json = read_json_file(config_path);
   if (!m.config_json.is_object()) throw Error("config.json must be a JSON object").file(config_path);
   auto need_int = [&](const nlohmann::json& obj, const char* key) -> int64_t {
     if (!obj.contains(key) || !obj[key].is_number_integer()) {
