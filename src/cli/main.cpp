@@ -11,7 +11,9 @@
 #include "husai/core/version.hpp"
 #include "husai/io/manifest.hpp"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_cli(int argc, char** argv) {
   husai::set_command_line(argc, argv);
   CLI::App app{
       "husai: reliability-first sparse-autoencoder research on a transformer that truly groks modular "
@@ -57,6 +59,20 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "husai: error: %s\n", e.what());
     return 1;
+  }
+  return 1;
+}
+
+}  // namespace
+
+// Building the command table can throw too (bad_alloc, CLI11 construction errors); nothing escapes main.
+int main(int argc, char** argv) {
+  try {
+    return run_cli(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "husai: error: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "husai: error: unknown exception\n");
   }
   return 1;
 }

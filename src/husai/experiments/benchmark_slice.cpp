@@ -102,8 +102,10 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
     }
   } else if (saes.size() >= 2) {
     std::vector<FeatureSet> sets;
+    sets.reserve(saes.size());
     for (const SaeModel& s : saes) sets.push_back(decoder_features(s));
     std::vector<const FeatureSet*> ptrs;
+    ptrs.reserve(sets.size());
     for (const FeatureSet& f : sets) ptrs.push_back(&f);
     const int64_t n = static_cast<int64_t>(sets.size());
     stability = per_feature_stability(n, pair_stabilities(ptrs, upper_pairs(n), true));

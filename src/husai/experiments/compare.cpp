@@ -332,6 +332,7 @@ nlohmann::json run_compare(const CompareOptions& options) {
   // ---- Every pair: trained-trained (decoder and encoder), and per null null-null and trained-null.
   // All dictionaries in one list so that one parallel loop runs every GEMM + assignment.
   std::vector<const FeatureSet*> sets;
+  sets.reserve(2 * trained.size() + nulls.size() * static_cast<size_t>(m));
   for (const Dictionary& d : trained) sets.push_back(&d.dec);
   for (const Dictionary& d : trained) sets.push_back(&d.enc);
   const auto null_base = [&](size_t k) { return 2 * n + static_cast<int64_t>(k) * m; };
@@ -340,6 +341,7 @@ nlohmann::json run_compare(const CompareOptions& options) {
   }
   std::vector<std::pair<int64_t, int64_t>> jobs;
   const std::vector<std::pair<int64_t, int64_t>> tp = upper_pairs(n), np = upper_pairs(m);
+  jobs.reserve(2 * tp.size() + nulls.size() * (np.size() + 2 * static_cast<size_t>(n * m)));
   for (const auto& [a, b] : tp) jobs.emplace_back(a, b);
   for (const auto& [a, b] : tp) jobs.emplace_back(n + a, n + b);
   for (size_t k = 0; k < nulls.size(); ++k) {

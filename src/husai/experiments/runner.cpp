@@ -165,7 +165,7 @@ std::string ExperimentContext::cached(const std::string& kind, const nlohmann::j
 }
 
 std::string ExperimentContext::transformer(const Config& transformer_config) {
-  const std::string dir = cached(
+  std::string dir = cached(
       "transformer", {{"config", transformer_config.resolved()}}, [&](const std::string& d, bool resume) {
         TrainTransformerOptions o;
         o.out_dir = d;
@@ -187,11 +187,11 @@ std::string ExperimentContext::activations(const std::string& transformer_dir, c
                               {"layer", spec.layer},
                               {"site", hook_site_name(spec.site)},
                               {"position", spec.position}};
-  const std::string dir = cached("activations", key, [&](const std::string& d, bool) {
+  std::string dir = cached("activations", key, [&](const std::string& d, bool) {
     const LoadedModel model = load_model_dir(transformer_dir);
     extract_activations(model, spec, (fs::path(d) / "activations.safetensors").string(), options_.quiet);
   });
-  const std::string path = (fs::path(dir) / "activations.safetensors").string();
+  std::string path = (fs::path(dir) / "activations.safetensors").string();
   add_input(path);
   return path;
 }
@@ -205,7 +205,7 @@ std::string ExperimentContext::sae_run(const Config& sae_config, const std::stri
     key["consistency_reference_sha256"] = sha256_file_hex(ref.string());
     add_input(ref.string());
   }
-  const std::string dir = cached("sae", key, [&](const std::string& d, bool resume) {
+  std::string dir = cached("sae", key, [&](const std::string& d, bool resume) {
     TrainSaeOptions o;
     o.activations_path = activations_path;
     o.out_dir = d;
@@ -263,7 +263,7 @@ const ExperimentDef& find_experiment(const std::string& name) {
 
 std::string write_experiment_log(const std::string& root) {
   const Registry reg(root);
-  const std::string path = (fs::path(root) / "EXPERIMENT_LOG.md").string();
+  std::string path = (fs::path(root) / "EXPERIMENT_LOG.md").string();
   write_file_atomic(path, reg.experiment_log_markdown());
   return path;
 }

@@ -235,7 +235,7 @@ std::string csv_text(const std::vector<std::string>& header,
                      const std::vector<std::vector<nlohmann::json>>& rows) {
   auto cell = [](const nlohmann::json& v) -> std::string {
     if (v.is_string()) {
-      const std::string s = v.get<std::string>();
+      std::string s = v.get<std::string>();
       if (s.find_first_of(",\"\n") == std::string::npos) return s;
       std::string q = "\"";
       for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);

@@ -14,6 +14,8 @@
 
 namespace husai {
 
+// clang-tidy cannot prove that nlohmann::json's moves never throw (as in io/config.hpp).
+// NOLINTNEXTLINE(bugprone-exception-escape)
 struct Upstream {
   std::string transformer_dir;
   std::string activations_path;

@@ -344,8 +344,8 @@ std::string seen(const Raw& r) {
 }
 
 // Coercion errors carry only the line; the caller adds file and key, which it knows better.
-[[noreturn]] void bad(const Raw& r, std::string what) {
-  Error e(std::move(what));
+[[noreturn]] void bad(const Raw& r, const std::string& what) {
+  Error e(what);
   if (r.line > 0) {
     e.line(r.line);
   }
@@ -776,8 +776,8 @@ struct ConfigMerge {
     return Origin{ValueSource::Kind::kCommandLine, std::move(where), s.label(), false, {}};
   }
 
-  static Error located(std::string what, const Origin& o, const std::string& key, int64_t line) {
-    Error e(std::move(what));
+  static Error located(const std::string& what, const Origin& o, const std::string& key, int64_t line) {
+    Error e(what);
     e.file(o.error_file);
     if (!key.empty()) {
       e.key(key);

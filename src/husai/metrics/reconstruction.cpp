@@ -85,8 +85,8 @@ void sum_rows(ReconstructionSums& sums, const float* x, const float* x_hat, int6
     const float* hr = x_hat + r * D;
     double sq_x = 0, sq_x_hat = 0, dot = 0, sq_err = 0;
     for (int64_t d = 0; d < D; ++d) {
-      const double xd = xr[d];
-      const double hd = hr[d];
+      const double xd = static_cast<double>(xr[d]);
+      const double hd = static_cast<double>(hr[d]);
       const double err = xd - hd;
       sq_x += xd * xd;
       sq_x_hat += hd * hd;

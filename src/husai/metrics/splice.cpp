@@ -33,7 +33,7 @@ int64_t log_softmax(const float* logits, int64_t V, double* log_probs) {
   for (int64_t v = 1; v < V; ++v) {
     if (logits[v] > logits[arg]) arg = v;
   }
-  const double max_z = logits[arg];
+  const double max_z = static_cast<double>(logits[arg]);
   double sum = 0;
   for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(logits[v]) - max_z);
   const double log_sum = max_z + std::log(sum);

@@ -25,6 +25,8 @@ void save_model_safetensors(const std::string& path, const ParamLayout& layout, 
 // the right shape (errors name the file and tensor).
 std::vector<float> load_model_safetensors(const std::string& path, const ParamLayout& layout);
 
+// clang-tidy cannot prove that nlohmann::json's moves never throw (as in io/config.hpp).
+// NOLINTNEXTLINE(bugprone-exception-escape)
 struct LoadedModel {
   std::string dir;
   TransformerConfig cfg;

@@ -28,7 +28,8 @@ void expect_size(const std::vector<float>& v, int64_t n, const char* name, const
   }
 }
 
-std::vector<float> tensor_f32(const SafetensorsFile& f, const std::string& name, std::vector<int64_t> shape) {
+std::vector<float> tensor_f32(const SafetensorsFile& f, const std::string& name,
+                              const std::vector<int64_t>& shape) {
   const TensorData& t = f.get(name);
   if (t.shape != shape) {
     auto text = [](const std::vector<int64_t>& s) {
@@ -160,7 +161,7 @@ SaeModel saelens_from_parts(const std::string& dir, std::string_view cfg_text, c
 }
 
 SaeModel sparsify_from_parts(const std::string& dir, std::string_view cfg_text, const SafetensorsFile& f) {
-  const std::string weights_path = f.source_path();
+  const std::string& weights_path = f.source_path();
   const std::string cfg_path = join(dir, "cfg.json");
   SaeModel m;
   m.source_format = "sparsify";
