@@ -6,6 +6,7 @@
 #include "husai/metrics/nulls.hpp"
 
 #include <Eigen/Eigenvalues>
+#include <Eigen/QR>
 #include <cmath>
 #include <string>
 
@@ -34,6 +35,38 @@ void normalise_rows_inplace(std::vector<double>& w, int64_t n, int64_t d, std::v
   }
 }
 
+// A dictionary's rows in double, each unit-normalised as FeatureSet rows are (a zero row stays zero);
+// throws on a non-finite entry.
+std::vector<double> unit_rows_double(const float* w, int64_t n, int64_t d, const char* what) {
+  std::vector<double> out(static_cast<size_t>(n * d));
+  for (int64_t i = 0; i < n; ++i) {
+    double norm2 = 0;
+    for (int64_t k = 0; k < d; ++k) {
+      const auto v = static_cast<double>(w[i * d + k]);
+      if (!std::isfinite(v)) {
+        throw Error(std::string(what) + ": atom " + std::to_string(i) + " has a non-finite entry");
+      }
+      out[static_cast<size_t>(i * d + k)] = v;
+      norm2 += v * v;
+    }
+    const double inv = norm2 > 0 ? 1.0 / std::sqrt(norm2) : 0.0;
+    for (int64_t k = 0; k < d; ++k) out[static_cast<size_t>(i * d + k)] *= inv;
+  }
+  return out;
+}
+
+// out = unit rows of (unit rows of W) T, T [d, d] row-major, in double.
+std::vector<float> transform_dictionary(const float* W_dec, int64_t d_sae, int64_t d_in, const double* T,
+                                        const char* what) {
+  if (d_sae < 1 || d_in < 1) throw Error(std::string(what) + ": empty dictionary");
+  const std::vector<double> w = unit_rows_double(W_dec, d_sae, d_in, what);
+  std::vector<double> t(static_cast<size_t>(d_sae * d_in));
+  gemm<double>(false, false, d_sae, d_in, d_in, 1.0, w.data(), d_in, T, d_in, 0.0, t.data(), d_in);
+  std::vector<float> out;
+  normalise_rows_inplace(t, d_sae, d_in, out);
+  return out;
+}
+
 SaeArch training_arch_of(const SaeModel& sae) {
   const nlohmann::json& cfg = sae.cfg;
   if (cfg.is_object() && cfg.contains("metadata") && cfg["metadata"].is_object() &&
@@ -60,6 +93,12 @@ std::string_view null_kind_name(NullKind kind) {
       return "untrained";
     case NullKind::Covariance:
       return "covariance";
+    case NullKind::SecondMoment:
+      return "second_moment";
+    case NullKind::AxisReflection:
+      return "axis_reflection";
+    case NullKind::Rotation:
+      return "rotation";
   }
   return "unknown";
 }
@@ -68,7 +107,11 @@ NullKind parse_null_kind(std::string_view name) {
   if (name == "gaussian") return NullKind::Gaussian;
   if (name == "untrained") return NullKind::Untrained;
   if (name == "covariance") return NullKind::Covariance;
-  throw Error("unknown null '" + std::string(name) + "' (expected gaussian, untrained or covariance)");
+  if (name == "second_moment") return NullKind::SecondMoment;
+  if (name == "axis_reflection") return NullKind::AxisReflection;
+  if (name == "rotation") return NullKind::Rotation;
+  throw Error("unknown null '" + std::string(name) +
+              "' (expected gaussian, untrained, covariance, second_moment, axis_reflection or rotation)");
 }
 
 std::vector<float> gaussian_null_decoder(int64_t d_sae, int64_t d_in, uint64_t seed) {
@@ -129,6 +172,89 @@ CovarianceNull::CovarianceNull(const float* x, int64_t n_rows, int64_t d_in) : d
   if (eig.info() != Eigen::Success) throw Error("eigendecomposition of the activation covariance failed");
   const Eigen::VectorXd root = eig.eigenvalues().cwiseMax(0.0).cwiseSqrt();
   factor_ = eig.eigenvectors() * root.asDiagonal();
+  eigenvalues_ = eig.eigenvalues().reverse();
+  axes_ = eig.eigenvectors().rowwise().reverse();
+}
+
+std::vector<float> CovarianceNull::reflect(const float* W_dec, int64_t d_sae, uint64_t seed) const {
+  const int64_t D = d_in_;
+  const std::vector<int> signs = reflection_signs(D, seed);
+  // R = sum_k s_k v_k v_k^T = I - 2 sum_{s_k = -1} v_k v_k^T; formed as V diag(s) V^T in double.
+  Eigen::MatrixXd scaled = axes_;
+  for (int64_t k = 0; k < D; ++k) scaled.col(k) *= static_cast<double>(signs[static_cast<size_t>(k)]);
+  MatrixR<double> R(D, D);
+  R.noalias() = scaled * axes_.transpose();
+  R = 0.5 * (R + R.transpose()).eval();  // exactly symmetric, as a reflection is
+  return transform_dictionary(W_dec, d_sae, D, R.data(), "axis_reflection null");
+}
+
+std::vector<int> reflection_signs(int64_t d_in, uint64_t seed) {
+  const Philox rng(seed, stream_id("null.axis_reflection"));
+  std::vector<int> s(static_cast<size_t>(d_in));
+  for (int64_t k = 0; k < d_in; ++k)
+    s[static_cast<size_t>(k)] = rng.below(static_cast<uint64_t>(k), 2) == 1 ? -1 : 1;
+  return s;
+}
+
+SecondMomentNull::SecondMomentNull(const float* W_dec, int64_t d_sae, int64_t d_in) : d_in_(d_in) {
+  if (d_sae < 1 || d_in < 1) throw Error("second_moment null: empty dictionary");
+  const std::vector<double> w = unit_rows_double(W_dec, d_sae, d_in, "second_moment null");
+  MatrixR<double> m(d_in, d_in);
+  gemm<double>(true, false, d_in, d_in, d_sae, 1.0 / static_cast<double>(d_sae), w.data(), d_in, w.data(),
+               d_in, 0.0, m.data(), d_in);
+  m = 0.5 * (m + m.transpose()).eval();  // exactly symmetric for the eigensolver
+  moment_ = m;
+  if (!(moment_.trace() > 0)) throw Error("second_moment null: every atom of the dictionary is zero");
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(moment_);
+  if (eig.info() != Eigen::Success)
+    throw Error("eigendecomposition of the dictionary's second moment failed");
+  const Eigen::VectorXd root = eig.eigenvalues().cwiseMax(0.0).cwiseSqrt();
+  root_ = eig.eigenvectors() * root.asDiagonal() * eig.eigenvectors().transpose();
+  root_ = 0.5 * (root_ + root_.transpose()).eval();
+}
+
+std::vector<float> SecondMomentNull::decoder(int64_t n_atoms, uint64_t seed) const {
+  const int64_t D = d_in_;
+  const Philox rng(seed, stream_id("null.second_moment"));
+  std::vector<double> g(static_cast<size_t>(n_atoms * D));
+  for (size_t k = 0; k < g.size(); ++k) g[k] = rng.normal(k);
+  // Rows z_i = M^{1/2} g_i, i.e. Z = G M^{1/2} (the root is symmetric).
+  const MatrixR<double> root = root_;
+  std::vector<double> z(g.size());
+  gemm<double>(false, false, n_atoms, D, D, 1.0, g.data(), D, root.data(), D, 0.0, z.data(), D);
+  std::vector<float> out;
+  normalise_rows_inplace(z, n_atoms, D, out);
+  return out;
+}
+
+std::vector<float> second_moment_null_decoder(const float* W_dec, int64_t d_sae, int64_t d_in,
+                                              uint64_t seed) {
+  return SecondMomentNull(W_dec, d_sae, d_in).decoder(d_sae, seed);
+}
+
+std::vector<double> haar_orthogonal(int64_t d, uint64_t seed) {
+  if (d < 1) throw Error("rotation null: dimension must be >= 1");
+  const Philox rng(seed, stream_id("null.rotation"));
+  Eigen::MatrixXd G(d, d);
+  for (int64_t i = 0; i < d; ++i) {
+    for (int64_t j = 0; j < d; ++j) G(i, j) = rng.normal(static_cast<uint64_t>(i * d + j));
+  }
+  const Eigen::HouseholderQR<Eigen::MatrixXd> qr(G);
+  Eigen::MatrixXd Q = qr.householderQ() * Eigen::MatrixXd::Identity(d, d);
+  const Eigen::MatrixXd& packed = qr.matrixQR();  // R on and above the diagonal
+  for (int64_t j = 0; j < d; ++j) {
+    if (packed(j, j) < 0) Q.col(j) *= -1.0;
+  }
+  std::vector<double> out(static_cast<size_t>(d * d));
+  for (int64_t i = 0; i < d; ++i) {
+    for (int64_t j = 0; j < d; ++j) out[static_cast<size_t>(i * d + j)] = Q(i, j);
+  }
+  return out;
+}
+
+std::vector<float> rotation_null_decoder(const float* W_dec, int64_t d_sae, int64_t d_in, uint64_t seed) {
+  const std::vector<double> Q = haar_orthogonal(d_in, seed);
+  return transform_dictionary(W_dec, d_sae, d_in, Q.data(), "rotation null");
 }
 
 std::vector<float> CovarianceNull::decoder(int64_t d_sae, uint64_t seed) const {

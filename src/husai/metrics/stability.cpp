@@ -69,6 +69,28 @@ void abs_cosine_matrix(const FeatureSet& a, const FeatureSet& b, float* out) {
   for (int64_t k = 0; k < na * nb; ++k) out[k] = std::fabs(out[k]);
 }
 
+std::vector<float> nearest_neighbour_abs_cos(const FeatureSet& f) {
+  const int64_t n = f.n_features;
+  std::vector<float> best(static_cast<size_t>(n), 0.0f);
+  if (n < 2) return best;
+  const int64_t block = std::min(n, kNearestNeighbourBlock);
+  std::vector<float> cos(static_cast<size_t>(block * n));
+  for (int64_t i0 = 0; i0 < n; i0 += block) {
+    const int64_t rows = std::min(block, n - i0);
+    gemm<float>(false, true, rows, n, f.dim, 1.0f, f.rows.data() + i0 * f.dim, f.dim, f.rows.data(), f.dim,
+                0.0f, cos.data(), n);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* c = cos.data() + r * n;
+      float m = 0.0f;
+      for (int64_t j = 0; j < n; ++j) {
+        if (j != i0 + r) m = std::max(m, std::fabs(c[j]));
+      }
+      best[static_cast<size_t>(i0 + r)] = m;
+    }
+  }
+  return best;
+}
+
 PairStability pair_stability(const FeatureSet& a, const FeatureSet& b, StabilityWorkspace& ws,
                              bool keep_best) {
   const int64_t na = a.n_features, nb = b.n_features;

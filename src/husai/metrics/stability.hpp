@@ -79,6 +79,14 @@ std::vector<PairStability> pair_stabilities(const std::vector<const FeatureSet*>
 // All pairs (i, j), i < j, of n items in row order: (0,1), (0,2), ..., (1,2), ...
 std::vector<std::pair<int64_t, int64_t>> upper_pairs(int64_t n);
 
+// Within-dictionary nearest neighbour: for each feature i, max_{j != i} |cos(f_i, f_j)| (0 for a zero
+// feature, and for every feature of a one-feature dictionary). The mean of these is the reference line beside
+// the nulls: how alike a dictionary's atoms are to each other. Computed in row blocks of
+// kNearestNeighbourBlock features against all n (one float GEMM per block, core/gemm.hpp's fixed tiling), so
+// memory is kNearestNeighbourBlock * n floats and the result does not depend on the thread count.
+inline constexpr int64_t kNearestNeighbourBlock = 256;
+std::vector<float> nearest_neighbour_abs_cos(const FeatureSet& f);
+
 // Per-feature stability of each of n dictionaries from the results of all their pairs (as listed by
 // upper_pairs(n), computed with keep_best): for each feature of dictionary i, the mean over the other
 // dictionaries j of its best |cos| in j (best_ab of (i, j) when i < j, best_ba of (j, i) otherwise), summed
