@@ -9,6 +9,7 @@
 #include "common.hpp"
 #include "husai/core/error.hpp"
 #include "husai/experiments/compare.hpp"
+#include "husai/experiments/stability_report.hpp"
 
 namespace husai::cli {
 
@@ -18,9 +19,11 @@ Runner register_compare(CLI::App& app) {
       "Stability across seeds: pairwise similarity of two or more SAEs (SAELens or sparsify folders, same "
       "d_in) for the decoder rows and the encoder columns (pwmcc, matched_mean_cos = Hungarian PW-MCC, "
       "shared "
-      "fractions), per-feature stability, null baselines (gaussian, untrained, covariance) and seed-level "
-      "statistics (seed bootstrap CIs, permutation tests over seed labels, Holm). Writes OUT/stability.json, "
-      "summary.md, pairs.csv, per_feature.csv, figures and manifest.json.");
+      "fractions), per-feature stability, null baselines (gaussian, covariance, and the geometry-matched "
+      "second_moment, axis_reflection, rotation), an optional surrogate-data control, seed-level statistics "
+      "(seed bootstrap CIs, exact permutation tests over seed labels, Holm over nulls and metrics) and one "
+      "verdict rule (above / below / indistinguishable). Writes OUT/stability.json, summary.md, pairs.csv, "
+      "per_feature.csv, figures and manifest.json.");
   struct Opts {
     CommonOptions common;
     CompareOptions cmp;
@@ -32,13 +35,27 @@ Runner register_compare(CLI::App& app) {
   sub->add_option("sae_dirs", o->cmp.sae_dirs, "SAE folders (two or more), in the order pairs are reported")
       ->required();
   sub->add_option("--null", o->nulls,
-                  "comma-separated nulls: gaussian, untrained, covariance (default: gaussian,untrained, plus "
-                  "covariance with --activations)");
-  sub->add_option("--null-seeds", o->cmp.null_seeds,
-                  "null dictionaries per null (seeds 1000, 1001, ...; default: as many as SAE folders)")
+                  "comma-separated nulls: gaussian, untrained, covariance, second_moment, axis_reflection, "
+                  "rotation, or none (default: gaussian,second_moment,rotation, plus covariance and "
+                  "axis_reflection with --activations)");
+  sub->add_option(
+         "--null-seeds", o->cmp.null_seeds,
+         "null dictionaries per null (seeds 1000, 1001, ...; default: as many as SAE folders, at least "
+         "10; axis_reflection: one per SAE)")
       ->check(CLI::NonNegativeNumber);
-  sub->add_option("--activations", o->cmp.activations_path,
-                  "activation file the SAEs were trained on (enables the covariance null)");
+  sub->add_option(
+      "--activations", o->cmp.activations_path,
+      "activation file the SAEs were trained on (enables the covariance and axis_reflection nulls "
+      "and the surrogate control)");
+  sub->add_option(
+      "--surrogate", o->cmp.surrogate,
+      "surrogate-data control: 'gaussian' trains the same SAE family (same config, rows and seeds) "
+      "on Gaussian data with the activations' mean and covariance and compares against it");
+  sub->add_option(
+      "--model", o->cmp.model_dir,
+      "transformer run folder: key frequencies (embedding power) for the feature-type breakdown of "
+      "answer-position activations (default: chosen from the activations)");
+  sub->add_option("--surrogate-seed", o->cmp.surrogate_seed, "seed of the surrogate rows (default 0)");
   sub->add_option("--key", o->cmp.activations_key,
                   "tensor name in the activation file (default: activations)");
   sub->add_option("--bootstrap", o->cmp.bootstrap,
@@ -60,24 +77,21 @@ Runner register_compare(CLI::App& app) {
       while (std::getline(ss, item, ',')) {
         if (!item.empty()) o->cmp.nulls.push_back(item);
       }
-      if (o->cmp.nulls.empty()) throw Error("--null needs at least one of gaussian, untrained, covariance");
+      if (o->cmp.nulls.empty()) throw Error("--null needs at least one null name, or none");
     }
     const auto start = std::chrono::steady_clock::now();
     const nlohmann::json doc = run_compare(o->cmp);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (!o->common.quiet) {
-      const nlohmann::json& s = doc["summary"];
+      const StabilityStudy study = study_from_json(doc);
       for (const char* metric : {"pwmcc", "matched_mean_cos"}) {
-        const nlohmann::json& t = s[metric]["trained"];
-        std::printf("%s: trained %.4f [%.4f, %.4f]\n", metric, t["mean"].get<double>(),
-                    t["ci_bca"][0].is_number() ? t["ci_bca"][0].get<double>() : t["mean"].get<double>(),
-                    t["ci_bca"][1].is_number() ? t["ci_bca"][1].get<double>() : t["mean"].get<double>());
-        for (const auto& [name, ne] : s[metric]["nulls"].items()) {
-          std::printf("  %s\n", ne["verdict"].get<std::string>().c_str());
+        const MetricStudy& m = study.metric(metric);
+        std::printf("%s: trained %.4f [%.4f, %.4f]\n", metric, m.trained.estimate, m.trained.bca.lo,
+                    m.trained.bca.hi);
+        for (const GroupComparison& c : m.comparisons) {
+          std::printf("  %s%s\n", verdict_text(c, study.confidence).c_str(),
+                      c.group == m.decision_null ? "  [decision null]" : "");
         }
-      }
-      if (doc["primary_null"].is_object()) {
-        std::printf("null for decisions: %s\n", doc["primary_null"]["name"].get<std::string>().c_str());
       }
       std::printf("wrote %s/stability.json and summary.md (%.2f s)\n", o->cmp.out_dir.c_str(), seconds);
     }

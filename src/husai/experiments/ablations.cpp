@@ -63,19 +63,27 @@ int run_ablations(ExperimentContext& ctx) {
   for (int64_t d : c.get_int_list("ablations.d_sae_values"))
     conds.push_back({"d_sae", d, c.get_int("ablations.d_sae_sweep_k")});
 
-  nlohmann::json results = {{"schema_version", 1},    {"experiment", "ablations"},
+  nlohmann::json results = {{"schema_version", 2},    {"experiment", "ablations"},
                             {"run_id", ctx.run_id()}, {"transformer", up.transformer},
                             {"seeds", seeds},         {"decision_metric", metric}};
   nlohmann::json rows_json = nlohmann::json::array();
   std::vector<std::vector<nlohmann::json>> rows;
   nlohmann::json claims = nlohmann::json::array();
   std::string md = fmt::format(
-      "# Core ablations\n\nRun `{}`; seeds {} in every condition; `{}` against the null "
-      "named per row; CIs are seed-bootstrap BCa.\n\n"
-      "| sweep | d_sae | k | trained (CI) | null (CI) | difference (CI) | ratio | held-out EV | "
-      "MSE | L0 | dead | train time (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+      "# Core ablations\n\nRun `{}`; seeds {} in every condition; `{}` against each condition's decision "
+      "null "
+      "(the most conservative geometry-matched null, named per row); CIs are seed-bootstrap BCa. Verdict: "
+      "the "
+      "two-sided exact permutation test over seed labels, Holm-adjusted over every null, tested metric and "
+      "condition of this run (sizes in results.json `holm_families`); above / below when p <= alpha with "
+      "that "
+      "sign, else indistinguishable.\n\n"
+      "| sweep | d_sae | k | null | trained (CI) | null (CI) | difference (CI) | ratio | Holm p | verdict | "
+      "held-out EV | MSE | L0 | dead | train time (s) "
+      "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
       ctx.run_id(), nlohmann::json(seeds).dump(), metric);
   std::string data_k = "$d << EOD\n", data_d = "$d << EOD\n";
+  std::vector<std::pair<Cond, nlohmann::json>> done;
   for (const Cond& cond : conds) {
     if (cond.k > cond.d_sae) {
       ctx.log(fmt::format("skipping {}: k > d_sae", cond.id()));
@@ -99,19 +107,33 @@ int run_ablations(ExperimentContext& ctx) {
                              {{"pwmcc", to_json(summarize_stability(stab, "pwmcc"))},
                               {"matched_mean_cos", to_json(summarize_stability(stab, "matched_mean_cos"))}}}};
     });
+    done.emplace_back(cond, r);
+  }
+  // Every condition's verdict is Holm-adjusted over all conditions of the run (and their nulls and metrics).
+  std::vector<std::string> files;
+  for (const auto& [cond, r] : done) files.push_back(r["stability_file"].get<std::string>());
+  std::vector<std::pair<std::string, int64_t>> families;
+  const std::vector<StabilityStudy> studies = load_experiment_studies(ctx.run_dir(), files, &families);
+  for (const auto& [family, size] : families) results["holm_families"][family] = size;
+  for (size_t i = 0; i < done.size(); ++i) {
+    const Cond& cond = done[i].first;
+    nlohmann::json r = done[i].second;
+    for (const char* met : {"pwmcc", "matched_mean_cos"})
+      r["stability"][met] = to_json(summarize(studies[i], met));
     const StabilitySummary s = stability_from_json(r["stability"][metric]);
     const nlohmann::json& m = r["metrics"]["mean"];
-    md += fmt::format("| {} | {} | {} | {} {} | {} {} | {} {} | {} | {} | {} | {} | {} | {} |\n", cond.sweep,
-                      cond.d_sae, cond.k, fmt_num(s.trained), fmt_ci(s.trained_lo, s.trained_hi),
-                      fmt_num(s.null_mean), fmt_ci(s.null_lo, s.null_hi), fmt_num(s.delta),
-                      fmt_ci(s.delta_lo, s.delta_hi), fmt_num(s.ratio, 3),
-                      fmt_num(m["ev_held_out"].get<double>()), fmt_num(m["mse"].get<double>(), 5),
-                      fmt_num(m["l0"].get<double>(), 1), fmt_num(m["frac_dead"].get<double>(), 3),
-                      fmt_num(m["wall_time_s"].get<double>(), 1));
-    rows.push_back({cond.sweep,       cond.d_sae,   cond.k,      s.null_name,    s.trained,
-                    s.trained_lo,     s.trained_hi, s.null_mean, s.null_lo,      s.null_hi,
-                    s.delta,          s.delta_lo,   s.delta_hi,  s.ratio,        s.p_permutation,
-                    m["ev_held_out"], m["mse"],     m["l0"],     m["frac_dead"], m["wall_time_s"]});
+    md += fmt::format(
+        "| {} | {} | {} | {} | {} {} | {} {} | {} {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", cond.sweep,
+        cond.d_sae, cond.k, s.null_name, fmt_num(s.trained), fmt_ci(s.trained_lo, s.trained_hi),
+        fmt_num(s.null_mean), fmt_ci(s.null_lo, s.null_hi), fmt_num(s.delta), fmt_ci(s.delta_lo, s.delta_hi),
+        fmt_num(s.ratio, 3), fmt_num(s.p_holm), s.verdict_kind, fmt_num(m["ev_held_out"].get<double>()),
+        fmt_num(m["mse"].get<double>(), 5), fmt_num(m["l0"].get<double>(), 1),
+        fmt_num(m["frac_dead"].get<double>(), 3), fmt_num(m["wall_time_s"].get<double>(), 1));
+    rows.push_back({cond.sweep,     cond.d_sae,      cond.k,           s.null_name, s.trained,
+                    s.trained_lo,   s.trained_hi,    s.null_mean,      s.null_lo,   s.null_hi,
+                    s.delta,        s.delta_lo,      s.delta_hi,       s.ratio,     s.p_permutation,
+                    s.p_holm,       s.verdict_kind,  m["ev_held_out"], m["mse"],    m["l0"],
+                    m["frac_dead"], m["wall_time_s"]});
     nlohmann::json row = r;
     row["sweep"] = cond.sweep;
     rows_json.push_back(row);
@@ -126,19 +148,36 @@ int run_ablations(ExperimentContext& ctx) {
     claims.push_back(make_stability_claim(
         "ablations." + cid + ".above_null",
         fmt::format("TopK d_sae {} k {} is more alike across seeds than the null", cond.d_sae, cond.k),
-        r["stability_file"].get<std::string>(), metric, s));
+        r["stability_file"].get<std::string>(), metric, s, files));
   }
   data_k += "EOD\n";
   data_d += "EOD\n";
   results["conditions"] = rows_json;
   results["claims"] = claims;
   ctx.write_json("results.json", results);
-  ctx.write_text("ablations.csv",
-                 csv_text({"sweep",       "d_sae",      "k",         "null",      "trained",
-                           "trained_lo",  "trained_hi", "null_mean", "null_lo",   "null_hi",
-                           "delta",       "delta_lo",   "delta_hi",  "ratio",     "p_permutation",
-                           "ev_held_out", "mse",        "l0",        "frac_dead", "train_wall_time_s"},
-                          rows));
+  ctx.write_text("ablations.csv", csv_text({"sweep",
+                                            "d_sae",
+                                            "k",
+                                            "null",
+                                            "trained",
+                                            "trained_lo",
+                                            "trained_hi",
+                                            "null_mean",
+                                            "null_lo",
+                                            "null_hi",
+                                            "delta",
+                                            "delta_lo",
+                                            "delta_hi",
+                                            "ratio",
+                                            "p_permutation_two_sided",
+                                            "p_holm",
+                                            "verdict",
+                                            "ev_held_out",
+                                            "mse",
+                                            "l0",
+                                            "frac_dead",
+                                            "train_wall_time_s"},
+                                           rows));
   md +=
       "\nTrain time is the wall time of the train-sae run that produced the condition (all seeds in one "
       "pass); a "

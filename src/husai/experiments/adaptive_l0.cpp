@@ -107,8 +107,10 @@ int run_adaptive(ExperimentContext& ctx) {
   std::string md = fmt::format(
       "# Adaptive L0 calibration\n\nRun `{}`. Search seeds {}, retrain seeds {} (disjoint), "
       "d_sae {}, EV floor {}; choice = the largest lower confidence bound of (trained - "
-      "null) in `{}` among candidates with held-out EV >= floor. Search p = one-sided permutation p "
-      "against the decision null; Holm p = adjusted across the {} candidates.\n\n"
+      "null) in `{}` among candidates with held-out EV >= floor, against each candidate's decision null (the "
+      "most "
+      "conservative geometry-matched null). Search p = two-sided exact permutation p against it; Holm p = "
+      "adjusted across the {} candidates.\n\n"
       "| k | held-out EV | L0 | trained | null | difference (CI) | search p | Holm p | eligible |\n"
       "|---|---|---|---|---|---|---|---|---|\n",
       ctx.run_id(), nlohmann::json(c.get_int_list("adaptive.search_seeds")).dump(),
@@ -148,11 +150,11 @@ int run_adaptive(ExperimentContext& ctx) {
         "\nChosen k = {} (search difference {} {}, Holm p across candidates {}; optimistic because it was "
         "selected).\n\n"
         "**Estimate (retrain on {} fresh seeds):** trained {} vs {} null {}, difference {} {}, "
-        "ratio {}, permutation p = {}, held-out EV {}.\n",
+        "ratio {}, held-out EV {}. Verdict: {}.\n",
         k, fmt_num(sel.delta), fmt_ci(sel.delta_lo, sel.delta_hi), fmt_num(search_holm[choice.index]),
         c.get_int_list("adaptive.retrain_seeds").size(), fmt_num(s.trained), s.null_name,
         fmt_num(s.null_mean), fmt_num(s.delta), fmt_ci(s.delta_lo, s.delta_hi), fmt_num(s.ratio, 3),
-        fmt_num(s.p_permutation), fmt_num(retrain["metrics"]["mean"]["ev_held_out"].get<double>()));
+        fmt_num(retrain["metrics"]["mean"]["ev_held_out"].get<double>()), s.verdict);
     ctx.metric("chosen_k", static_cast<double>(k));
     ctx.metric(metric + ".delta", s.delta, "retrain");
     ctx.metric(metric + ".delta_lo", s.delta_lo, "retrain");

@@ -16,16 +16,19 @@ namespace fs = std::filesystem;
 
 nlohmann::json make_stability_claim(const std::string& id, const std::string& statement,
                                     const std::string& stability_file, const std::string& metric,
-                                    const StabilitySummary& s) {
+                                    const StabilitySummary& s, const std::vector<std::string>& holm_files) {
   return {{"id", id},
           {"statement", statement},
           {"kind", "above_null"},
           {"stability_file", stability_file},
+          {"holm_files", holm_files.empty() ? std::vector<std::string>{stability_file} : holm_files},
           {"metric", metric},
           {"null", s.null_name},
           {"delta", s.delta},
           {"delta_lo", s.delta_lo},
-          {"holds", s.delta_lo > 0}};
+          {"p_holm", s.p_holm},
+          {"verdict", s.verdict_kind},
+          {"holds", s.verdict_kind == "above"}};
 }
 
 AdaptiveChoice choose_adaptive_k(const nlohmann::json& search, const std::string& metric, double ev_floor) {
@@ -77,13 +80,25 @@ AuditLine audit_claim(const RunRecord& run, const nlohmann::json& results, const
       line.detail = file + " no longer matches the sha256 in manifest.json";
       return line;
     }
-    const StabilitySummary s =
-        summarize_stability(read_json_file(full.string()), claim.at("metric").get<std::string>());
-    const bool holds = s.delta_lo > 0;
+    std::vector<std::string> family = {file};
+    if (claim.contains("holm_files")) family = claim.at("holm_files").get<std::vector<std::string>>();
+    for (const std::string& f : family) {
+      if (!fs::exists(dir / f)) {
+        line.detail = f + " is missing";
+        return line;
+      }
+    }
+    const auto pos = std::find(family.begin(), family.end(), file);
+    if (pos == family.end()) family.push_back(file);
+    const std::vector<StabilityStudy> studies = load_experiment_studies(dir.string(), family, nullptr);
+    const StabilitySummary s = summarize(
+        studies[static_cast<size_t>(std::find(family.begin(), family.end(), file) - family.begin())],
+        claim.at("metric").get<std::string>());
+    const bool holds = s.verdict_kind == "above";
     line.status = holds ? "holds" : recorded ? "no longer holds" : "does not hold";
-    line.detail = fmt::format("re-derived from {}: {} difference {} (CI {}) vs the {} null{}", file, s.metric,
-                              fmt_num(s.delta), fmt_ci(s.delta_lo, s.delta_hi), s.null_name,
-                              holds == recorded ? "" : "; the run had recorded the opposite");
+    line.detail =
+        fmt::format("re-derived from {} (Holm over {} tests): {} {}{}", file, s.holm_family_size, s.metric,
+                    s.verdict, holds == recorded ? "" : "; the run had recorded the opposite");
     return line;
   }
   if (kind == "adaptive_choice") {

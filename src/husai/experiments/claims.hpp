@@ -16,10 +16,14 @@
 
 namespace husai {
 
-// {id, statement, kind: "above_null", stability_file, metric, null, delta, delta_lo, holds: delta_lo > 0}.
+// {id, statement, kind: "above_null", stability_file, holm_files, metric, null, delta, delta_lo, p_holm,
+// verdict, holds: verdict == "above"}. `holm_files` are the stability.json files (relative to the run folder)
+// whose tests were Holm-adjusted together with this one (load_experiment_studies); empty = this file alone.
+// The audit re-derives the verdict the same way.
 nlohmann::json make_stability_claim(const std::string& id, const std::string& statement,
                                     const std::string& stability_file, const std::string& metric,
-                                    const StabilitySummary& s);
+                                    const StabilitySummary& s,
+                                    const std::vector<std::string>& holm_files = {});
 
 // Adaptive-L0 choice over search results (each {k, metrics.mean.ev_held_out, stability[metric]}): the
 // largest delta_lo among candidates with EV >= floor; ties go to the smaller k.

@@ -1,11 +1,12 @@
 #pragma once
 
 // `husai compare`: how alike are SAEs that differ only in their seed, and is that more than chance?
-// Loads two or more SAE folders (same d_in), computes every pairwise stability metric for the decoder rows
-// and the encoder columns, the per-feature stability of each SAE, the same metrics for each null baseline
-// (gaussian, untrained, covariance) over as many null seeds as trained SAEs, and the seed-level statistics
-// (metrics/statistics.hpp) of trained against each null. Writes OUT/stability.json, OUT/summary.md, CSVs
-// and figures (PNG + SVG), and OUT/manifest.json; formats in docs/formats.md.
+// Loads two or more SAE folders (same d_in), builds the comparison groups (null dictionaries of each kind in
+// metrics/nulls.hpp and, with `surrogate`, the same SAE family trained on surrogate data) and runs the
+// stability study (metrics/stability_study.hpp): every pairwise metric for the decoder rows and the encoder
+// columns, per-feature stability, seed-level statistics and one verdict rule. Writes OUT/stability.json,
+// OUT/summary.md, CSVs and figures (PNG + SVG) through experiments/stability_report.hpp, and
+// OUT/manifest.json last; formats in docs/formats.md.
 
 #include <cstdint>
 #include <string>
@@ -15,11 +16,22 @@
 
 namespace husai {
 
+inline constexpr int64_t kDefaultMinNullSeeds = 10;
+
 struct CompareOptions {
   std::vector<std::string> sae_dirs;  // two or more SAELens (or sparsify) folders, in the order given
-  std::vector<std::string> nulls;  // empty = default: gaussian, untrained, plus covariance with activations
-  int64_t null_seeds = 0;          // 0 = as many as sae_dirs
-  std::string activations_path;    // optional: enables the covariance null
+  // Empty = default: gaussian, second_moment, rotation, plus covariance and axis_reflection with
+  // activations. {"none"}: no nulls.
+  std::vector<std::string> nulls;
+  int64_t null_seeds = 0;  // 0 = max(number of SAEs, kDefaultMinNullSeeds); axis_reflection: one per SAE
+  // "gaussian": also train the same SAE family on Gaussian surrogate data with the activations' mean and
+  // covariance (same rows, config and seeds) into OUT/surrogate/ and compare against it. Needs activations.
+  std::string surrogate;
+  uint64_t surrogate_seed = 0;  // seed of the surrogate rows
+  // Optional transformer run folder: key frequencies by embedding power for the feature-type breakdown
+  // (written when the activations are an answer-position modular-addition file).
+  std::string model_dir;
+  std::string activations_path;  // optional: enables the covariance null
   std::string activations_key = "activations";
   int64_t bootstrap = 10000;  // seed-bootstrap resamples (and Monte Carlo permutations when not exact)
   double confidence = 0.95;

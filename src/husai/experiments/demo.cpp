@@ -14,6 +14,7 @@
 #include "husai/core/error.hpp"
 #include "husai/core/version.hpp"
 #include "husai/experiments/catalog.hpp"
+#include "husai/experiments/stability_report.hpp"
 #include "husai/experiments/study.hpp"
 #include "husai/io/json_file.hpp"
 #include "husai/io/manifest.hpp"
@@ -31,29 +32,11 @@ struct Family {
   std::string name;          // "topk", "relu"
   std::string label;         // "TopK (k 32)", ...
   nlohmann::json condition;  // results.json conditions.<name>
-  nlohmann::json stability;  // compare/<name>/stability.json
+  StabilityStudy study;      // compare/<name>/stability.json, Holm-adjusted across the families as phase4a
 };
 
 std::string num(const nlohmann::json& v, const char* format = "{:.4f}") {
   return v.is_number() ? fmt::format(fmt::runtime(format), v.get<double>()) : std::string("n/a");
-}
-
-std::string pct(const nlohmann::json& v) {
-  return v.is_number() ? fmt::format("{:.1f}%", 100.0 * v.get<double>()) : std::string("n/a");
-}
-
-std::string ci(const nlohmann::json& pair) {
-  if (!pair.is_array() || pair.size() != 2) return "n/a";
-  const auto d = [](const nlohmann::json& v) {
-    return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
-  };
-  return fmt_ci(d(pair[0]), d(pair[1]));
-}
-
-std::string p_text(const nlohmann::json& v) {
-  if (!v.is_number()) return "n/a";
-  const double p = v.get<double>();
-  return p < 1e-3 ? fmt::format("{:.1e}", p) : fmt::format("{:.4f}", p);
 }
 
 // Copies `src` to DIR/figures/<name> when it exists (a cached transformer or a resumed comparison may have
@@ -67,30 +50,40 @@ void copy_figure(const fs::path& src, const fs::path& dir, const std::string& na
 
 std::string family_section(const Family& f, const std::string& prefix, const std::string& phase4a_rel,
                            const std::set<std::string>& figures) {
-  const nlohmann::json& st = f.stability;
-  const std::string primary = st["primary_null"]["name"].get<std::string>();
+  const StabilityStudy& st = f.study;
   std::string s;
   s += fmt::format("### {}\n\n", f.label);
   s += "| metric | trained mean [95% BCa CI] |";
-  const std::vector<std::string> nulls = st["settings"]["nulls"].get<std::vector<std::string>>();
-  for (const std::string& n : nulls) s += fmt::format(" {} null |", n);
-  s += fmt::format(" trained - {} [CI] | ratio | permutation p (Holm) |\n|---|---|", primary);
-  for (size_t i = 0; i < nulls.size(); ++i) s += "---|";
-  s += "---|---|---|\n";
-  for (const char* metric : {"pwmcc", "matched_mean_cos", "shared_frac_05", "shared_frac_07", "pwmcc_enc"}) {
-    const nlohmann::json& m = st["summary"][metric];
-    s += fmt::format("| `{}` | {} {} |", metric, num(m["trained"]["mean"]), ci(m["trained"]["ci_bca"]));
-    for (const std::string& n : nulls) s += fmt::format(" {} |", num(m["nulls"][n]["mean"]));
-    const nlohmann::json& pn = m["nulls"][primary];
-    s += fmt::format(" {} {} | {} | {} |\n", num(pn["difference"]["estimate"], "{:+.4f}"),
-                     ci(pn["difference"]["ci_bca"]), num(pn["ratio"], "{:.3f}"),
-                     p_text(pn["permutation"]["p_holm"]));
+  for (const GroupInfo& g : st.groups) s += fmt::format(" {} |", g.name);
+  s += " decision null | trained - decision null [CI] | Holm p | verdict |\n|---|---|";
+  for (size_t i = 0; i < st.groups.size(); ++i) s += "---|";
+  s += "---|---|---|---|\n";
+  for (const std::string& metric : tested_metrics()) {
+    const MetricStudy& m = st.metric(metric);
+    s += fmt::format("| `{}` | {} {} |", metric, fmt_num(m.trained.estimate),
+                     fmt_ci(m.trained.bca.lo, m.trained.bca.hi));
+    for (const GroupComparison& c : m.comparisons)
+      s += fmt::format(" {} |", fmt_num(c.group_similarity.estimate));
+    if (const GroupComparison* d = m.decision()) {
+      s += fmt::format(" {} | {:+.4f} {} | {} | {} |\n", m.decision_null, d->difference.estimate,
+                       fmt_ci(d->difference.bca.lo, d->difference.bca.hi), fmt_num(d->p_adjusted),
+                       verdict_name(d->verdict));
+    } else {
+      s += " - | - | - | - |\n";
+    }
   }
   s += "\n";
-  s += fmt::format("Verdict (`pwmcc`, the reference's max-based score, phase4a's decision metric): {}.\n\n",
-                   st["summary"]["pwmcc"]["nulls"][primary]["verdict"].get<std::string>());
-  s += fmt::format("Verdict (`matched_mean_cos`, the PW-MCC of Song et al. 2025): {}.\n\n",
-                   st["summary"]["matched_mean_cos"]["nulls"][primary]["verdict"].get<std::string>());
+  for (const char* metric : {"pwmcc", "matched_mean_cos"}) {
+    const MetricStudy& m = st.metric(metric);
+    if (const GroupComparison* d = m.decision()) {
+      s += fmt::format("Verdict (`{}`) against the decision null: {}.\n\n", metric,
+                       verdict_text(*d, st.confidence));
+    }
+    for (const GroupComparison& c : m.comparisons) {
+      if (c.role == GroupRole::Surrogate)
+        s += fmt::format("Surrogate control (`{}`): {}.\n\n", metric, verdict_text(c, st.confidence));
+    }
+  }
   std::string links;
   for (const auto& [fig, alt] : {std::pair<std::string, std::string>{"trained_vs_nulls", "trained vs nulls"},
                                  {"per_feature_hist", "per-feature stability"}}) {
@@ -203,29 +196,46 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
         tu["l1_coefficient"].get<double>());
   }
 
-  s += "\n## 4. Are the features real, or an accident of the seed?\n\n";
-  s += "For each pair of seeds, decoder rows are matched (`pwmcc`: best |cos| each way; `matched_mean_cos`: "
-       "optimal one-to-one matching) and compared with null dictionaries of the same shape: `gaussian` "
-       "(isotropic), `untrained` (the SAE's initialisation, never trained) and `covariance` (drawn from the "
-       "activations' covariance: chance alignment for vectors living where the data lives). Intervals "
-       "resample seeds, not pairs; p-values permute seed labels (one-sided: trained above the null), "
-       "Holm-corrected over the three nulls.\n\n";
+  s += "\n## 4. Are the features reproducible, and do they reflect the data?\n\n";
+  s +=
+      "For each pair of seeds, decoder rows are matched (`pwmcc`: best |cos| each way; `matched_mean_cos`: "
+      "optimal one-to-one matching) and compared with null dictionaries of the same shape: `gaussian` "
+      "(isotropic), `covariance` (drawn from the activations' covariance; a reference only: its atoms "
+      "concentrate in the top principal directions more than trained atoms do) and three nulls that keep the "
+      "trained dictionary's own geometry (`second_moment`, `axis_reflection`, `rotation`). The decision null "
+      "is the most conservative of those three. The surrogate control trains the same SAEs on structureless "
+      "Gaussian data with the activations' mean and covariance: features that are data features must be more "
+      "reproducible than those. Intervals resample seeds, not pairs; one rule decides every verdict: the "
+      "two-sided exact permutation test over seed labels, Holm-adjusted over every null, metric and SAE "
+      "family of the run (the surrogate control is its own family).\n\n";
   for (const Family& f : in.families) s += family_section(f, prefix, phase4a_rel, in.figures);
 
   s += "## 5. In plain words\n\n";
   for (const Family& f : in.families) {
-    const nlohmann::json& st = f.stability;
-    const std::string primary = st["primary_null"]["name"].get<std::string>();
-    const nlohmann::json& m = st["summary"]["pwmcc"];
-    const nlohmann::json& pn = m["nulls"][primary];
+    const MetricStudy& m = f.study.metric("pwmcc");
+    const GroupComparison* d = m.decision();
+    if (d == nullptr) continue;
     s += fmt::format(
         "- **{}**: each feature's best match in another seed has mean |cos| {} (95% CI {}), against {} for "
-        "the {} null (difference {} {}); {} of optimally matched features agree at |cos| >= 0.7. Verdict: "
-        "{}.\n",
-        f.label, num(m["trained"]["mean"]), ci(m["trained"]["ci_bca"]), num(pn["mean"]), primary,
-        num(pn["difference"]["estimate"], "{:+.4f}"), ci(pn["difference"]["ci_bca"]),
-        pct(st["summary"]["shared_frac_07"]["trained"]["mean"]), pn["verdict"].get<std::string>());
+        "the {} null (difference {:+.4f} {}); {} of optimally matched features agree at |cos| >= 0.7. "
+        "Against the decision null: {}.",
+        f.label, fmt_num(m.trained.estimate), fmt_ci(m.trained.bca.lo, m.trained.bca.hi),
+        fmt_num(d->group_similarity.estimate), m.decision_null, d->difference.estimate,
+        fmt_ci(d->difference.bca.lo, d->difference.bca.hi),
+        fmt::format("{:.1f}%", 100.0 * f.study.metric("shared_frac_07").trained.estimate),
+        verdict_name(d->verdict));
+    for (const GroupComparison& c : m.comparisons) {
+      if (c.role == GroupRole::Surrogate) {
+        s += fmt::format(" Against SAEs trained on surrogate data: {} (difference {:+.4f} {}).",
+                         verdict_name(c.verdict), c.difference.estimate,
+                         fmt_ci(c.difference.bca.lo, c.difference.bca.hi));
+      }
+    }
+    s += "\n";
   }
+  s += "\nReproducible across seeds is not the same as real: only the SAE seed (initialisation and data "
+       "order) "
+       "varies here, on one transformer, layer and position.\n";
   s += fmt::format(
       "\nFiles: the SAEs are SAELens folders in the artifact cache (paths in "
       "[`{0}results.json`]({0}results.json)), "
@@ -285,9 +295,14 @@ DemoResult run_demo(const Config& config, const DemoOptions& options) {
                             in.results["relu_tuning"]["target_l0"].get<double>());
     }
     f.condition = cond;
-    f.stability = read_json_file((phase4a_dir / cond["stability_file"].get<std::string>()).string());
     in.families.push_back(f);
   }
+  // The same Holm families as phase4a: every compare of the run adjusted together.
+  std::vector<std::string> files;
+  for (const Family& f : in.families)
+    files.push_back(in.results["conditions"][f.name]["stability_file"].get<std::string>());
+  std::vector<StabilityStudy> studies = load_experiment_studies(phase4a_dir.string(), files, nullptr);
+  for (size_t i = 0; i < in.families.size(); ++i) in.families[i].study = std::move(studies[i]);
 
   // Everything is written to a hidden staging folder and renamed into place at the end, so a demo that fails
   // here leaves no half-written ROOT/demo/<run_id>/.

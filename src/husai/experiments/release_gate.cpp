@@ -69,13 +69,14 @@ int run_gate(ExperimentContext& ctx) {
   const std::string stab_path = (dir / cond.at("stability_file").get<std::string>()).string();
   ctx.add_input(stab_path);
   const StabilitySummary s = summarize_stability(read_json_file(stab_path), metric);
-  gates.push_back(
-      gate("random_model", s.delta > 0 && s.delta_lo > 0,
-           fmt::format("{} trained {} vs {} null {}: difference {} (CI {}); needs difference > 0 and "
-                       "lower bound > 0",
-                       metric, fmt_num(s.trained), s.null_name, fmt_num(s.null_mean), fmt_num(s.delta),
-                       fmt_ci(s.delta_lo, s.delta_hi)),
-           s.delta_lo, 0.0));
+  gates.push_back(gate(
+      "random_model", s.verdict_kind == "above" && s.delta_lo > 0,
+      fmt::format("{} trained {} vs the decision null ({}, the most conservative geometry-matched null) {}: "
+                  "difference {} (CI {}), verdict {}; needs verdict above (two-sided permutation p, Holm "
+                  "over the compare's nulls and metrics) and lower bound > 0",
+                  metric, fmt_num(s.trained), s.null_name, fmt_num(s.null_mean), fmt_num(s.delta),
+                  fmt_ci(s.delta_lo, s.delta_hi), s.verdict_kind),
+      s.delta_lo, 0.0));
   const nlohmann::json& m = cond.at("metrics").at("mean");
   const double ev = m.at("ev_held_out").get<double>();
   const double floor = c.get_double("gate.reconstruction_ev_floor");

@@ -402,14 +402,21 @@ void add_sae_section(ConfigSchema& schema) {
   embed_schema(schema, "sae", sae_config_schema());
 }
 
-void add_compare_section(ConfigSchema& schema) {
+void add_compare_section(ConfigSchema& schema, bool surrogate_by_default) {
   schema.add_int("compare.bootstrap", 10000, "seed-bootstrap resamples (and Monte Carlo permutations)")
       .min(100);
   schema.add_float("compare.confidence", 0.95, "confidence level of every interval")
       .greater_than(0)
       .less_than(1);
   schema.add_int("compare.seed", 0, "seed of the statistics' random draws and of the nulls").min(0);
-  schema.add_string("compare.nulls", "", "comma-separated nulls; empty = compare's default (all three here)");
+  schema.add_string("compare.nulls", "",
+                    "comma-separated nulls; empty = compare's default (gaussian, covariance, second_moment, "
+                    "axis_reflection, rotation here)");
+  schema.add_int("compare.null_seeds", 0, "null dictionaries per null; 0 = compare's default (at least 10)")
+      .min(0);
+  schema.add_enum("compare.surrogate", surrogate_by_default ? "gaussian" : "none", {"none", "gaussian"},
+                  "surrogate-data control: also train each SAE family on Gaussian data with the activations' "
+                  "mean and covariance (same rows, steps and seeds) and compare against it");
   schema.add_enum("compare.metric", "pwmcc", {"pwmcc", "matched_mean_cos"},
                   "similarity the experiment's decisions and tables use (both are reported)");
 }

@@ -158,7 +158,9 @@ Config sub_config(const Config& config, const std::string& prefix, const ConfigS
 void add_transformer_section(ConfigSchema& schema);
 void add_extract_section(ConfigSchema& schema);
 void add_sae_section(ConfigSchema& schema);
-void add_compare_section(ConfigSchema& schema);
+// compare.*: bootstrap, confidence, seed, nulls, null_seeds, surrogate (default "gaussian" when
+// surrogate_by_default, else "none"), metric.
+void add_compare_section(ConfigSchema& schema, bool surrogate_by_default = false);
 ExtractSpec extract_spec_from(const Config& config);
 
 }  // namespace husai

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "husai/core/error.hpp"
+#include "husai/experiments/stability_report.hpp"
 #include "husai/io/json_file.hpp"
 #include "husai/metrics/sae_eval.hpp"
 #include "husai/train/sae_run.hpp"
@@ -128,54 +129,73 @@ nlohmann::json sae_run_splice_metrics(const std::string& sae_run_dir, const std:
            {{"ce_loss_score", mean_of(ce)}, {"kl_div_score", mean_of(kl)}, {"accuracy_sae", mean_of(acc)}}}};
 }
 
-// The layout of stability.json is compare's (docs/formats.md, "husai compare"): summary.<metric>.trained and
-// summary.<metric>.nulls.<name>, the decision null in primary_null.name. This is the only reader.
-StabilitySummary summarize_stability(const nlohmann::json& stability, const std::string& metric) {
-  auto d = [](const nlohmann::json& v) {
-    return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
-  };
+StabilitySummary summarize(const StabilityStudy& study, const std::string& metric) {
+  const MetricStudy& m = study.metric(metric);
+  const GroupComparison* d = m.decision();
+  if (d == nullptr) {
+    throw Error(
+        "the stability study has no geometry-matched null (second_moment, axis_reflection or rotation): "
+        "a decision needs one (compare.nulls)");
+  }
   StabilitySummary s;
   s.metric = metric;
-  if (!stability.contains("summary") || !stability["summary"].contains(metric)) {
-    throw Error("stability.json has no summary for metric '" + metric + "'");
+  s.null_name = m.decision_null;
+  s.trained = m.trained.estimate;
+  s.trained_lo = m.trained.bca.lo;
+  s.trained_hi = m.trained.bca.hi;
+  s.null_mean = d->group_similarity.estimate;
+  s.null_lo = d->group_similarity.bca.lo;
+  s.null_hi = d->group_similarity.bca.hi;
+  s.delta = d->difference.estimate;
+  s.delta_lo = d->difference.bca.lo;
+  s.delta_hi = d->difference.bca.hi;
+  s.ratio = d->ratio;
+  s.p_permutation = d->permutation.p_value_two_sided;
+  s.p_holm = d->p_adjusted;
+  s.holm_family_size = d->family_size;
+  s.cohens_d = d->effect_size_seed_level;
+  s.mann_whitney_p = d->reference_mann_whitney.p_value;
+  s.verdict_kind = std::string(verdict_name(d->verdict));
+  s.verdict = verdict_text(*d, study.confidence);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  s.surrogate_delta = s.surrogate_lo = s.surrogate_hi = s.surrogate_p_holm = nan;
+  for (const GroupComparison& c : m.comparisons) {
+    s.all_nulls[c.group] = {{"role", std::string(group_role_name(c.role))},
+                            {"mean", c.group_similarity.estimate},
+                            {"delta", c.difference.estimate},
+                            {"delta_lo", c.difference.bca.lo},
+                            {"delta_hi", c.difference.bca.hi},
+                            {"p_permutation", c.permutation.p_value_two_sided},
+                            {"p_holm", c.p_adjusted},
+                            {"verdict", std::string(verdict_name(c.verdict))}};
+    if (c.role == GroupRole::Surrogate) {
+      s.surrogate_delta = c.difference.estimate;
+      s.surrogate_lo = c.difference.bca.lo;
+      s.surrogate_hi = c.difference.bca.hi;
+      s.surrogate_p_holm = c.p_adjusted;
+      s.surrogate_verdict_kind = std::string(verdict_name(c.verdict));
+      s.surrogate_verdict = verdict_text(c, study.confidence);
+    }
   }
-  const nlohmann::json& entry = stability["summary"][metric];
-  const nlohmann::json& nulls = entry.at("nulls");
-  if (!stability.contains("primary_null") || stability["primary_null"].is_null() || nulls.empty()) {
-    throw Error("stability.json has no null baseline: a decision needs one (compare.nulls)");
-  }
-  s.null_name = stability["primary_null"].at("name").get<std::string>();
-  if (!nulls.contains(s.null_name)) {
-    throw Error("stability.json names primary null '" + s.null_name + "' but has no summary for it");
-  }
-  for (const auto& [null_name, ne] : nulls.items()) {
-    const nlohmann::json& diff = ne.at("difference");
-    s.all_nulls[null_name] = {{"mean", ne.at("mean")},
-                              {"delta", diff.at("estimate")},
-                              {"delta_lo", diff.at("ci_bca")[0]},
-                              {"delta_hi", diff.at("ci_bca")[1]},
-                              {"p_permutation", ne.at("permutation").at("p_value")},
-                              {"p_holm", ne.at("permutation").at("p_holm")},
-                              {"verdict", ne.at("verdict")}};
-  }
-  const nlohmann::json& tr = entry.at("trained");
-  const nlohmann::json& ne = nulls.at(s.null_name);
-  s.trained = d(tr.at("mean"));
-  s.trained_lo = d(tr.at("ci_bca")[0]);
-  s.trained_hi = d(tr.at("ci_bca")[1]);
-  s.null_mean = d(ne.at("mean"));
-  s.null_lo = d(ne.at("ci_bca")[0]);
-  s.null_hi = d(ne.at("ci_bca")[1]);
-  s.delta = d(ne.at("difference").at("estimate"));
-  s.delta_lo = d(ne.at("difference").at("ci_bca")[0]);
-  s.delta_hi = d(ne.at("difference").at("ci_bca")[1]);
-  s.ratio = d(ne.at("ratio"));
-  s.p_permutation = d(ne.at("permutation").at("p_value"));
-  s.p_holm = d(ne.at("permutation").at("p_holm"));
-  s.cohens_d = d(ne.at("cohens_d"));
-  s.mann_whitney_p = d(ne.at("mann_whitney").at("p_value"));
-  s.verdict = ne.at("verdict").get<std::string>();
   return s;
+}
+
+StabilitySummary summarize_stability(const nlohmann::json& stability, const std::string& metric) {
+  return summarize(study_from_json(stability), metric);
+}
+
+std::vector<StabilityStudy> load_experiment_studies(
+    const std::string& run_dir, const std::vector<std::string>& files,
+    std::vector<std::pair<std::string, int64_t>>* family_sizes) {
+  std::vector<StabilityStudy> studies;
+  studies.reserve(files.size());
+  for (const std::string& f : files)
+    studies.push_back(study_from_json(read_json_file((fs::path(run_dir) / f).string())));
+  std::vector<StabilityStudy*> ptrs;
+  for (StabilityStudy& s : studies) ptrs.push_back(&s);
+  const auto sizes = holm_across_studies(ptrs);
+  if (family_sizes != nullptr) *family_sizes = sizes;
+  return studies;
 }
 
 nlohmann::json to_json(const StabilitySummary& s) {
@@ -190,9 +210,17 @@ nlohmann::json to_json(const StabilitySummary& s) {
           {"ratio", s.ratio},
           {"p_permutation", s.p_permutation},
           {"p_holm", s.p_holm},
-          {"cohens_d", s.cohens_d},
+          {"holm_family_size", s.holm_family_size},
+          {"cohens_d_seed_level", s.cohens_d},
           {"mann_whitney_p", s.mann_whitney_p},
+          {"verdict_kind", s.verdict_kind},
           {"verdict", s.verdict},
+          {"surrogate",
+           {{"delta", s.surrogate_delta},
+            {"delta_ci", {s.surrogate_lo, s.surrogate_hi}},
+            {"p_holm", s.surrogate_p_holm},
+            {"verdict_kind", s.surrogate_verdict_kind},
+            {"verdict", s.surrogate_verdict}}},
           {"all_nulls", s.all_nulls}};
 }
 
@@ -214,10 +242,19 @@ StabilitySummary stability_from_json(const nlohmann::json& j) {
   s.delta_hi = d(j.at("delta_ci")[1]);
   s.ratio = d(j.at("ratio"));
   s.p_permutation = d(j.at("p_permutation"));
-  s.cohens_d = d(j.at("cohens_d"));
-  s.mann_whitney_p = d(j.at("mann_whitney_p"));
   s.p_holm = d(j.at("p_holm"));
+  s.holm_family_size = j.at("holm_family_size").get<int64_t>();
+  s.cohens_d = d(j.at("cohens_d_seed_level"));
+  s.mann_whitney_p = d(j.at("mann_whitney_p"));
+  s.verdict_kind = j.at("verdict_kind").get<std::string>();
   s.verdict = j.at("verdict").get<std::string>();
+  const nlohmann::json& sur = j.at("surrogate");
+  s.surrogate_delta = d(sur.at("delta"));
+  s.surrogate_lo = d(sur.at("delta_ci")[0]);
+  s.surrogate_hi = d(sur.at("delta_ci")[1]);
+  s.surrogate_p_holm = d(sur.at("p_holm"));
+  s.surrogate_verdict_kind = sur.at("verdict_kind").get<std::string>();
+  s.surrogate_verdict = sur.at("verdict").get<std::string>();
   s.all_nulls = j.at("all_nulls");
   return s;
 }

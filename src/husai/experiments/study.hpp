@@ -6,11 +6,13 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "husai/experiments/runner.hpp"
+#include "husai/metrics/stability_study.hpp"
 
 namespace husai {
 
@@ -46,28 +48,42 @@ nlohmann::json sae_run_splice_metrics(const std::string& sae_run_dir, const std:
 // a condition redone after an interruption starts its comparison over). Returns stability.json.
 nlohmann::json compare_seeds(ExperimentContext& ctx, const std::string& sae_run_dir,
                              const std::vector<int64_t>& seeds, const std::string& activations_path,
-                             const std::string& out_rel);
+                             const std::string& out_rel, const std::string& model_dir = "");
 
-// What a decision needs from stability.json (summary.<metric>), for one similarity metric against "the"
-// null (compare's primary_null: covariance when activations were given, else untrained, per CONTRACTS
-// "Stability"), plus every null's mean, delta, p and verdict. Missing numbers (written as null) read as NaN.
+// What a decision needs from a stability study, for one similarity metric against its decision null (the
+// most conservative geometry-matched null, metrics/stability_study.hpp), plus every group's numbers and the
+// surrogate control when it was run. Missing numbers (written as null) read as NaN.
 struct StabilitySummary {
   std::string metric;
-  std::string null_name;
+  std::string null_name;                               // the decision null
   double trained = 0, trained_lo = 0, trained_hi = 0;  // mean pairwise similarity of the trained seeds, CI
   double null_mean = 0, null_lo = 0, null_hi = 0;
   double delta = 0, delta_lo = 0, delta_hi = 0;  // trained - null, seed-bootstrap CI of the difference
   double ratio = 0;                              // trained / null
-  double p_permutation = 1;                      // one-sided permutation test over seed labels
-  double p_holm = 1;  // the same, Holm-adjusted across compare's nulls for this metric
-  double cohens_d = 0;
-  double mann_whitney_p = 1;  // on pairwise values, for comparability with the reference only
-  std::string verdict;        // compare's verdict against this null, in words
-  nlohmann::json all_nulls = nlohmann::json::object();  // null -> {mean, delta, delta_lo, delta_hi, p, ...}
+  double p_permutation = 1;  // two-sided exact (or Monte Carlo) permutation test over seed labels
+  double p_holm = 1;         // the same, Holm-adjusted over its family
+  int64_t holm_family_size = 0;
+  double cohens_d = 0;        // seed-level effect size (per-seed mean similarities), descriptive
+  double mann_whitney_p = 1;  // on pairwise values, reference comparison only
+  std::string verdict_kind;   // above, below, indistinguishable
+  std::string verdict;        // the verdict in words, naming null, test and correction
+  // Surrogate-data control (NaN / empty when not run): trained-on-real - trained-on-surrogate.
+  double surrogate_delta = 0, surrogate_lo = 0, surrogate_hi = 0, surrogate_p_holm = 1;
+  std::string surrogate_verdict_kind, surrogate_verdict;
+  nlohmann::json all_nulls = nlohmann::json::object();  // group -> {mean, delta, delta_lo, delta_hi, p, ...}
 };
+StabilitySummary summarize(const StabilityStudy& study, const std::string& metric);
+// summarize(study_from_json(stability), metric): Holm within that one study.
 StabilitySummary summarize_stability(const nlohmann::json& stability, const std::string& metric);
 nlohmann::json to_json(const StabilitySummary& s);
 StabilitySummary stability_from_json(const nlohmann::json& j);
+
+// The stability studies of one experiment run read back from their stability.json files (relative to
+// run_dir) and Holm-adjusted together, so every verdict of the experiment is corrected across its
+// families (e.g. TopK and ReLU) as well as its nulls and metrics. Returns the studies in file order.
+std::vector<StabilityStudy> load_experiment_studies(
+    const std::string& run_dir, const std::vector<std::string>& files,
+    std::vector<std::pair<std::string, int64_t>>* family_sizes);
 
 // Small formatting helpers for summary.md and CSVs.
 std::string fmt_num(double v, int digits = 4);

@@ -12,7 +12,7 @@ namespace fs = std::filesystem;
 
 nlohmann::json compare_seeds(ExperimentContext& ctx, const std::string& sae_run_dir,
                              const std::vector<int64_t>& seeds, const std::string& activations_path,
-                             const std::string& out_rel) {
+                             const std::string& out_rel, const std::string& model_dir) {
   CompareOptions o;
   for (const int64_t seed : seeds) {
     o.sae_dirs.push_back((fs::path(sae_run_dir) / ("seed" + std::to_string(seed))).string());
@@ -24,6 +24,10 @@ nlohmann::json compare_seeds(ExperimentContext& ctx, const std::string& sae_run_
     start = comma + 1;
   }
   o.activations_path = activations_path;
+  o.model_dir = model_dir;
+  o.null_seeds = ctx.config().get_int("compare.null_seeds");
+  if (ctx.config().get_string("compare.surrogate") != "none")
+    o.surrogate = ctx.config().get_string("compare.surrogate");
   o.bootstrap = ctx.config().get_int("compare.bootstrap");
   o.confidence = ctx.config().get_double("compare.confidence");
   o.seed = static_cast<uint64_t>(ctx.config().get_int("compare.seed"));

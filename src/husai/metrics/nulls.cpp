@@ -154,6 +154,7 @@ CovarianceNull::CovarianceNull(const float* x, int64_t n_rows, int64_t d_in) : d
     for (int64_t d = 0; d < D; ++d) mean[static_cast<size_t>(d)] += static_cast<double>(x[r * D + d]);
   }
   for (double& m : mean) m /= static_cast<double>(n_rows);
+  mean_ = mean;
   std::vector<double> xc(static_cast<size_t>(n_rows * D));
   parallel_chunks(n_rows, 1024, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {

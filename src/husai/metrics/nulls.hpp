@@ -73,8 +73,11 @@ class CovarianceNull {
   int64_t d_in() const { return d_in_; }
   // W_dec [d_sae, d_in], unit rows.
   std::vector<float> decoder(int64_t d_sae, uint64_t seed) const;
-  // The sample covariance (for tests).
+  // The sample covariance (for tests) and mean.
   const Eigen::MatrixXd& covariance() const { return sigma_; }
+  const std::vector<double>& mean() const { return mean_; }
+  // V diag(sqrt(lambda)), [d_in, d_in]: a draw from N(mean, Sigma) is mean + factor * g, g ~ N(0, I).
+  const Eigen::MatrixXd& factor() const { return factor_; }
   // Its eigenvalues in decreasing order [d_in], and the principal axes V [d_in, d_in], column k the unit
   // eigenvector of eigenvalue k (the sign of a column is the solver's; nothing here depends on it).
   const Eigen::VectorXd& eigenvalues() const { return eigenvalues_; }
@@ -91,6 +94,7 @@ class CovarianceNull {
  private:
   int64_t d_in_ = 0;
   Eigen::MatrixXd sigma_;
+  std::vector<double> mean_;
   Eigen::MatrixXd factor_;       // V diag(sqrt(lambda)), [d_in, d_in] (solver order: increasing eigenvalues)
   Eigen::VectorXd eigenvalues_;  // decreasing
   Eigen::MatrixXd axes_;         // columns in decreasing eigenvalue order

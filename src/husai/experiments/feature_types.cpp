@@ -1,0 +1,225 @@
+#include "husai/experiments/feature_types.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "husai/core/error.hpp"
+#include "husai/experiments/study.hpp"
+#include "husai/metrics/feature_labels.hpp"
+#include "husai/metrics/fourier.hpp"
+#include "husai/metrics/sae_eval.hpp"
+#include "husai/metrics/statistics.hpp"
+#include "husai/model/model_io.hpp"
+#include "husai/model/params.hpp"
+
+namespace husai {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr double kReproducedQuantile = 0.99;
+constexpr int64_t kFrequencyBins = 10;
+
+json num(double x) {
+  return std::isfinite(x) ? json(x) : json(nullptr);
+}
+
+// Key frequencies from the activations alone: the n_key frequencies whose own component (6 columns of the
+// Fourier design) explains most variance (ties: lower frequency).
+std::vector<int64_t> activation_key_frequencies(const ActivationFile& acts, const AnswerRows& rows,
+                                                int64_t n_key) {
+  std::vector<std::pair<double, int64_t>> v;
+  for (int64_t f = 1; f <= (rows.modulus - 1) / 2; ++f) {
+    const FourierSubspace s =
+        fourier_subspace(acts.x.data(), acts.n_rows, acts.d_in, rows.a, rows.b, rows.c, rows.modulus, {f});
+    v.emplace_back(-s.all.variance, f);
+  }
+  std::sort(v.begin(), v.end());
+  std::vector<int64_t> keys;
+  for (int64_t i = 0; i < std::min<int64_t>(n_key, static_cast<int64_t>(v.size())); ++i)
+    keys.push_back(v[static_cast<size_t>(i)].second);
+  return keys;
+}
+
+json summaries_json(const std::vector<GroupSummary>& g, const std::vector<std::string>& names) {
+  json out = json::array();
+  for (const GroupSummary& s : g) {
+    out.push_back({{"group", names.empty() ? json(s.group) : json(names[static_cast<size_t>(s.group)])},
+                   {"count", s.count},
+                   {"mean_stability", num(s.mean)},
+                   {"median_stability", num(s.median)}});
+  }
+  return out;
+}
+
+}  // namespace
+
+FeatureTypeReport feature_type_breakdown(const std::vector<SaeModel>& saes, const StabilityStudy& study,
+                                         const ActivationFile& acts, const std::string& model_dir,
+                                         int64_t n_key_frequencies) {
+  const auto n = static_cast<int64_t>(saes.size());
+  if (study.per_feature_dec.size() != saes.size()) throw Error("feature types need the study of these SAEs");
+  const AnswerRows rows = load_answer_rows(acts.path, acts.n_rows);
+  const int64_t p = rows.modulus;
+  const FeatureSet centroids = answer_centroid_directions(acts.x.data(), acts.n_rows, acts.d_in, rows.c, p);
+  std::vector<int64_t> keys;
+  std::string key_source;
+  if (!model_dir.empty()) {
+    const LoadedModel model = load_model_dir(model_dir);
+    const ParamViews<float> pv = make_views(model.cfg, model.layout, const_cast<float*>(model.params.data()));
+    keys = key_frequencies(embedding_frequency_power(pv.W_E, p, model.cfg.d_model), n_key_frequencies);
+    key_source = "largest embedding power of the transformer's W_E (Nanda et al. 2023)";
+  } else {
+    keys = activation_key_frequencies(acts, rows, n_key_frequencies);
+    key_source = "largest activation variance explained per frequency (no transformer given)";
+  }
+  const FourierSubspace subspace =
+      fourier_subspace(acts.x.data(), acts.n_rows, acts.d_in, rows.a, rows.b, rows.c, p, keys);
+
+  // The reproduced threshold from the decision null of pwmcc (the per-feature stability is decoder pwmcc's).
+  const std::string decision = study.metric("pwmcc").decision_null;
+  double threshold = std::nan("");
+  for (size_t k = 0; k < study.groups.size(); ++k) {
+    if (study.groups[k].name != decision) continue;
+    std::vector<double> all;
+    for (const auto& v : study.group_per_feature_dec[k]) all.insert(all.end(), v.begin(), v.end());
+    threshold = stats::quantile(all, kReproducedQuantile);
+  }
+
+  const std::vector<std::string> label_names = {"centroid", "fourier", "other"};
+  json per_sae = json::array();
+  std::vector<double> pooled_stability;
+  std::vector<int64_t> pooled_label;
+  std::vector<double> pooled_frequency_bin_stability(kFrequencyBins, 0.0);
+  std::vector<int64_t> pooled_frequency_bin_count(kFrequencyBins, 0);
+  std::vector<FeatureSet> deduplicated;
+  for (int64_t i = 0; i < n; ++i) {
+    const SaeModel& sae = saes[static_cast<size_t>(i)];
+    const FeatureSet dec = decoder_features(sae);
+    const FeatureLabels labels = label_features(dec, centroids, subspace.all);
+    const std::vector<double>& stab = study.per_feature_dec[static_cast<size_t>(i)];
+    std::vector<int64_t> group(labels.label.size());
+    for (size_t f = 0; f < group.size(); ++f) group[f] = static_cast<int64_t>(labels.label[f]);
+    const std::vector<double> freq =
+        sae_reconstruction_metrics(sae, acts.x.data(), acts.n_rows).feature_density();
+    const std::vector<GroupSummary> by_label = stability_by_group(stab, group, 3);
+    const std::vector<GroupSummary> by_freq = stability_by_frequency_bin(stab, freq, kFrequencyBins);
+    for (const GroupSummary& g : by_freq) {
+      if (g.count > 0) {
+        pooled_frequency_bin_stability[static_cast<size_t>(g.group)] += g.mean * static_cast<double>(g.count);
+        pooled_frequency_bin_count[static_cast<size_t>(g.group)] += g.count;
+      }
+    }
+    std::set<int64_t> covered;
+    for (size_t f = 0; f < labels.label.size(); ++f) {
+      if (labels.label[f] == FeatureLabel::Centroid) covered.insert(labels.centroid_index[f]);
+    }
+    const std::vector<int64_t> kept = deduplicate_features(dec);
+    deduplicated.push_back(select_features(dec, kept));
+    per_sae.push_back({{"sae", i},
+                       {"label_counts", labels.counts()},
+                       {"centroids_covered", static_cast<int64_t>(covered.size())},
+                       {"stability_by_label", summaries_json(by_label, label_names)},
+                       {"stability_by_frequency_decile", summaries_json(by_freq, {})},
+                       {"duplicate_fraction", duplicate_fraction(dec)},
+                       {"kept_after_dedup", static_cast<int64_t>(kept.size())}});
+    pooled_stability.insert(pooled_stability.end(), stab.begin(), stab.end());
+    pooled_label.insert(pooled_label.end(), group.begin(), group.end());
+  }
+  // pwmcc between the deduplicated dictionaries, mean over pairs.
+  double dedup_sum = 0;
+  const std::vector<std::pair<int64_t, int64_t>> tp = upper_pairs(n);
+  std::vector<const FeatureSet*> sets;
+  for (const FeatureSet& f : deduplicated) sets.push_back(&f);
+  for (const PairStability& r : pair_stabilities(sets, tp)) dedup_sum += r.pwmcc;
+  const double dedup_pwmcc = dedup_sum / static_cast<double>(tp.size());
+
+  json labels_pooled = json::array();
+  std::string md = "\n## Feature types (ground truth for modular addition)\n\n";
+  md += fmt::format(
+      "Decoder atoms labelled `centroid` (|cos| > 0.8 with one of the {} answer-centroid directions), else "
+      "`fourier` (norm of the projection onto the key-frequency subspace >= 0.8; key frequencies {}: {}), "
+      "else `other`. A latent counts as *reproduced* when its per-feature stability exceeds {}, the 99th "
+      "percentile of the per-feature stability of the decision null (`{}`).\n\n",
+      p, fmt::format("{}", fmt::join(keys, ", ")), key_source, fmt_num(threshold), decision);
+  md += "| label | latents (all SAEs) | mean stability | median | reproduced |\n|---|---|---|---|---|\n";
+  const std::vector<GroupSummary> pooled = stability_by_group(pooled_stability, pooled_label, 3);
+  std::vector<std::string> reproduced_kinds, not_reproduced_kinds;
+  for (const GroupSummary& g : pooled) {
+    int64_t above = 0;
+    for (size_t f = 0; f < pooled_stability.size(); ++f) {
+      if (pooled_label[f] == g.group && pooled_stability[f] > threshold) ++above;
+    }
+    const double frac =
+        g.count > 0 ? static_cast<double>(above) / static_cast<double>(g.count) : std::nan("");
+    labels_pooled.push_back({{"label", label_names[static_cast<size_t>(g.group)]},
+                             {"count", g.count},
+                             {"mean_stability", num(g.mean)},
+                             {"median_stability", num(g.median)},
+                             {"frac_reproduced", num(frac)}});
+    md += fmt::format("| {} | {} | {} | {} | {} |\n", label_names[static_cast<size_t>(g.group)], g.count,
+                      fmt_num(g.mean), fmt_num(g.median),
+                      std::isnan(frac) ? "n/a" : fmt::format("{:.1f}%", 100 * frac));
+    if (g.count > 0)
+      (frac > 0.5 ? reproduced_kinds : not_reproduced_kinds)
+          .push_back(label_names[static_cast<size_t>(g.group)]);
+  }
+  md +=
+      "\n| SAE | centroid / fourier / other | centroids covered | duplicates (|cos| > 0.9) | kept after "
+      "dedup |\n"
+      "|---|---|---|---|---|\n";
+  for (const json& s : per_sae) {
+    const auto counts = s["label_counts"].get<std::vector<int64_t>>();
+    md += fmt::format("| {} | {} / {} / {} | {} of {} | {:.1f}% | {} |\n", s["sae"].get<int64_t>(), counts[0],
+                      counts[1], counts[2], s["centroids_covered"].get<int64_t>(), p,
+                      100 * s["duplicate_fraction"].get<double>(), s["kept_after_dedup"].get<int64_t>());
+  }
+  const double raw_pwmcc = study.metric("pwmcc").trained.estimate;
+  md += fmt::format("\npwmcc after removing within-SAE duplicates: {} (all atoms: {}).\n",
+                    fmt_num(dedup_pwmcc), fmt_num(raw_pwmcc));
+  md += "\nMean per-feature stability by firing-frequency decile (all SAEs; decile 1 = rarest):";
+  json deciles = json::array();
+  for (int64_t b = 0; b < kFrequencyBins; ++b) {
+    const int64_t count = pooled_frequency_bin_count[static_cast<size_t>(b)];
+    const double mean =
+        count > 0 ? pooled_frequency_bin_stability[static_cast<size_t>(b)] / static_cast<double>(count)
+                  : std::nan("");
+    deciles.push_back({{"decile", b + 1}, {"count", count}, {"mean_stability", num(mean)}});
+    md += fmt::format(" {}", fmt_num(mean, 3));
+  }
+  md += ".\n";
+  std::string verdict = reproduced_kinds.empty()
+                            ? "no kind of feature is mostly reproduced"
+                            : fmt::format("mostly reproduced: {}", fmt::join(reproduced_kinds, ", "));
+  if (!not_reproduced_kinds.empty())
+    verdict += fmt::format("; mostly not: {}", fmt::join(not_reproduced_kinds, ", "));
+  md += fmt::format(
+      "\n**Which kinds are reproducible:** {} (a kind counts when more than half of its latents "
+      "pass the null threshold). This describes; it is not a test.\n",
+      verdict);
+
+  FeatureTypeReport r;
+  r.section = {{"modulus", p},
+               {"key_frequencies", keys},
+               {"key_frequency_source", key_source},
+               {"centroid_threshold", FeatureLabelOptions{}.centroid_threshold},
+               {"fourier_threshold", FeatureLabelOptions{}.fourier_threshold},
+               {"duplicate_threshold", kDuplicateThreshold},
+               {"reproduced_threshold", num(threshold)},
+               {"reproduced_threshold_rule", "99th percentile of the decision null's per-feature stability"},
+               {"decision_null", decision},
+               {"by_label", labels_pooled},
+               {"by_frequency_decile", deciles},
+               {"pwmcc_deduplicated", num(dedup_pwmcc)},
+               {"per_sae", per_sae},
+               {"verdict", verdict}};
+  r.markdown = md;
+  return r;
+}
+
+}  // namespace husai
