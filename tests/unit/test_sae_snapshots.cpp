@@ -96,7 +96,7 @@ class SaeSnapshots : public ::testing::Test {
   // lr constant after a short warm-up (no decay): the first N steps of a longer run are an N-step run.
   std::string train(const std::string& name, int64_t steps, const std::vector<std::string>& extra = {}) {
     Config c(sae_config_schema());
-    for (const std::string& o :
+    for (const char* o :
          {"sae.architecture=topk", "sae.d_sae=48", "sae.k=2", "training.batch_size=64",
           "training.checkpoint_every=0", "training.log_every=10", "training.lr_warmup_steps=5",
           "training.lr_decay_fraction=0", "training.seeds=[3,8]"}) {

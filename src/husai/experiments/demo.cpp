@@ -197,10 +197,23 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
   if (in.results.contains("relu_tuning")) {
     const nlohmann::json& tu = in.results["relu_tuning"];
     s += fmt::format(
-        "\nThe ReLU SAEs' L1 coefficient was tuned so that their held-out L0 matches TopK's k: {} bisection "
-        "runs of {} steps on seed {} (not an evaluated seed) chose {:.4g}.\n",
+        "\nThe ReLU SAEs' L1 coefficient was tuned so that their held-out L0 matches TopK's k: {} tuning "
+        "runs of {} steps on seed {} (not an evaluated seed), then {} run(s) of the evaluated seeds, chose "
+        "{:.4g}.\n",
         tu["trials"].size(), tu["steps"].get<int64_t>(), tu["seed"].get<int64_t>(),
-        tu["l1_coefficient"].get<double>());
+        tu.value("evaluated", nlohmann::json::array()).size(), tu["l1_coefficient"].get<double>());
+    if (in.results.contains("relu_l0_match")) {
+      const nlohmann::json& mt = in.results["relu_l0_match"];
+      s += mt["within_tolerance"].get<bool>()
+               ? fmt::format("Their mean held-out L0 is {:.2f} (target {:.1f}, within {:.3g}%).\n",
+                             mt["achieved"].get<double>(), mt["target"].get<double>(),
+                             100 * mt["tolerance"].get<double>())
+               : fmt::format(
+                     "**WARNING: their mean held-out L0 is {:.2f}, outside {:.3g}% of the target {:.1f}: the "
+                     "families are compared at different sparsities.**\n",
+                     mt["achieved"].get<double>(), 100 * mt["tolerance"].get<double>(),
+                     mt["target"].get<double>());
+    }
   }
 
   s += "\n## 4. Are the features real, or an accident of the seed?\n\n";
