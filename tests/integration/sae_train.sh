@@ -65,6 +65,15 @@ for f in seed42/sae_weights.safetensors seed42/metrics.jsonl $snaps; do
   cmp "t1/$f" "k/$f" || { echo "FAIL: $f differs after kill -9 + resume" >&2; exit 1; }
 done
 echo "kill -9 + resume: identical bytes"
+# A snapshot before the resumed step is never rewritten: removed by hand, it stays missing, with a warning, and
+# the manifest lists only the snapshots that exist.
+rm -rf k/seed42/checkpoints/step_100
+"$HUSAI" "${args[@]}" --threads 2 --out k --resume 2> resume_missing.err
+grep -q "checkpoints/step_100 is missing" resume_missing.err || { echo "FAIL: no warning for a missing snapshot" >&2; cat resume_missing.err >&2; exit 1; }
+[[ ! -e k/seed42/checkpoints/step_100 ]] || { echo "FAIL: a snapshot before the resumed step was rewritten" >&2; exit 1; }
+grep -q "step_100" k/manifest.json && { echo "FAIL: the manifest lists a missing snapshot" >&2; exit 1; }
+cmp t1/seed42/sae_weights.safetensors k/seed42/sae_weights.safetensors
+echo "resume with a snapshot removed: warned, not recreated, not in the manifest"
 
 expect_fail() {  # NAME PATTERN OUTDIR -- command...
   local name=$1 pattern=$2 out=$3; shift 4
