@@ -717,7 +717,7 @@ std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::string& run_dir,
   const auto read_meta = [](const std::string& sae_dir) {
     const std::string path = join(sae_dir, "cfg.json");
     const nlohmann::json cfg = read_json_file(path);
-    const nlohmann::json meta = cfg.is_object() ? cfg.value("metadata", nlohmann::json()) : nlohmann::json();
+    nlohmann::json meta = cfg.is_object() ? cfg.value("metadata", nlohmann::json()) : nlohmann::json();
     if (!meta.is_object() || !meta.contains("steps") || !meta["steps"].is_number_integer()) {
       throw Error("cfg.json has no integer metadata.steps: not a husai train-sae folder").file(path);
     }
