@@ -43,7 +43,7 @@ Runner register_train_sae(CLI::App& app) {
   add_config_list_flag(sub, o->config, "--seeds", "training.seeds",
                        "comma-separated SAE seeds, e.g. 42,123,456");
   add_config_flag(sub, o->config, "--data-order-seed", "training.data_order_seed",
-                  "shared data-order seed, or null for one order per seed");
+                  "one data order shared by all seeds; null (default) = each seed its own order");
   add_config_flag(sub, o->config, "--eval-fraction", "data.eval_fraction", "fraction of rows held out");
   add_config_flag(sub, o->config, "--checkpoint-every", "training.checkpoint_every",
                   "steps between checkpoints");

@@ -54,10 +54,15 @@ kill_and_resume transformer ref_transformer 6 "model.safetensors checkpoint.safe
   train-transformer --quiet --modulus 23 --epochs 60 --train-fraction 0.6 --checkpoint-every 1 \
   --set model.d_model=32 --set model.n_heads=2 --set model.d_mlp=64 --set training.batch_size=64
 
-# SAE: three seeds in one pass, a checkpoint every 10 steps.
+# SAE: three seeds in one pass, a checkpoint every 10 steps, stability snapshots.
 "$HUSAI" synth --quiet --d-in 16 --n-features 48 --active 3 --rows 6000 --seed 7 --out synth.safetensors
 sae_files="trainer_state.safetensors"
-for s in 1 2 3; do sae_files+=" seed$s/sae_weights.safetensors seed$s/cfg.json seed$s/metrics.jsonl"; done
+for s in 1 2 3; do
+  sae_files+=" seed$s/sae_weights.safetensors seed$s/cfg.json seed$s/metrics.jsonl"
+  # Stability snapshots at 1/8, 1/4, 1/2 of the 600 steps: those written before a kill are kept, later ones
+  # written after the resume; all must equal the uninterrupted run's.
+  for n in 75 150 300; do sae_files+=" seed$s/checkpoints/step_$n/sae_weights.safetensors seed$s/checkpoints/step_$n/cfg.json"; done
+done
 kill_and_resume sae ref_sae 6 "$sae_files" -- \
   train-sae --quiet --activations synth.safetensors --architecture topk --d-sae 64 --k 3 --batch-size 128 \
   --steps 600 --checkpoint-every 10 --seeds 1,2,3 --set sae.dead_window=3000

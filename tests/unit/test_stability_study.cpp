@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "husai/core/error.hpp"
 #include "husai/core/rng.hpp"
 #include "husai/experiments/stability_report.hpp"
 #include "husai/metrics/stability_study.hpp"

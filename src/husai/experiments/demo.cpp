@@ -33,6 +33,7 @@ struct Family {
   std::string label;         // "TopK (k 32)", ...
   nlohmann::json condition;  // results.json conditions.<name>
   StabilityStudy study;      // compare/<name>/stability.json, Holm-adjusted across the families as phase4a
+  nlohmann::json feature_types;  // its feature_types section (null when absent)
 };
 
 std::string num(const nlohmann::json& v, const char* format = "{:.4f}") {
@@ -83,6 +84,31 @@ std::string family_section(const Family& f, const std::string& prefix, const std
       if (c.role == GroupRole::Surrogate)
         s += fmt::format("Surrogate control (`{}`): {}.\n\n", metric, verdict_text(c, st.confidence));
     }
+  }
+  if (f.feature_types.is_object()) {
+    const nlohmann::json& ft = f.feature_types;
+    s += "Feature types (decoder atoms; details in the compare folder's summary.md): ";
+    for (const nlohmann::json& l : ft["by_label"]) {
+      s += fmt::format("{} {} latents, mean stability {}; ", l["label"].get<std::string>(), l["count"].get<int64_t>(),
+                       l["mean_stability"].is_number() ? fmt_num(l["mean_stability"].get<double>()) : "n/a");
+    }
+    s += fmt::format("pwmcc after removing within-SAE duplicates {}. {}.\n\n",
+                     ft["pwmcc_deduplicated"].is_number() ? fmt_num(ft["pwmcc_deduplicated"].get<double>()) : "n/a",
+                     ft["verdict"].get<std::string>());
+  }
+  if (f.condition.contains("convergence")) {
+    const nlohmann::json& cv = f.condition["convergence"];
+    s += "Stability against training steps (decoder `pwmcc`):";
+    for (const nlohmann::json& pt : cv["points"]) {
+      s += fmt::format(" step {}: {};", pt["step"].get<int64_t>(),
+                       pt["pwmcc"].is_number() ? fmt_num(pt["pwmcc"].get<double>()) : "n/a");
+    }
+    const nlohmann::json& ch = cv["last_change"];
+    s += fmt::format(" last change {} {}: {}.\n\n",
+                     ch["estimate"].is_number() ? fmt::format("{:+.4f}", ch["estimate"].get<double>()) : "n/a",
+                     fmt_ci(ch["ci_bca"][0].is_number() ? ch["ci_bca"][0].get<double>() : std::nan(""),
+                            ch["ci_bca"][1].is_number() ? ch["ci_bca"][1].get<double>() : std::nan("")),
+                     cv["plateaued"].get<bool>() ? "plateaued within the margin" : "NOT shown to have plateaued");
   }
   std::string links;
   for (const auto& [fig, alt] : {std::pair<std::string, std::string>{"trained_vs_nulls", "trained vs nulls"},
@@ -190,10 +216,23 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
   if (in.results.contains("relu_tuning")) {
     const nlohmann::json& tu = in.results["relu_tuning"];
     s += fmt::format(
-        "\nThe ReLU SAEs' L1 coefficient was tuned so that their held-out L0 matches TopK's k: {} bisection "
-        "runs of {} steps on seed {} (not an evaluated seed) chose {:.4g}.\n",
+        "\nThe ReLU SAEs' L1 coefficient was tuned so that their held-out L0 matches TopK's k: {} tuning "
+        "runs of {} steps on seed {} (not an evaluated seed), then {} run(s) of the evaluated seeds, chose "
+        "{:.4g}.\n",
         tu["trials"].size(), tu["steps"].get<int64_t>(), tu["seed"].get<int64_t>(),
-        tu["l1_coefficient"].get<double>());
+        tu.value("evaluated", nlohmann::json::array()).size(), tu["l1_coefficient"].get<double>());
+    if (in.results.contains("relu_l0_match")) {
+      const nlohmann::json& mt = in.results["relu_l0_match"];
+      s += mt["within_tolerance"].get<bool>()
+               ? fmt::format("Their mean held-out L0 is {:.2f} (target {:.1f}, within {:.3g}%).\n",
+                             mt["achieved"].get<double>(), mt["target"].get<double>(),
+                             100 * mt["tolerance"].get<double>())
+               : fmt::format(
+                     "**WARNING: their mean held-out L0 is {:.2f}, outside {:.3g}% of the target {:.1f}: the "
+                     "families are compared at different sparsities.**\n",
+                     mt["achieved"].get<double>(), 100 * mt["tolerance"].get<double>(),
+                     mt["target"].get<double>());
+    }
   }
 
   s += "\n## 4. Are the features reproducible, and do they reflect the data?\n\n";
@@ -209,6 +248,9 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
       "two-sided exact permutation test over seed labels, Holm-adjusted over every null, metric and SAE "
       "family of the run (the surrogate control is its own family).\n\n";
   for (const Family& f : in.families) s += family_section(f, prefix, phase4a_rel, in.figures);
+  if (in.figures.count("stability_vs_steps.png") != 0) {
+    s += fmt::format("![stability against training steps]({}figures/stability_vs_steps.png)\n\n", prefix);
+  }
 
   s += "## 5. In plain words\n\n";
   for (const Family& f : in.families) {
@@ -302,7 +344,11 @@ DemoResult run_demo(const Config& config, const DemoOptions& options) {
   for (const Family& f : in.families)
     files.push_back(in.results["conditions"][f.name]["stability_file"].get<std::string>());
   std::vector<StabilityStudy> studies = load_experiment_studies(phase4a_dir.string(), files, nullptr);
-  for (size_t i = 0; i < in.families.size(); ++i) in.families[i].study = std::move(studies[i]);
+  for (size_t i = 0; i < in.families.size(); ++i) {
+    in.families[i].study = std::move(studies[i]);
+    const nlohmann::json doc = read_json_file((phase4a_dir / files[i]).string());
+    if (doc.contains("feature_types")) in.families[i].feature_types = doc["feature_types"];
+  }
 
   // Everything is written to a hidden staging folder and renamed into place at the end, so a demo that fails
   // here leaves no half-written ROOT/demo/<run_id>/.
@@ -317,6 +363,8 @@ DemoResult run_demo(const Config& config, const DemoOptions& options) {
     ensure_directory((stage / "figures").string());
     copy_figure(transformer_dir / "grokking.png", stage, "grokking.png", in.figures);
     copy_figure(transformer_dir / "grokking.svg", stage, "grokking.svg", in.figures);
+    copy_figure(phase4a_dir / "stability_vs_steps.png", stage, "stability_vs_steps.png", in.figures);
+    copy_figure(phase4a_dir / "stability_vs_steps.svg", stage, "stability_vs_steps.svg", in.figures);
     for (const Family& f : in.families) {
       for (const char* fig : {"trained_vs_nulls", "per_feature_hist", "pairwise_heatmap"}) {
         for (const char* ext : {".png", ".svg"}) {

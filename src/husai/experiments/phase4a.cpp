@@ -9,9 +9,14 @@
 #include "husai/core/error.hpp"
 #include "husai/experiments/catalog.hpp"
 #include "husai/experiments/claims.hpp"
+#include "husai/experiments/relu_l0_match.hpp"
 #include "husai/experiments/study.hpp"
-#include "husai/io/json_file.hpp"
+#include "husai/experiments/stability_report.hpp"
+#include "husai/metrics/stability.hpp"
+#include "husai/metrics/stability_convergence.hpp"
 #include "husai/metrics/stability_study.hpp"
+#include "husai/sae/saelens_io.hpp"
+#include "husai/train/sae_run.hpp"
 
 namespace husai {
 namespace {
@@ -28,22 +33,7 @@ ConfigSchema phase4a_schema() {
   s.add_int("phase4a.d_sae", 1024, "latents").min(1);
   s.add_int("phase4a.k", 32, "TopK active latents per row").min(1);
   s.add_bool("phase4a.relu", true, "also train ReLU+L1 SAEs at a matched L0");
-  s.add_float("phase4a.relu_target_l0", nullptr, "held-out L0 the ReLU L1 coefficient is tuned to; null = k")
-      .nullable()
-      .greater_than(0);
-  s.add_int("phase4a.relu_tune_seed", 7, "seed of the tuning runs (not one of the evaluated seeds)").min(0);
-  s.add_int(
-       "phase4a.relu_tune_steps", nullptr,
-       "optimizer steps of each tuning run; null = the evaluated runs' own length (sae.training), so the "
-       "L0 tuned is the L0 reached")
-      .nullable()
-      .min(1);
-  s.add_float_list("phase4a.relu_l1_range", nlohmann::json::array({0.1, 2.5}),
-                   "L1 coefficients bracketing the target (bisection in log space)")
-      .length(2)
-      .greater_than(0);
-  s.add_int("phase4a.relu_tune_iterations", 5, "bisection steps").min(1).max(30);
-  s.add_float("phase4a.relu_l0_tolerance", 0.1, "stop when |L0 - target| <= tolerance * target").min(0);
+  add_relu_l0_match_keys(s);
   s.add_check([](const Config& c) {
     if (c.get_int_list("phase4a.seeds").size() < 2)
       c.fail("phase4a needs at least two seeds", {"phase4a.seeds"});
@@ -66,44 +56,6 @@ ConfigSchema phase4a_schema() {
   return s;
 }
 
-double held_out_l0(const std::string& sae_dir, int64_t seed) {
-  return sae_run_metrics(sae_dir, {seed})["mean"]["l0"].get<double>();
-}
-
-// Log-space bisection of the L1 coefficient on held-out L0 (L0 falls as L1 grows), one short single-seed
-// run per step, each cached. Returns the trials and the coefficient whose L0 came closest to the target.
-nlohmann::json tune_relu_l1(ExperimentContext& ctx, const std::string& acts, double target) {
-  const Config& c = ctx.config();
-  const auto range = c.get_double_list("phase4a.relu_l1_range");
-  double lo = std::log(range[0]), hi = std::log(range[1]);
-  const int64_t seed = c.get_int("phase4a.relu_tune_seed");
-  nlohmann::json trials = nlohmann::json::array();
-  double best_l1 = 0, best_l0 = 0, best_err = std::numeric_limits<double>::infinity();
-  nlohmann::json steps;  // of the tuning runs, as trained
-  for (int64_t it = 0; it < c.get_int("phase4a.relu_tune_iterations"); ++it) {
-    const double l1 = std::exp(0.5 * (lo + hi));
-    nlohmann::json o = {{"sae.architecture", "relu"},
-                        {"sae.d_sae", c.get_int("phase4a.d_sae")},
-                        {"sae.l1_coefficient", l1},
-                        {"training.seeds", {seed}}};
-    if (!c.is_null("phase4a.relu_tune_steps")) o["training.steps"] = c.get_int("phase4a.relu_tune_steps");
-    const std::string dir = ctx.sae_run(sae_config_with(c, o), acts);
-    const double l0 = held_out_l0(dir, seed);
-    steps = read_json_file(dir + fmt::format("/seed{}/metrics.json", seed)).at("steps");
-    ctx.log(fmt::format("relu L1 tuning: l1 {:.5g} -> held-out L0 {:.2f} (target {:.1f})", l1, l0, target));
-    trials.push_back({{"l1_coefficient", l1}, {"held_out_l0", l0}});
-    if (std::abs(l0 - target) < best_err) {
-      best_err = std::abs(l0 - target);
-      best_l1 = l1;
-      best_l0 = l0;
-    }
-    if (best_err <= c.get_double("phase4a.relu_l0_tolerance") * target) break;
-    (l0 > target ? lo : hi) = std::log(l1);
-  }
-  return {{"target_l0", target},       {"seed", seed},       {"steps", steps}, {"trials", trials},
-          {"l1_coefficient", best_l1}, {"tuned_l0", best_l0}};
-}
-
 nlohmann::json run_arch(ExperimentContext& ctx, const Upstream& up, const std::string& name,
                         const nlohmann::json& overrides) {
   const Config& c = ctx.config();
@@ -121,6 +73,21 @@ nlohmann::json run_arch(ExperimentContext& ctx, const Upstream& up, const std::s
           (c.get_string("compare.surrogate") != "none" ? " and the surrogate control" : ""));
   compare_seeds(ctx, dir, seeds, up.activations_path, "compare/" + name, up.transformer_dir);
   out["stability_file"] = "compare/" + name + "/stability.json";
+  // Stability against training steps: the run's snapshots (training.stability_checkpoints) and the final SAEs.
+  const std::vector<SaeCheckpointSet> sets = list_sae_checkpoints(dir, seeds);
+  if (sets.size() >= 2) {
+    std::vector<std::vector<FeatureSet>> dicts;
+    std::vector<int64_t> steps;
+    for (const SaeCheckpointSet& set : sets) {
+      std::vector<FeatureSet> v;
+      for (const std::string& d : set.sae_dirs) v.push_back(decoder_features(load_sae(d)));
+      dicts.push_back(std::move(v));
+      steps.push_back(set.step);
+    }
+    out["convergence"] = convergence_to_json(
+        stability_convergence(dicts, steps, sets.back().step, c.get_int("compare.bootstrap"),
+                              c.get_double("compare.confidence"), static_cast<uint64_t>(c.get_int("compare.seed"))));
+  }
   return out;
 }
 
@@ -165,13 +132,29 @@ int run_phase4a(ExperimentContext& ctx) {
   if (c.get_bool("phase4a.relu")) {
     const double target = c.is_null("phase4a.relu_target_l0") ? static_cast<double>(c.get_int("phase4a.k"))
                                                               : c.get_double("phase4a.relu_target_l0");
-    const nlohmann::json tuning =
-        ctx.condition("relu-l1-tuning", [&] { return tune_relu_l1(ctx, up.activations_path, target); });
+    const auto seeds = c.get_int_list("phase4a.seeds");
+    // The evaluated seeds' run as run_arch trains it (cached, so the relu condition reuses it).
+    const auto train_evaluated = [&](double l1) {
+      return ctx.sae_run(sae_config_with(c, {{"sae.architecture", "relu"},
+                                             {"sae.l1_coefficient", l1},
+                                             {"sae.d_sae", c.get_int("phase4a.d_sae")},
+                                             {"training.seeds", seeds}}),
+                         up.activations_path);
+    };
+    const nlohmann::json tuning = ctx.condition("relu-l1-tuning", [&] {
+      return tune_relu_l1(ctx, up.activations_path, target, seeds, train_evaluated);
+    });
     results["relu_tuning"] = tuning;
     conds["relu"] = ctx.condition("relu", [&] {
       return run_arch(ctx, up, "relu",
                       {{"sae.architecture", "relu"}, {"sae.l1_coefficient", tuning["l1_coefficient"]}});
     });
+    results["relu_l0_match"] =
+        relu_l0_match_json(tuning, conds["relu"]["metrics"]["mean"]["l0"].get<double>());
+    if (!results["relu_l0_match"]["within_tolerance"].get<bool>()) {
+      ctx.log(fmt::format("WARNING: ReLU L0 not matched: evaluated mean {:.2f} vs target {:.1f}",
+                          results["relu_l0_match"]["achieved"].get<double>(), target));
+    }
   }
 
   // Every verdict is Holm-adjusted across both families' compares (and within each over nulls and metrics).
@@ -300,16 +283,56 @@ int run_phase4a(ExperimentContext& ctx) {
       }
     }
   }
+  md += "\n## Stability against training steps\n\nDecoder `pwmcc` across the seeds at the run's snapshots "
+        "(fractions of training) and at the end. Plateau test: the BCa interval of the last change (final minus "
+        "the previous snapshot, paired over seed pairs) must lie inside +-margin; held-out EV plateauing says "
+        "nothing about this.\n\n| SAE | step | fraction | pwmcc (CI) | matched_mean_cos (CI) |\n|---|---|---|---|---|\n";
+  std::string convergence_text;
+  std::string curve_data;
+  int curve_index = 0;
+  for (const auto& [name, cond] : conds.items()) {
+    if (!cond.contains("convergence")) continue;
+    const nlohmann::json& cv = cond["convergence"];
+    curve_data += fmt::format("$c{} << EOD\n", curve_index++);
+    for (const nlohmann::json& pt : cv["points"]) {
+      auto v = [](const nlohmann::json& x) { return x.is_number() ? x.get<double>() : std::nan(""); };
+      md += fmt::format("| {} | {} | {:.3f} | {} {} | {} {} |\n", name, pt["step"].get<int64_t>(),
+                        pt["fraction"].get<double>(), fmt_num(v(pt["pwmcc"])),
+                        fmt_ci(v(pt["pwmcc_ci_bca"][0]), v(pt["pwmcc_ci_bca"][1])), fmt_num(v(pt["matched_mean_cos"])),
+                        fmt_ci(v(pt["matched_mean_cos_ci_bca"][0]), v(pt["matched_mean_cos_ci_bca"][1])));
+      curve_data += fmt::format("{} {} {} {}\n", pt["step"].get<int64_t>(), v(pt["pwmcc"]), v(pt["pwmcc_ci_bca"][0]),
+                                v(pt["pwmcc_ci_bca"][1]));
+    }
+    curve_data += "EOD\n";
+    const nlohmann::json& ch = cv["last_change"];
+    auto v = [](const nlohmann::json& x) { return x.is_number() ? x.get<double>() : std::nan(""); };
+    convergence_text += fmt::format(
+        "- {}: last change of pwmcc {:+.4f} {}: {} (margin +-{}).\n", name, v(ch["estimate"]),
+        fmt_ci(v(ch["ci_bca"][0]), v(ch["ci_bca"][1])),
+        cv["plateaued"].get<bool>() ? "plateaued" : "NOT shown to have plateaued", cv["margin"].get<double>());
+    ctx.metric("pwmcc.last_change", v(ch["estimate"]), name);
+  }
+  md += "\n" + (convergence_text.empty() ? std::string("No snapshots were kept (training.stability_checkpoints).\n")
+                                          : convergence_text);
+  if (!curve_data.empty()) {
+    std::string plot = "plot ";
+    int k = 0;
+    for (const auto& [name, cond] : conds.items()) {
+      if (!cond.contains("convergence")) continue;
+      plot += fmt::format("{}$c{} using 1:2:3:4 with yerrorlines title '{}'", k ? ", " : "", k, name);
+      ++k;
+    }
+    ctx.figure("stability_vs_steps", curve_data +
+                                         "set title 'phase4a: decoder pwmcc across seeds against training steps'\n"
+                                         "set xlabel 'step'\nset ylabel 'pwmcc'\nset logscale x 2\nset grid\nset key "
+                                         "bottom right\n" +
+                                         plot + "\n");
+  }
+  results["convergence_summary"] = convergence_text;
+
   if (results.contains("relu_tuning")) {
-    const nlohmann::json& t = results["relu_tuning"];
-    md += fmt::format(
-        "\nReLU matched L0: target held-out L0 {}; {} bisection runs of {} steps (seed {}) chose L1 "
-        "coefficient {:.5g}, which reached L0 {} in tuning and mean held-out L0 {} over the {} "
-        "evaluated seeds at full length.\n",
-        fmt_num(t["target_l0"].get<double>(), 1), t["trials"].size(), t["steps"].get<int64_t>(),
-        t["seed"].get<int64_t>(), t["l1_coefficient"].get<double>(), fmt_num(t["tuned_l0"].get<double>(), 2),
-        fmt_num(conds["relu"]["metrics"]["mean"]["l0"].get<double>(), 2),
-        c.get_int_list("phase4a.seeds").size());
+    md += relu_l0_match_markdown(results["relu_tuning"], results["relu_l0_match"],
+                                 c.get_int_list("phase4a.seeds").size());
   }
   md += "\n## Conclusion\n\n" + conclusion +
         "\nWhat this does not show: reproducible across SAE seeds is not the same as real or interpretable. "

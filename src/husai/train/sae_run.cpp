@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include "husai/core/atomic_file.hpp"
 #include "husai/core/error.hpp"
@@ -14,6 +16,7 @@
 #include "husai/core/rng.hpp"
 #include "husai/core/signals.hpp"
 #include "husai/io/activations.hpp"
+#include "husai/io/json_file.hpp"
 #include "husai/io/manifest.hpp"
 #include "husai/io/safetensors.hpp"
 #include "husai/io/sha256.hpp"
@@ -34,7 +37,7 @@ std::string join(const std::string& dir, const std::string& name) {
   return (fs::path(dir) / name).string();
 }
 std::string seed_dir(const std::string& dir, uint64_t seed) {
-  return join(dir, "seed" + std::to_string(seed));
+  return sae_seed_dir(dir, static_cast<int64_t>(seed));
 }
 std::string exact(double v) {
   return fmt::format("{:.17g}", v);
@@ -296,6 +299,69 @@ SaeModel export_model(const SaeTrainer& t, const SaeSeedState& s, double scale) 
   return m;
 }
 
+// What an exported SAE's cfg.json metadata needs besides the seed state.
+struct ExportContext {
+  const Config& config;
+  const SaeTrainSettings& settings;
+  const ActivationFile& acts;
+  const std::string& acts_path;
+  double scale;
+};
+
+// cfg.json metadata of one seed's SAE after `step` steps: the final export and the stability snapshots.
+nlohmann::json seed_metadata(const ExportContext& e, const SaeSeedState& s, int64_t step) {
+  nlohmann::json meta = e.config.resolved();
+  meta["training_architecture"] = sae_arch_name(e.settings.sae.arch);
+  meta["seed"] = s.seed;
+  meta["steps"] = step;
+  meta["d_sae"] = e.settings.sae.d_sae;
+  meta["lr"] = e.settings.adam.lr;
+  meta["samples"] = step * e.settings.batch_size;
+  // The seed whose permutations ordered this SAE's batches: its own seed unless one order is shared.
+  meta["data_order_seed"] = e.settings.data_order_seed.value_or(s.seed);
+  meta["data_order_shared"] = e.settings.data_order_seed.has_value();
+  meta["hook_name"] = e.acts.hook_name;
+  meta["model_name"] = e.acts.model_name;
+  meta["activations_path"] = e.acts_path;
+  meta["activations_sha256"] = e.acts.sha256;
+  meta["activation_scaling_factor"] = e.scale;
+  meta["activation_scaling_folded"] = true;
+  if (sae_arch_has_running_threshold(e.settings.sae.arch)) meta["running_threshold"] = s.threshold;
+  if (e.settings.sae.arch == SaeArch::Matryoshka) meta["matryoshka_groups"] = e.settings.sae.group_sizes;
+  meta["producer"] = "husai";
+  return meta;
+}
+
+// A stability snapshot appears whole or not at all: both files are written into a temporary folder beside
+// the final one, which is then renamed into place. When the snapshot exists already (a run killed after
+// writing it resumes from an earlier checkpoint and reaches the step again) its files are replaced one rename
+// each, by the same bytes, so the folder never vanishes: a checkpoint past this step can only exist once the
+// snapshot was complete, and resuming from it never rewrites the snapshot.
+void write_snapshot(const std::string& final_dir, const SaeModel& model, const nlohmann::json& meta) {
+  const fs::path target(final_dir);
+  const fs::path parent = target.parent_path();
+  const std::string prefix = "." + target.filename().string() + ".tmp.";
+  ensure_directory(parent.string());
+  std::error_code ec;
+  // Leftovers of a run killed while writing this snapshot.
+  for (const auto& entry : fs::directory_iterator(parent)) {
+    if (entry.path().filename().string().rfind(prefix, 0) == 0) fs::remove_all(entry.path(), ec);
+  }
+  const fs::path tmp = parent / (prefix + std::to_string(::getpid()));
+  write_saelens_folder(tmp.string(), model, meta);
+  if (!fs::exists(target)) {
+    fs::rename(tmp, target, ec);
+    if (ec) throw Error("cannot rename " + tmp.string() + " to " + target.string() + ": " + ec.message());
+    return;
+  }
+  for (const char* name : {"sae_weights.safetensors", "cfg.json"}) {
+    fs::rename(tmp / name, target / name, ec);
+    if (ec)
+      throw Error("cannot rename " + (tmp / name).string() + " into " + final_dir + ": " + ec.message());
+  }
+  fs::remove_all(tmp, ec);
+}
+
 nlohmann::json plateau_info(const std::vector<SaeLogRow>& h) {
   // Relative loss improvement over the last 20% of the logged curve: below 1% counts as a plateau.
   nlohmann::json j = {{"rule", "loss(at 80% of logged steps) vs final loss: relative improvement < 0.01"}};
@@ -374,9 +440,17 @@ ConfigSchema sae_config_schema() {
   s.add_float("training.min_lr_ratio", 0.0, "final lr / lr").min(0.0).max(1.0);
   s.add_float("training.grad_clip_norm", 1.0, "global gradient-norm clip (0: none)").min(0.0);
   s.add_int_list("training.seeds", nlohmann::json::array({42}), "SAE seeds, trained in one pass").min(0);
-  s.add_int("training.data_order_seed", 0, "seed of the shared data order; null = each seed its own order")
+  s.add_int("training.data_order_seed", nullptr,
+            "null = each SAE seed shuffles the rows with its own seed; an int = one data order shared by all "
+            "seeds")
       .nullable()
       .min(0);
+  s.add_float_list(
+       "training.stability_checkpoints", nlohmann::json::array({0.125, 0.25, 0.5}),
+       "fractions of training at which every seed's SAE is saved under seed<S>/checkpoints/step_<N>/ "
+       "(stability against steps; the final SAE is the 1.0 point); [] = none")
+      .greater_than(0.0)
+      .less_than(1.0);
   s.add_int("training.checkpoint_every", 500, "steps between resumable checkpoints (0: only at stop/end)")
       .min(0);
   s.add_int("training.log_every", 50, "steps between metrics.jsonl rows").min(1);
@@ -478,6 +552,34 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
     split.save(join(dir, "split.safetensors"));
   }
 
+  const ExportContext export_ctx{config, settings, acts, options.activations_path, scale};
+  const std::vector<SaeSnapshotPoint> snapshots =
+      sae_snapshot_points(config.get_double_list("training.stability_checkpoints"), settings.steps);
+  // A snapshot is written at its step before any checkpoint at or after it, so a resumed run finds every
+  // earlier snapshot on disk unless it was removed by hand; that one cannot be recreated from a later state.
+  for (const SaeSnapshotPoint& p : snapshots) {
+    for (const SaeSeedState& s : trainer.seeds()) {
+      const std::string sdir = sae_snapshot_dir(dir, static_cast<int64_t>(s.seed), p.step);
+      if (p.step <= trainer.step() && !fs::exists(join(sdir, "cfg.json"))) {
+        std::fprintf(stderr,
+                     "husai: warning: stability snapshot %s is missing and cannot be recreated when resuming "
+                     "from step %lld; rerun with --overwrite to have it\n",
+                     sdir.c_str(), static_cast<long long>(trainer.step()));
+      }
+    }
+  }
+  const auto write_snapshots = [&](int64_t step) {
+    for (const SaeSnapshotPoint& p : snapshots) {
+      if (p.step != step) continue;
+      for (const SaeSeedState& s : trainer.seeds()) {
+        nlohmann::json meta = seed_metadata(export_ctx, s, step);
+        meta["checkpoint_fraction"] = p.fraction;
+        write_snapshot(sae_snapshot_dir(dir, static_cast<int64_t>(s.seed), step),
+                       export_model(trainer, s, scale), meta);
+      }
+    }
+  };
+
   install_stop_handlers();
   const int64_t start_step = trainer.step();
   Progress progress("train-sae " + std::string(sae_arch_name(settings.sae.arch)) + " x" +
@@ -500,7 +602,8 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
                     [&] {
                       save_state(dir, trainer, config_hash, acts);
                       checkpoint_step = trainer.step();
-                    });
+                    },
+                    write_snapshots);
   } catch (const Error& e) {
     progress.finish("failed");
     throw e.extended(checkpoint_step ? "; the last good checkpoint (step " +
@@ -540,24 +643,8 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   manifest.add_output(dir, kState);
   for (const SaeSeedState& s : trainer.seeds()) {
     const SaeModel model = export_model(trainer, s, scale);
-    nlohmann::json meta = config.resolved();
-    meta["training_architecture"] = sae_arch_name(settings.sae.arch);
-    meta["seed"] = s.seed;
-    meta["steps"] = trainer.step();
-    meta["d_sae"] = settings.sae.d_sae;
-    meta["lr"] = settings.adam.lr;
-    meta["samples"] = trainer.step() * settings.batch_size;
-    meta["hook_name"] = acts.hook_name;
-    meta["model_name"] = acts.model_name;
-    meta["activations_path"] = options.activations_path;
-    meta["activations_sha256"] = acts.sha256;
-    meta["activation_scaling_factor"] = scale;
-    meta["activation_scaling_folded"] = true;
-    if (sae_arch_has_running_threshold(settings.sae.arch)) meta["running_threshold"] = s.threshold;
-    if (settings.sae.arch == SaeArch::Matryoshka) meta["matryoshka_groups"] = settings.sae.group_sizes;
-    meta["producer"] = "husai";
     const std::string sdir = seed_dir(dir, s.seed);
-    write_saelens_folder(sdir, model, meta);
+    write_saelens_folder(sdir, model, seed_metadata(export_ctx, s, trainer.step()));
     const ReconstructionMetrics held = sae_reconstruction_metrics(model, eval_x.data(), n_eval, eval_batch);
     const ReconstructionMetrics tr = sae_reconstruction_metrics(model, train_raw.data(), n_train, eval_batch);
     nlohmann::json metrics = {{"schema_version", kSchemaVersion},
@@ -589,11 +676,101 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
     for (const char* name : {"cfg.json", "sae_weights.safetensors", "metrics.json", "metrics.jsonl"}) {
       manifest.add_output(dir, "seed" + std::to_string(s.seed) + "/" + name);
     }
+    for (const SaeSnapshotPoint& p : snapshots) {
+      const std::string rel = fmt::format("seed{}/checkpoints/step_{}", s.seed, p.step);
+      // A snapshot removed by hand before a resume stays missing (warned about above).
+      if (!fs::exists(join(dir, rel + "/cfg.json"))) continue;
+      for (const char* name : {"cfg.json", "sae_weights.safetensors"})
+        manifest.add_output(dir, rel + "/" + name);
+    }
   }
   manifest.extra["resolved_config"] = config.resolved();
   manifest.write(dir);
   result.completed = true;
   return result;
+}
+
+std::string sae_seed_dir(const std::string& run_dir, int64_t seed) {
+  return join(run_dir, "seed" + std::to_string(seed));
+}
+
+std::string sae_snapshot_dir(const std::string& run_dir, int64_t seed, int64_t step) {
+  return (fs::path(sae_seed_dir(run_dir, seed)) / "checkpoints" / ("step_" + std::to_string(step))).string();
+}
+
+std::vector<SaeSnapshotPoint> sae_snapshot_points(const std::vector<double>& fractions, int64_t steps) {
+  std::vector<SaeSnapshotPoint> points;
+  for (const double f : fractions) {
+    const auto step = static_cast<int64_t>(std::llround(f * static_cast<double>(steps)));
+    if (step < 1 || step >= steps) continue;
+    const bool repeated =
+        std::any_of(points.begin(), points.end(), [&](const auto& p) { return p.step == step; });
+    if (!repeated) points.push_back({f, step});
+  }
+  std::sort(points.begin(), points.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
+  return points;
+}
+
+std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::string& run_dir,
+                                                   const std::vector<int64_t>& seeds, bool include_final) {
+  if (seeds.empty()) throw Error("list_sae_checkpoints: no seeds given").file(run_dir);
+  const auto read_meta = [](const std::string& sae_dir) {
+    const std::string path = join(sae_dir, "cfg.json");
+    const nlohmann::json cfg = read_json_file(path);
+    nlohmann::json meta = cfg.is_object() ? cfg.value("metadata", nlohmann::json()) : nlohmann::json();
+    if (!meta.is_object() || !meta.contains("steps") || !meta["steps"].is_number_integer()) {
+      throw Error("cfg.json has no integer metadata.steps: not a husai train-sae folder").file(path);
+    }
+    return meta;
+  };
+  // The snapshot steps of the first seed define the sets; every other seed must have the same ones.
+  std::vector<SaeCheckpointSet> sets;
+  const fs::path first_dir = fs::path(sae_seed_dir(run_dir, seeds.front())) / "checkpoints";
+  if (fs::is_directory(first_dir)) {
+    for (const auto& entry : fs::directory_iterator(first_dir)) {
+      const std::string name = entry.path().filename().string();
+      // Temporary folders of a snapshot being written start with '.'.
+      if (!entry.is_directory() || name.rfind("step_", 0) != 0) continue;
+      const nlohmann::json meta = read_meta(entry.path().string());
+      SaeCheckpointSet set;
+      set.step = meta.at("steps").get<int64_t>();
+      if (!meta.contains("checkpoint_fraction") || !meta["checkpoint_fraction"].is_number()) {
+        throw Error("a stability snapshot without metadata.checkpoint_fraction").file(entry.path().string());
+      }
+      set.fraction = meta["checkpoint_fraction"].get<double>();
+      sets.push_back(set);
+    }
+  }
+  std::sort(sets.begin(), sets.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
+  for (SaeCheckpointSet& set : sets) {
+    for (const int64_t seed : seeds) {
+      const std::string sdir = sae_snapshot_dir(run_dir, seed, set.step);
+      if (!fs::exists(join(sdir, "cfg.json"))) {
+        throw Error("seed " + std::to_string(seed) + " has no stability snapshot at step " +
+                    std::to_string(set.step) + " (seed " + std::to_string(seeds.front()) + " has one)")
+            .file(sdir);
+      }
+      set.sae_dirs.push_back(sdir);
+    }
+  }
+  if (include_final) {
+    SaeCheckpointSet final_set;
+    final_set.fraction = 1.0;
+    for (const int64_t seed : seeds) {
+      const std::string sdir = sae_seed_dir(run_dir, seed);
+      const auto steps = read_meta(sdir).at("steps").get<int64_t>();
+      if (final_set.sae_dirs.empty()) final_set.step = steps;
+      if (steps != final_set.step) {
+        throw Error("seed " + std::to_string(seed) + " was trained for " + std::to_string(steps) +
+                    " steps, seed " + std::to_string(seeds.front()) + " for " +
+                    std::to_string(final_set.step))
+            .file(sdir);
+      }
+      final_set.sae_dirs.push_back(sdir);
+    }
+    sets.push_back(final_set);
+  }
+  return sets;
 }
 
 }  // namespace husai

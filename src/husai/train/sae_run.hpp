@@ -5,7 +5,10 @@
 // DIR/manifest.json, DIR/split.safetensors (train_idx, eval_idx: rows of the activation file, ascending),
 // DIR/trainer_state.safetensors (every seed's weights, Adam moments, dead counters, curve: resumable), and
 // per seed DIR/seed<S>/{cfg.json, sae_weights.safetensors} (a SAELens v6 folder), metrics.json,
-// metrics.jsonl.
+// metrics.jsonl, and the stability snapshots DIR/seed<S>/checkpoints/step_<N>/{cfg.json,
+// sae_weights.safetensors}: the same SAELens folder after N of the run's steps
+// (training.stability_checkpoints), with metadata.steps = N and metadata.checkpoint_fraction, so `husai
+// compare` takes them as they are.
 
 #include <cstdint>
 #include <string>
@@ -38,5 +41,33 @@ struct TrainSaeResult {
 };
 
 TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options);
+
+// Run folder layout: DIR/seed<S> and DIR/seed<S>/checkpoints/step_<N>.
+std::string sae_seed_dir(const std::string& run_dir, int64_t seed);
+std::string sae_snapshot_dir(const std::string& run_dir, int64_t seed, int64_t step);
+
+// One stability snapshot of a run: `fraction` of training.stability_checkpoints, taken after `step` steps.
+struct SaeSnapshotPoint {
+  double fraction = 0;
+  int64_t step = 0;
+};
+
+// The snapshots of a run of `steps` steps, by step: N = round(fraction * steps); a fraction whose N is below
+// 1 or reaches `steps` (the final SAE is the 1.0 point) is skipped, and so is one repeating an earlier N.
+std::vector<SaeSnapshotPoint> sae_snapshot_points(const std::vector<double>& fractions, int64_t steps);
+
+// The SAEs of every seed at one point of training.
+struct SaeCheckpointSet {
+  double fraction = 0;                // of the run's steps; 1.0 = the final SAEs
+  int64_t step = 0;                   // metadata.steps of these SAEs
+  std::vector<std::string> sae_dirs;  // one SAELens folder per seed, in the order the seeds were given
+};
+
+// The stability snapshots a finished train-sae run folder holds for `seeds`, by step, then the final SAEs
+// (fraction 1.0) when include_final. Throws husai::Error naming the folder when a seed lacks a snapshot the
+// first seed has, or a cfg.json is not a husai one. A run without snapshots gives only the final set.
+std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::string& run_dir,
+                                                   const std::vector<int64_t>& seeds,
+                                                   bool include_final = true);
 
 }  // namespace husai

@@ -237,7 +237,8 @@ void SaeTrainer::optimizer_step(SaeSeedState& s, int64_t step, bool clip, float 
 }
 
 bool SaeTrainer::run(const std::function<bool()>& should_stop, const std::function<void(int64_t)>& on_log,
-                     const std::function<void()>& on_checkpoint) {
+                     const std::function<void()>& on_checkpoint,
+                     const std::function<void(int64_t)>& on_step) {
   const int64_t B = settings_.batch_size;
   const int64_t D = settings_.sae.d_in;
   // Seeds grouped by data order: each group's batch is gathered once and shared.
@@ -272,6 +273,7 @@ bool SaeTrainer::run(const std::function<bool()>& should_stop, const std::functi
     }
     step_ = step;
     if (log) on_log(step);
+    if (on_step) on_step(step);
     if (settings_.checkpoint_every > 0 && step % settings_.checkpoint_every == 0 && step < settings_.steps) {
       on_checkpoint();
     }

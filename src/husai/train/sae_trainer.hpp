@@ -36,7 +36,7 @@ struct SaeTrainSettings {
   double grad_clip_norm = 1.0;  // <= 0: no clipping
   bool normalize_decoder = true;
   std::vector<uint64_t> seeds = {42};
-  std::optional<uint64_t> data_order_seed;  // set: one data order shared by all seeds
+  std::optional<uint64_t> data_order_seed;  // set: one data order shared by all seeds; unset: each its own
   int64_t checkpoint_every = 500;           // steps (0: only when stopping / at the end)
   int64_t log_every = 50;                   // steps between metrics.jsonl rows (and the last step)
   // Optional alignment penalty to a reference decoder (train/consistency.hpp), added to every seed's loss
@@ -79,10 +79,11 @@ class SaeTrainer {
 
   void init_fresh();
   // Trains until settings.steps or until should_stop() at a step boundary. on_log(step) after each logged
-  // step; on_checkpoint() every checkpoint_every steps and when stopping. Returns true when all steps are
-  // done. Throws husai::Error naming the step and seed when a loss is NaN or infinite.
+  // step; on_step(step) after every step, before that step's checkpoint (it may only read the state);
+  // on_checkpoint() every checkpoint_every steps and when stopping. Returns true when all steps are done.
+  // Throws husai::Error naming the step and seed when a loss is NaN or infinite.
   bool run(const std::function<bool()>& should_stop, const std::function<void(int64_t)>& on_log,
-           const std::function<void()>& on_checkpoint);
+           const std::function<void()>& on_checkpoint, const std::function<void(int64_t)>& on_step = {});
 
   double lr_at(int64_t step) const;
   // The rows of one step's batch in a data order (exposed for tests).
