@@ -139,7 +139,12 @@ HUSAI_AVX512 void encoder_block_avx512(const EncoderPanels<float>& pk, const flo
 }  // namespace
 
 bool encoder_avx512_available() {
-  static const bool available = __builtin_cpu_supports("avx512f") != 0;
+  // __builtin_cpu_init first: safe even if this runs before libgcc's own start-up call (a static
+  // initialiser).
+  static const bool available = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
   return available;
 }
 
