@@ -12,7 +12,7 @@ CMAKE_FLAGS ?=
 
 .PHONY: deps deps-test configure build build-asan demo test test-unit test-asan format format-check lint \
         smoke bench grok-nanda sae-table clean build-fuzz fuzz reproduce-phase4a ablate-core adaptive-l0 \
-        adaptive-l0-control release-gate audit benchmark-slice consistency-sweep
+        adaptive-l0-control release-gate audit benchmark-slice consistency-sweep golden-update
 
 deps:
 	@bash scripts/setup.sh
@@ -83,6 +83,11 @@ lint: format-check build
 # Tiny end-to-end chain (train, evaluate, extract) in well under a minute.
 smoke: build
 	bash scripts/smoke.sh $(HUSAI)
+
+# Rewrite tests/golden/default_chain.sha256 from this build (run on purpose, after a change meant to change the
+# default chain's numbers; commit the file with that change).
+golden-update: build
+	bash tests/golden/golden_default_chain.sh $(HUSAI) $(BUILD)/golden --update
 
 bench: build deps-test
 	bash bench/run_bench.sh $(BUILD)

@@ -1,6 +1,7 @@
 // The TopK encoder kernel (src/husai/sae/encoder_kernel.hpp) against its definition, computed here element by
 // element: z[r, i] = b[i] + xc[r, 0] W[0, i] + ... as one chain of fused multiply-adds in d order. Odd shapes
-// exercise the partial latent panel and the row tiles of every height.
+// exercise the partial latent panel and the row tiles of every height. Both code paths (portable, and AVX-512
+// chosen at run time) must give these bits, so that a result is the same on CPUs with and without AVX-512.
 
 #include <gtest/gtest.h>
 
@@ -8,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "husai/core/error.hpp"
 #include "husai/core/rng.hpp"
 #include "husai/sae/encoder_kernel.hpp"
 
@@ -24,13 +26,14 @@ std::vector<T> normal(int64_t n, uint64_t seed) {
 }
 
 template <typename T>
-void check_shape(int64_t M, int64_t D, int64_t L) {
+void check_shape(int64_t M, int64_t D, int64_t L,
+                 sae_detail::EncoderPath path = sae_detail::EncoderPath::Auto) {
   const std::vector<T> xc = normal<T>(M * D, 1), W = normal<T>(D * L, 2), b = normal<T>(L, 3);
   std::vector<T> pw, pb;
   const auto panels = sae_detail::pack_encoder_panels(W.data(), b.data(), D, L, pw, pb);
   const int64_t ldz = L + 3;  // a leading dimension wider than L: nothing past column L may be written
   std::vector<T> z(static_cast<size_t>(M * ldz), T(-7));
-  sae_detail::encoder_block(panels, xc.data(), M, z.data(), ldz);
+  sae_detail::encoder_block(panels, xc.data(), M, z.data(), ldz, path);
   for (int64_t r = 0; r < M; ++r) {
     for (int64_t i = 0; i < L; ++i) {
       T ref = b[static_cast<size_t>(i)];
@@ -49,6 +52,33 @@ TEST(SaeEncoderKernel, FloatMatchesFmaChainBitwise) {
     for (int64_t L : {1, 17, 64, 100, 256}) check_shape<float>(M, 24, L);
   }
   check_shape<float>(64, 128, 1024);
+}
+
+TEST(SaeEncoderKernel, PortablePathMatchesFmaChainBitwise) {
+  for (int64_t M : {1, 5, 6, 13, 64}) {
+    for (int64_t L : {1, 17, 64, 100, 256}) check_shape<float>(M, 24, L, sae_detail::EncoderPath::Generic);
+  }
+  check_shape<float>(64, 128, 1024, sae_detail::EncoderPath::Generic);
+}
+
+// Skips on a CPU without AVX-512F (the AMD EPYC Zen 3 development machine is one): there only the portable
+// path runs, and the check runs wherever CI has AVX-512.
+TEST(SaeEncoderKernel, Avx512PathMatchesPortablePathBitwise) {
+  if (!sae_detail::encoder_avx512_available()) GTEST_SKIP() << "this CPU has no AVX-512F";
+  for (int64_t M : {1, 5, 6, 13, 64}) {
+    for (int64_t L : {1, 17, 64, 100, 256}) check_shape<float>(M, 24, L, sae_detail::EncoderPath::Avx512);
+  }
+  check_shape<float>(64, 128, 1024, sae_detail::EncoderPath::Avx512);
+}
+
+TEST(SaeEncoderKernel, Avx512PathRefusedWithoutAvx512) {
+  if (sae_detail::encoder_avx512_available()) GTEST_SKIP() << "this CPU has AVX-512F";
+  std::vector<float> pw, pb;
+  const std::vector<float> W(8, 1.0F), b(4, 0.0F), xc(2, 1.0F);
+  const auto panels = sae_detail::pack_encoder_panels(W.data(), b.data(), 2, 4, pw, pb);
+  std::vector<float> z(4);
+  EXPECT_THROW(sae_detail::encoder_block(panels, xc.data(), 1, z.data(), 4, sae_detail::EncoderPath::Avx512),
+               Error);
 }
 
 TEST(SaeEncoderKernel, DoubleMatchesFmaChainBitwise) {

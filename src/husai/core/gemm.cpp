@@ -9,6 +9,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 
+#include "husai/core/eigen_blocking.hpp"
 #include "husai/core/threading.hpp"
 
 namespace husai {
@@ -65,6 +66,7 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
+  fix_eigen_blocking();  // already done at start-up; kept so that no product can see the queried sizes
   const int64_t kTileCols = tile_cols(M);
   const int64_t tiles_m = (M + kTileRows - 1) / kTileRows;
   const int64_t tiles_n = (N + kTileCols - 1) / kTileCols;
@@ -82,6 +84,7 @@ template <typename T>
 void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                  int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
+  fix_eigen_blocking();
   tile_product(trans_a, trans_b, 0, M, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "husai/core/eigen_blocking.hpp"
+
 namespace husai {
 namespace {
 
@@ -26,9 +28,14 @@ std::atomic<int>& thread_count() {
   return n;
 }
 
+// Every binary that runs husai's parallel loops links this file, so its start-up fixes Eigen's blocking
+// before main() (see core/eigen_blocking.hpp).
+[[maybe_unused]] const bool kEigenBlockingFixed = (fix_eigen_blocking(), true);
+
 }  // namespace
 
 void set_num_threads(int n_threads) {
+  fix_eigen_blocking();
   thread_count() = n_threads > 0 ? n_threads : default_threads();
 }
 

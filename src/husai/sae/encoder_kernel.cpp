@@ -1,13 +1,12 @@
 #include "husai/sae/encoder_kernel.hpp"
 
-#if defined(__AVX512F__)
 #include <immintrin.h>
-#endif
 
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
 
+#include "husai/core/error.hpp"
 #include "husai/core/threading.hpp"
 
 namespace husai::sae_detail {
@@ -59,12 +58,18 @@ void encoder_block_generic(const EncoderPanels<T>& pk, const T* xc, int64_t M, T
   }
 }
 
-#if defined(__AVX512F__)
+// The AVX-512 kernel is compiled for AVX-512 on its own (target attribute) and chosen at run time, so the one
+// portable x86-64-v3 binary uses it where the CPU has it. It gives the same bits as the portable form: each
+// z[r, i] is the same chain (start from b_enc[i], one fused multiply-add per d in d order, each rounded
+// once), only more of the chains run side by side in the wider registers. test_encoder_kernel compares the
+// two byte for byte on a CPU with AVX-512.
+#define HUSAI_AVX512 __attribute__((target("avx512f")))
+
 // A tile of kRows rows x one 64-latent panel: 4 * kRows accumulators, 4 panel loads and kRows broadcasts per
 // d.
 template <int kRows>
-inline void tile_f32(const float* __restrict xc, int64_t D, const float* __restrict w, const float* bias,
-                     float* z, int64_t ldz, __mmask16 last_mask, int n_vec) {
+HUSAI_AVX512 inline void tile_f32(const float* __restrict xc, int64_t D, const float* __restrict w,
+                                  const float* bias, float* z, int64_t ldz, __mmask16 last_mask, int n_vec) {
   __m512 c[kRows][4];
   for (int j = 0; j < 4; ++j) {
     const __m512 bj = _mm512_loadu_ps(bias + 16 * j);
@@ -94,7 +99,8 @@ inline void tile_f32(const float* __restrict xc, int64_t D, const float* __restr
   }
 }
 
-void encoder_block_f32(const EncoderPanels<float>& pk, const float* xc, int64_t M, float* z, int64_t ldz) {
+HUSAI_AVX512 void encoder_block_avx512(const EncoderPanels<float>& pk, const float* xc, int64_t M, float* z,
+                                       int64_t ldz) {
   constexpr int kTileRows = 6;
   const int64_t D = pk.D;
   for (int64_t p = 0; p < pk.n_panels; ++p) {
@@ -129,18 +135,32 @@ void encoder_block_f32(const EncoderPanels<float>& pk, const float* xc, int64_t 
     }
   }
 }
-#endif
 
 }  // namespace
 
+bool encoder_avx512_available() {
+  // __builtin_cpu_init first: safe even if this runs before libgcc's own start-up call (a static
+  // initialiser).
+  static const bool available = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return available;
+}
+
 template <typename T>
-void encoder_block(const EncoderPanels<T>& panels, const T* xc, int64_t M, T* z, int64_t ldz) {
-#if defined(__AVX512F__)
+void encoder_block(const EncoderPanels<T>& panels, const T* xc, int64_t M, T* z, int64_t ldz,
+                   EncoderPath path) {
   if constexpr (std::is_same_v<T, float>) {
-    encoder_block_f32(panels, xc, M, z, ldz);
-    return;
+    const bool wide =
+        path == EncoderPath::Avx512 || (path == EncoderPath::Auto && encoder_avx512_available());
+    if (wide) {
+      if (!encoder_avx512_available())
+        throw Error("encoder_block: the AVX-512 path was asked for on a CPU without it");
+      encoder_block_avx512(panels, xc, M, z, ldz);
+      return;
+    }
   }
-#endif
   encoder_block_generic(panels, xc, M, z, ldz);
 }
 
@@ -148,7 +168,9 @@ template EncoderPanels<float> pack_encoder_panels<float>(const float*, const flo
                                                          std::vector<float>&, std::vector<float>&);
 template EncoderPanels<double> pack_encoder_panels<double>(const double*, const double*, int64_t, int64_t,
                                                            std::vector<double>&, std::vector<double>&);
-template void encoder_block<float>(const EncoderPanels<float>&, const float*, int64_t, float*, int64_t);
-template void encoder_block<double>(const EncoderPanels<double>&, const double*, int64_t, double*, int64_t);
+template void encoder_block<float>(const EncoderPanels<float>&, const float*, int64_t, float*, int64_t,
+                                   EncoderPath);
+template void encoder_block<double>(const EncoderPanels<double>&, const double*, int64_t, double*, int64_t,
+                                    EncoderPath);
 
 }  // namespace husai::sae_detail

@@ -8,21 +8,14 @@
 //
 // This file also holds the sparse path shared with batchtopk.cpp and matryoshka.cpp.
 
-// GCC 12 reports false -W(maybe-)uninitialized inside its own AVX-512 intrinsics (the masked forms behind
-// _mm512_max_ps and friends pass an _mm512_undefined_ps() that is uninitialised by design), as
-// src/husai/core/gemm.cpp documents for Eigen's kernels.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+// Every value here is computed by the same portable code on every CPU (the build targets x86-64-v3; there is
+// no AVX-512 variant): the selection is exact (a strict total order), and each decoded element is one chain
+// of multiply-adds in entry order, so results do not depend on the SIMD width.
 
 #include <algorithm>
-#include <bit>
+#include <cmath>
 #include <functional>
 #include <limits>
-#include <type_traits>
 
 #include "husai/core/lanes.hpp"
 #include "husai/core/threading.hpp"
@@ -39,70 +32,11 @@ constexpr int64_t kGradLatents = 256;  // latents per task of the weight-gradien
 constexpr int64_t kSelLanes = 16;
 
 constexpr int64_t kMaxLaneRank = 64;
-constexpr int64_t kCountRankMax = 256;
 
 // Selection buffer size for n values: every value may be a candidate, plus one vector of slack.
 int64_t selection_cap(int64_t n) {
   return n + kSelLanes;
 }
-
-#if defined(__AVX512F__)
-// Order-preserving map of a float to uint32 (and back), for a bisection over values.
-inline uint32_t float_key(float f) {
-  const auto b = std::bit_cast<uint32_t>(f);
-  return (b & 0x80000000u) != 0 ? ~b : b | 0x80000000u;
-}
-inline float key_float(uint32_t k) {
-  return std::bit_cast<float>((k & 0x80000000u) != 0 ? k & 0x7fffffffu : ~k);
-}
-
-// Number of vals[0, n) >= t.
-inline int64_t count_at_least(const float* vals, int64_t n, float t) {
-  const __m512 bt = _mm512_set1_ps(t);
-  int64_t cnt = 0;
-  for (int64_t j = 0; j < n; j += kSelLanes) {
-    const int64_t valid = std::min<int64_t>(kSelLanes, n - j);
-    const auto in_range = static_cast<__mmask16>((1u << valid) - 1u);
-    const __m512 v = _mm512_maskz_loadu_ps(in_range, vals + j);
-    cnt += std::popcount(static_cast<unsigned>(_mm512_mask_cmp_ps_mask(in_range, v, bt, _CMP_GE_OQ)));
-  }
-  return cnt;
-}
-
-// Candidates (nb >= k, in position order, no NaN) cut down, in order, to those >= a threshold that at least k
-// of them reach, found by bisection over the value keys until at most kCountRankMax remain or the threshold
-// is exact. Keeps a superset of the top k whatever the distribution (heavy tails defeat the lane bound).
-inline int64_t narrow_candidates(int32_t* buf_pos, float* buf_val, int64_t nb, int64_t k) {
-  float lo_v = buf_val[0];
-  float hi_v = buf_val[0];
-  for (int64_t j = 1; j < nb; ++j) {
-    lo_v = std::min(lo_v, buf_val[j]);
-    hi_v = std::max(hi_v, buf_val[j]);
-  }
-  uint32_t lo = float_key(lo_v);      // count(>= lo) = nb >= k
-  uint32_t hi = float_key(hi_v) + 1;  // count(>= hi) = 0 < k
-  while (hi - lo > 1) {
-    const uint32_t mid = lo + (hi - lo) / 2;
-    const int64_t cnt = count_at_least(buf_val, nb, key_float(mid));
-    if (cnt >= k) {
-      lo = mid;
-      if (cnt <= kCountRankMax) break;
-    } else {
-      hi = mid;
-    }
-  }
-  const float t = key_float(lo);
-  int64_t out = 0;
-  for (int64_t j = 0; j < nb; ++j) {
-    if (buf_val[j] >= t) {
-      buf_val[out] = buf_val[j];
-      buf_pos[out] = buf_pos[j];
-      ++out;
-    }
-  }
-  return out;
-}
-#endif
 
 // Top `k` of vals[0, n) among the values > floor, in the order "larger value first, then lower position" (a
 // strict total order, so the selected set is unique whatever algorithm computes it), written in ascending
@@ -120,53 +54,7 @@ template <typename T>
 int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_pos, T* buf_val, T* tmp) {
   const int64_t rank = (k + kSelLanes - 1) / kSelLanes;
   T t0 = -std::numeric_limits<T>::infinity();
-  bool have_t0 = false;
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    if (rank == 2 && n >= 2 * kSelLanes) {
-      // k in (16, 32], the common case: two independent lane top-2 sets (even / odd vectors) in registers,
-      // merged at the end; the bound is the same as one set over all vectors.
-      const __m512 ninf = _mm512_set1_ps(t0);
-      __m512 a1 = ninf, a2 = ninf, b1 = ninf, b2 = ninf;
-      int64_t j = 0;
-      for (; j + 2 * kSelLanes <= n; j += 2 * kSelLanes) {
-        const __m512 va = _mm512_loadu_ps(vals + j);
-        const __m512 vb = _mm512_loadu_ps(vals + j + kSelLanes);
-        a2 = _mm512_max_ps(a2, _mm512_min_ps(a1, va));
-        a1 = _mm512_max_ps(a1, va);
-        b2 = _mm512_max_ps(b2, _mm512_min_ps(b1, vb));
-        b1 = _mm512_max_ps(b1, vb);
-      }
-      if (j + kSelLanes <= n) {
-        const __m512 va = _mm512_loadu_ps(vals + j);
-        a2 = _mm512_max_ps(a2, _mm512_min_ps(a1, va));
-        a1 = _mm512_max_ps(a1, va);
-      }
-      // Second largest of {a1, a2, b1, b2} per lane (a1 >= a2, b1 >= b2).
-      const __m512 second = _mm512_max_ps(_mm512_min_ps(a1, b1), _mm512_max_ps(a2, b2));
-      float last[kSelLanes];
-      _mm512_storeu_ps(last, second);
-      t0 = *std::min_element(last, last + kSelLanes);
-      have_t0 = true;
-    } else if (rank <= kMaxLaneRank && n >= kSelLanes * rank) {
-      __m512 top[kMaxLaneRank];
-      for (int64_t q = 0; q < rank; ++q) top[q] = _mm512_set1_ps(t0);
-      for (int64_t j = 0; j + kSelLanes <= n; j += kSelLanes) {
-        __m512 v = _mm512_loadu_ps(vals + j);
-        for (int64_t q = 0; q < rank; ++q) {
-          const __m512 hi = _mm512_max_ps(top[q], v);
-          v = _mm512_min_ps(top[q], v);
-          top[q] = hi;
-        }
-      }
-      float last[kSelLanes];
-      _mm512_storeu_ps(last, top[rank - 1]);
-      t0 = *std::min_element(last, last + kSelLanes);
-      have_t0 = true;
-    }
-  }
-#endif
-  if (!have_t0 && rank <= kMaxLaneRank && n >= kSelLanes * rank) {
+  if (rank <= kMaxLaneRank && n >= kSelLanes * rank) {
     T top[kMaxLaneRank][kSelLanes];
     for (int64_t q = 0; q < rank; ++q) std::fill_n(top[q], kSelLanes, t0);
     for (int64_t j = 0; j + kSelLanes <= n; j += kSelLanes) {
@@ -188,21 +76,6 @@ int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_po
   const T thr = use_t0 ? t0 : floor;
   int64_t nb = 0;
   int64_t j = 0;
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512 vt = _mm512_set1_ps(thr);
-    for (; j + kSelLanes <= n; j += kSelLanes) {
-      const __m512 v = _mm512_loadu_ps(vals + j);
-      const __mmask16 m =
-          use_t0 ? _mm512_cmp_ps_mask(v, vt, _CMP_GE_OQ) : _mm512_cmp_ps_mask(v, vt, _CMP_GT_OQ);
-      _mm512_storeu_ps(buf_val + nb, _mm512_maskz_compress_ps(m, v));
-      const __m512i pos = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(j)));
-      _mm512_storeu_si512(buf_pos + nb, _mm512_maskz_compress_epi32(m, pos));
-      nb += std::popcount(static_cast<unsigned>(m));
-    }
-  }
-#endif
   for (; j < n; ++j) {
     const T v = vals[j];
     buf_val[nb] = v;
@@ -210,39 +83,6 @@ int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_po
     nb += (use_t0 ? v >= thr : v > thr) ? 1 : 0;
   }
   if (nb <= k) return nb;
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    if (nb > kCountRankMax) nb = narrow_candidates(buf_pos, buf_val, nb, k);
-    if (nb <= kCountRankMax) {
-      // Rank of each candidate = how many candidates come before it in the order; keep ranks < k.
-      // Branch-free, and faster than nth_element on the few dozen candidates step 1 leaves.
-      bool keep[kCountRankMax];
-      for (int64_t i = 0; i < nb; ++i) {
-        const float vi = buf_val[i];
-        const __m512 bi = _mm512_set1_ps(vi);
-        int64_t before = 0;
-        for (int64_t j0 = 0; j0 < nb; j0 += kSelLanes) {
-          const int64_t valid = std::min<int64_t>(kSelLanes, nb - j0);
-          const auto in_range = static_cast<__mmask16>((1u << valid) - 1u);
-          const int64_t lower = std::clamp<int64_t>(i - j0, 0, kSelLanes);
-          const auto earlier = static_cast<__mmask16>((1u << lower) - 1u);
-          const __m512 vj = _mm512_loadu_ps(buf_val + j0);
-          const __mmask16 gt = _mm512_mask_cmp_ps_mask(in_range, vj, bi, _CMP_GT_OQ);
-          const __mmask16 eq = _mm512_mask_cmp_ps_mask(earlier, vj, bi, _CMP_EQ_OQ);
-          before += std::popcount(static_cast<unsigned>(gt | eq));
-        }
-        keep[i] = before < k;
-      }
-      int64_t out = 0;
-      for (int64_t i = 0; i < nb; ++i) {  // branch-free in-order compaction (out <= i)
-        buf_val[out] = buf_val[i];
-        buf_pos[out] = buf_pos[i];
-        out += keep[i] ? 1 : 0;
-      }
-      return out;
-    }
-  }
-#endif
   std::copy_n(buf_val, nb, tmp);
   std::nth_element(tmp, tmp + (k - 1), tmp + nb, std::greater<T>());
   const T kth = tmp[k - 1];
@@ -285,40 +125,18 @@ void compact_rows(int64_t B, int64_t stride, const std::vector<int64_t>& count,
   });
 }
 
-// acc[d] += a * w[d].
+// acc[d] = fma(a, w[d], acc[d]): one rounding per element, written out rather than left to the compiler's
+// contraction of acc + a * w, so the bits do not depend on the compiler's -ffp-contract setting either.
 template <typename T>
 inline void axpy(T* __restrict acc, T a, const T* __restrict w, int64_t D) {
-  for (int64_t d = 0; d < D; ++d) acc[d] += a * w[d];
+  for (int64_t d = 0; d < D; ++d) acc[d] = std::fma(a, w[d], acc[d]);
 }
 
-// acc[d] += act[e] * W[idx[e] * D + d] for e = 0, 1, ..., n - 1 in that order: the same fused
-// multiply-add per element as n calls of axpy, with acc held in registers across the entries (a decoded row
-// would otherwise go through memory once per entry).
+// acc[d] += act[e] * W[idx[e] * D + d] for e = 0, 1, ..., n - 1 in that order, one fused multiply-add per
+// entry and element.
 template <typename T>
 inline void accumulate_rows(T* __restrict acc, const int32_t* idx, const T* act, int64_t n,
                             const T* __restrict W, int64_t D) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    if (D % 16 == 0) {
-      constexpr int64_t kVecs = 8;
-      for (int64_t d0 = 0; d0 < D; d0 += 16 * kVecs) {
-        const int64_t nv = std::min<int64_t>(kVecs, (D - d0) / 16);
-        __m512 v[kVecs];
-        for (int64_t q = 0; q < kVecs; ++q)
-          v[q] = q < nv ? _mm512_loadu_ps(acc + d0 + 16 * q) : _mm512_setzero_ps();
-        for (int64_t e = 0; e < n; ++e) {
-          const __m512 a = _mm512_set1_ps(act[e]);
-          const float* w = W + static_cast<int64_t>(idx[e]) * D + d0;
-          for (int64_t q = 0; q < kVecs; ++q) {
-            if (q < nv) v[q] = _mm512_fmadd_ps(a, _mm512_loadu_ps(w + 16 * q), v[q]);
-          }
-        }
-        for (int64_t q = 0; q < nv; ++q) _mm512_storeu_ps(acc + d0 + 16 * q, v[q]);
-      }
-      return;
-    }
-  }
-#endif
   for (int64_t e = 0; e < n; ++e) axpy<T>(acc, act[e], W + static_cast<int64_t>(idx[e]) * D, D);
 }
 

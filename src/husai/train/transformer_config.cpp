@@ -37,7 +37,7 @@ ConfigSchema transformer_config_schema() {
   s.add_int("training.warmup_steps", 10, "linear learning-rate warm-up steps").min(0);
   s.add_enum("training.lr_schedule", "cosine", {"constant", "cosine"},
              "after warm-up: constant, or cosine decay to lr * min_lr_ratio at the last step");
-  s.add_float("training.min_lr_ratio", 0.1, "final lr / lr for the cosine schedule").min(0.0).max(1.0);
+  s.add_float("training.min_lr_ratio", 0.01, "final lr / lr for the cosine schedule").min(0.0).max(1.0);
   s.add_int("training.seed", 0, "seed of the initialisation, the split and the data order").min(0);
   s.add_float("training.init_range", nullptr,
               "std of W_* at init; null = 0.8 / sqrt(d_model) (TransformerLens)")

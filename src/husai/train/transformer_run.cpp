@@ -275,6 +275,7 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
 
   save_model_safetensors(path_in(dir, "model.safetensors"), trainer.layout(), trainer.state().params.data(),
                          {{"format", "pt"}, {"producer", "husai"}, {"config_hash", config_hash}});
+  const ValLossSummary val_summary = summarise_val_loss(trainer.state().history);
   const int64_t steps_run = trainer.state().step - start_step;
   const int64_t samples = steps_run * trainer.batch_size();
   nlohmann::json metrics = {
@@ -285,6 +286,11 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
       {"val_loss", result.val.loss},
       {"grok_epoch", result.grok_epoch ? nlohmann::json(*result.grok_epoch) : nlohmann::json(nullptr)},
       {"grok_threshold", 0.99},
+      {"final_val_loss", val_summary.final_val_loss},
+      {"best_val_loss", val_summary.best_val_loss},
+      {"best_epoch", val_summary.best_epoch},
+      {"late_epochs", val_summary.late_epochs},
+      {"late_max_val_loss", val_summary.late_max_val_loss},
       {"epochs", result.epochs},
       {"steps", trainer.state().step},
       {"n_train", split.train_idx.size()},

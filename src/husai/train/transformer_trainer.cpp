@@ -171,4 +171,24 @@ bool TransformerTrainer::run(const std::function<bool()>& should_stop,
   return true;
 }
 
+ValLossSummary summarise_val_loss(const std::vector<EpochMetrics>& history) {
+  if (history.empty()) throw Error("summarise_val_loss: no epoch in the training history");
+  ValLossSummary s;
+  const auto n = static_cast<int64_t>(history.size());
+  s.final_val_loss = history.back().val_loss;
+  s.best_val_loss = history.front().val_loss;
+  s.best_epoch = history.front().epoch;
+  for (const EpochMetrics& m : history) {
+    if (m.val_loss < s.best_val_loss) {
+      s.best_val_loss = m.val_loss;
+      s.best_epoch = m.epoch;
+    }
+  }
+  s.late_epochs = std::max<int64_t>(1, (n + 9) / 10);
+  s.late_max_val_loss = history[static_cast<size_t>(n - s.late_epochs)].val_loss;
+  for (int64_t i = n - s.late_epochs; i < n; ++i)
+    s.late_max_val_loss = std::max(s.late_max_val_loss, history[static_cast<size_t>(i)].val_loss);
+  return s;
+}
+
 }  // namespace husai

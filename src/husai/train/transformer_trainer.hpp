@@ -47,6 +47,19 @@ struct EvalResult {
   int64_t n = 0;
 };
 
+// The held-out (validation) loss over a run, from its per-epoch history: whether training ended on a plateau
+// or on a spike. `late` is the last tenth of the epochs (at least one): late_max_val_loss well above
+// best_val_loss means the loss rose again at the end.
+struct ValLossSummary {
+  double final_val_loss = 0;  // the last epoch's
+  double best_val_loss = 0;   // the lowest of any epoch
+  int64_t best_epoch = 0;     // 1-based, the first epoch with the lowest loss
+  int64_t late_epochs = 0;
+  double late_max_val_loss = 0;  // the highest over the last late_epochs epochs
+};
+// Throws husai::Error on an empty history.
+ValLossSummary summarise_val_loss(const std::vector<EpochMetrics>& history);
+
 // Everything needed to continue training exactly where it stopped.
 struct TrainState {
   std::vector<float> params, adam_m, adam_v;
