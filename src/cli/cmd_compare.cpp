@@ -36,8 +36,8 @@ Runner register_compare(CLI::App& app) {
       ->required();
   sub->add_option("--null", o->nulls,
                   "comma-separated nulls: gaussian, untrained, covariance, second_moment, axis_reflection, "
-                  "rotation, or none (default: gaussian,second_moment,rotation, plus covariance and "
-                  "axis_reflection with --activations)");
+                  "rotation, or none (default: gaussian,untrained,second_moment,rotation, plus covariance "
+                  "and axis_reflection with --activations)");
   sub->add_option(
          "--null-seeds", o->cmp.null_seeds,
          "null dictionaries per null (seeds 1000, 1001, ...; default: as many as SAE folders, at least "

@@ -152,7 +152,7 @@ expect('Reference comparison' in md, 'Mann-Whitney and d only in the reference s
 narrow = json.load(open('cmp_narrow/stability.json'))
 check_pairs(narrow, ['narrow/seed1', 'narrow/seed2'])
 expect(narrow['inputs'][0]['d_sae'] == 16 and narrow['per_feature'][0]['decoder']['n_latents'] == 16, 'd_sae < d_in: 16 latents')
-expect([g['name'] for g in narrow['groups']] == ['gaussian', 'second_moment', 'rotation'], 'default nulls without activations')
+expect([g['name'] for g in narrow['groups']] == ['gaussian', 'untrained', 'second_moment', 'rotation'], 'default nulls without activations')
 expect(narrow['summary']['pwmcc']['decision_null'] in ('second_moment', 'rotation'), 'decision null without activations')
 
 for path, want in (('cmp_sur', 'above'), ('cmp_gauss', 'indistinguishable')):

@@ -80,7 +80,8 @@ std::vector<NullKind> resolve_nulls(const CompareOptions& options) {
   std::vector<NullKind> nulls;
   if (options.nulls.size() == 1 && options.nulls[0] == "none") return nulls;
   if (options.nulls.empty()) {
-    nulls = {NullKind::Gaussian};
+    // CONTRACTS.md: gaussian and untrained, plus covariance with activations; then the geometry-matched ones.
+    nulls = {NullKind::Gaussian, NullKind::Untrained};
     if (!options.activations_path.empty()) nulls.push_back(NullKind::Covariance);
     nulls.push_back(NullKind::SecondMoment);
     if (!options.activations_path.empty()) nulls.push_back(NullKind::AxisReflection);

@@ -20,7 +20,7 @@ inline constexpr int64_t kDefaultMinNullSeeds = 10;
 
 struct CompareOptions {
   std::vector<std::string> sae_dirs;  // two or more SAELens (or sparsify) folders, in the order given
-  // Empty = default: gaussian, second_moment, rotation, plus covariance and axis_reflection with
+  // Empty = default: gaussian, untrained, second_moment, rotation, plus covariance and axis_reflection with
   // activations. {"none"}: no nulls.
   std::vector<std::string> nulls;
   int64_t null_seeds = 0;  // 0 = max(number of SAEs, kDefaultMinNullSeeds); axis_reflection: one per SAE
