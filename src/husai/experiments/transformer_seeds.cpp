@@ -38,6 +38,11 @@ namespace fs = std::filesystem;
 
 constexpr const char* kMetrics[] = {"act_pwmcc", "act_matched_mean_corr"};
 
+// Below this many distinct bootstrap resamples (multisets of transformers and seeds) the percentile interval
+// is a few points, not an interval: no verdict is drawn from it. 2 transformers give 1 distinct transformer
+// multiset (both must appear), so 2 x S always ends here; 3 x 3 gives 7 x 7 = 49.
+constexpr size_t kMinDistinctResamples = 20;
+
 void check_distinct(const Config& c, const std::string& key, size_t min_size, const std::string& what) {
   const auto v = c.get_int_list(key);
   if (v.size() < min_size)
@@ -295,6 +300,7 @@ nlohmann::json compare_within_across(const Config& c, const nlohmann::json& sim_
   std::vector<double> bw, ba, bd, br;
   std::vector<int64_t> ts(static_cast<size_t>(nT)), ss(static_cast<size_t>(nS));
   int64_t redrawn = 0;
+  std::set<std::vector<int64_t>> distinct;
   for (int64_t b = 0; b < B; ++b) {
     while (true) {
       for (int64_t& t : ts) t = static_cast<int64_t>(rng.below(draw++, static_cast<uint64_t>(nT)));
@@ -304,6 +310,13 @@ nlohmann::json compare_within_across(const Config& c, const nlohmann::json& sim_
         break;
       ++redrawn;
     }
+    std::vector<int64_t> key = ts;
+    std::sort(key.begin(), key.end());
+    key.push_back(-1);
+    const size_t seeds_at = key.size();
+    key.insert(key.end(), ss.begin(), ss.end());
+    std::sort(key.begin() + static_cast<std::ptrdiff_t>(seeds_at), key.end());
+    distinct.insert(key);
     const WithinAcross r = within_across(sim, M, nS, ts, ss);
     bw.push_back(r.within);
     ba.push_back(r.across);
@@ -319,6 +332,7 @@ nlohmann::json compare_within_across(const Config& c, const nlohmann::json& sim_
   std::string verdict = "indistinguishable";
   if (d_ci[0].get<double>() > 0) verdict = "within_higher";
   if (d_ci[1].get<double>() < 0) verdict = "across_higher";
+  if (distinct.size() < kMinDistinctResamples) verdict = "undetermined";
   return {{"within", point.within},
           {"within_ci", ci(bw)},
           {"across", point.across},
@@ -332,7 +346,12 @@ nlohmann::json compare_within_across(const Config& c, const nlohmann::json& sim_
           // transformers (0: all of it carries over; 1: none does).
           {"specific_fraction_above_chance", (point.within - point.across) / (point.within - chance)},
           {"verdict", verdict},
-          {"bootstrap", {{"resamples", B}, {"redrawn", redrawn}, {"method", "percentile"}}}};
+          {"bootstrap",
+           {{"resamples", B},
+            {"redrawn", redrawn},
+            {"distinct_resamples", distinct.size()},
+            {"min_distinct_for_verdict", kMinDistinctResamples},
+            {"method", "percentile"}}}};
 }
 
 int run_transformer_seeds(ExperimentContext& ctx) {
@@ -428,38 +447,53 @@ int run_transformer_seeds(ExperimentContext& ctx) {
         fmt_num(s["chance"].get<double>()), s["verdict"].get<std::string>());
   }
   const double conf = c.get_double("transformer_seeds.confidence");
+  const std::string v = L["verdict"].get<std::string>();
+  std::string finding;
+  if (v == "undetermined") {
+    finding = fmt::format(
+        "the bootstrap has only {} distinct resamples (fewer than {}), so no verdict is drawn: within {}, "
+        "across "
+        "{}, difference {}",
+        L["bootstrap"]["distinct_resamples"].get<int64_t>(), kMinDistinctResamples,
+        fmt_num(L["within"].get<double>()), fmt_num(L["across"].get<double>()),
+        fmt_num(L["difference"].get<double>()));
+  } else {
+    finding = fmt::format(
+        "SAEs of the same transformer ({}) are {} SAEs of different transformers ({}): difference {} (CI {})",
+        fmt_num(L["within"].get<double>()),
+        v == "within_higher" ? "more alike than"
+                             : (v == "across_higher" ? "less alike than" : "not distinguishable from"),
+        fmt_num(L["across"].get<double>()), fmt_num(L["difference"].get<double>()),
+        fmt_ci(L["difference_ci"][0].get<double>(), L["difference_ci"][1].get<double>()));
+  }
   md += fmt::format(
-      "\n## Conclusion\n\nOn `{}`, SAEs of the same transformer are {} alike ({}) as SAEs of different "
-      "transformers "
-      "({}): difference {} (CI {}), so {} of the above-chance within-transformer similarity (chance {}) does "
-      "not "
-      "carry over to another transformer. Decoder pwmcc within a transformer, for reference: {}.\n",
-      lead,
-      L["verdict"] == "within_higher" ? "more" : (L["verdict"] == "across_higher" ? "less" : "about as"),
-      fmt_num(L["within"].get<double>()), fmt_num(L["across"].get<double>()),
-      fmt_num(L["difference"].get<double>()),
-      fmt_ci(L["difference_ci"][0].get<double>(), L["difference_ci"][1].get<double>()),
+      "\n## Conclusion\n\nOn `{}`, {}. Across / within = {}; (within - across) / (within - chance) = {}: the "
+      "share of the above-chance within-transformer similarity (chance {}) that does not carry over to "
+      "another "
+      "transformer. Decoder pwmcc within a transformer, for reference: {}.\n",
+      lead, finding, fmt_num(L["across_over_within"].get<double>(), 3),
       fmt_num(L["specific_fraction_above_chance"].get<double>(), 3), fmt_num(L["chance"].get<double>()),
       fmt_num(summary["decoder_pwmcc_within"].get<double>()));
   md += fmt::format(
       "\n## What this does not show\n\n"
       "- {} transformers are few: the bootstrap ({} resamples at {}, percentile) redraws transformers and "
       "SAE "
-      "seeds with replacement, but with {} transformers it has only a handful of distinct resamples, so the "
+      "seeds with replacement, but with {} transformers and {} seeds it has only {} distinct resamples, so "
+      "the "
       "interval is coarse and likely too narrow; it is a description, not a test with a controlled error "
       "rate.\n"
       "- Only the transformer seed varies (its initialisation, train/held-out split and data order "
-      "together): one "
-      "config, one layer and position, one SAE architecture and size.\n"
+      "together): "
+      "one config, one layer and position, one SAE architecture and size.\n"
       "- Activation correlation is a different similarity from decoder cosine; the two are not on one scale, "
       "so "
       "within-transformer decoder pwmcc and activation similarity are not compared here.\n"
       "- The chance level shuffles the rows of one side (first SAE seed of each transformer pair): it keeps "
       "each latent's firing rate and value distribution, not any structure shared by the inputs.\n"
       "- Similar latents on the same inputs can still compute their values differently; matching by "
-      "activations "
-      "says what fires together, not that the features are the same data features.\n",
-      nT, c.get_int("transformer_seeds.bootstrap"), conf, nT);
+      "activations says what fires together, not that the features are the same data features.\n",
+      nT, c.get_int("transformer_seeds.bootstrap"), conf, nT, nS,
+      L["bootstrap"]["distinct_resamples"].get<int64_t>());
   results["conclusion"] = md.substr(md.find("## Conclusion"));
   // No audited claim: the audit re-derives stability claims from compare's stability.json, which this
   // experiment does not write (its numbers are the pairs above).
