@@ -117,8 +117,10 @@ nlohmann::json run_transformer(ExperimentContext& ctx, int64_t transformer_seed)
                                       {"training.seeds", seeds}}),
                   acts);
   std::vector<FeatureSet> dec;
+  dec.reserve(seeds.size());
   for (const int64_t s : seeds) dec.push_back(decoder_features(load_sae(seed_dir(sae_run, s))));
   std::vector<const FeatureSet*> ptrs;
+  ptrs.reserve(dec.size());
   for (const FeatureSet& f : dec) ptrs.push_back(&f);
   const auto order = upper_pairs(static_cast<int64_t>(seeds.size()));
   const std::vector<PairStability> ps = pair_stabilities(ptrs, order);
@@ -195,6 +197,7 @@ nlohmann::json run_similarity(ExperimentContext& ctx, const std::vector<nlohmann
   ctx.log(fmt::format("activation similarity of {} SAE pairs over {} rows",
                       latents.size() * (latents.size() - 1) / 2, latents[0].n_rows));
   std::vector<const LatentActivations*> ptrs;
+  ptrs.reserve(latents.size());
   for (const auto& l : latents) ptrs.push_back(&l);
   const auto order = upper_pairs(static_cast<int64_t>(latents.size()));
   const std::vector<ActivationPairSimilarity> sims = activation_pair_similarities(ptrs, order);
@@ -361,6 +364,7 @@ int run_transformer_seeds(ExperimentContext& ctx) {
   const auto nT = static_cast<int64_t>(tseeds.size());
   const auto nS = static_cast<int64_t>(seeds.size());
   std::vector<nlohmann::json> transformers;
+  transformers.reserve(tseeds.size());
   for (const int64_t t : tseeds) {
     transformers.push_back(
         ctx.condition(fmt::format("transformer-seed{}", t), [&] { return run_transformer(ctx, t); }));
