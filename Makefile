@@ -12,7 +12,8 @@ CMAKE_FLAGS ?=
 
 .PHONY: deps deps-test configure build build-asan demo test test-unit test-asan format format-check lint \
         smoke bench grok-nanda sae-table clean build-fuzz fuzz reproduce-phase4a ablate-core adaptive-l0 \
-        adaptive-l0-control release-gate audit benchmark-slice consistency-sweep golden-update
+        adaptive-l0-control release-gate audit benchmark-slice consistency-sweep golden-update \
+        transformer-seeds
 
 deps:
 	@bash scripts/setup.sh
@@ -127,6 +128,9 @@ benchmark-slice: build
 
 consistency-sweep: build
 	$(HUSAI) experiment consistency-sweep --config configs/experiments/consistency-sweep.yaml --out $(EXP_ROOT)
+
+transformer-seeds: build
+	$(HUSAI) experiment transformer-seeds --config configs/experiments/transformer-seeds.yaml --out $(EXP_ROOT)
 
 release-gate: build
 	$(HUSAI) experiment release-gate --config configs/experiments/release-gate.yaml --out $(EXP_ROOT) --fail-on-gate-fail

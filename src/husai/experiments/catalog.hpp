@@ -15,5 +15,6 @@ ExperimentDef adaptive_l0_experiment();
 ExperimentDef release_gate_experiment();
 ExperimentDef benchmark_slice_experiment();
 ExperimentDef consistency_sweep_experiment();
+ExperimentDef transformer_seeds_experiment();
 
 }  // namespace husai
