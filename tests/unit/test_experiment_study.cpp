@@ -7,63 +7,112 @@
 
 #include "husai/core/error.hpp"
 #include "husai/experiments/claims.hpp"
+#include "husai/experiments/stability_report.hpp"
 #include "husai/experiments/study.hpp"
 
 namespace husai {
 namespace {
 
-nlohmann::json null_entry(double mean, double diff, double lo, double hi, double p, double p_holm) {
-  return {{"mean", mean},
-          {"ci_bca", {mean - 0.01, mean + 0.01}},
-          {"difference", {{"estimate", diff}, {"ci_bca", {lo, hi}}}},
-          {"ratio", nullptr},
-          {"permutation", {{"p_value", p}, {"p_holm", p_holm}}},
-          {"cohens_d", nullptr},
-          {"mann_whitney", {{"u", 3.0}, {"p_value", 0.25}}},
-          {"verdict", "v"}};
+// A hand-built study: trained pwmcc 0.5 [0.48, 0.53] against covariance (a reference), rotation (geometry-
+// matched: the decision null) and a surrogate control.
+GroupComparison comparison(const std::string& name, GroupRole role, bool geometry, double mean, double diff,
+                           double lo, double hi, double p2, double p_holm, Verdict v) {
+  GroupComparison c;
+  c.group = name;
+  c.role = role;
+  c.geometry_matched = geometry;
+  c.group_similarity.estimate = mean;
+  c.group_similarity.bca = {mean - 0.01, mean + 0.01};
+  c.group_similarity.percentile = c.group_similarity.bca;
+  c.n_seeds = 5;
+  c.n_pairs = 10;
+  c.difference.estimate = diff;
+  c.difference.bca = {lo, hi};
+  c.difference.percentile = c.difference.bca;
+  c.ratio = std::nan("");
+  c.permutation.p_value_two_sided = p2;
+  c.permutation.p_value = p2 / 2;
+  c.permutation.exact = true;
+  c.family = role == GroupRole::Surrogate ? "surrogate" : "nulls";
+  c.family_size = role == GroupRole::Surrogate ? 2 : 4;
+  c.p_adjusted = p_holm;
+  c.verdict = v;
+  c.effect_size_seed_level = std::nan("");
+  c.reference_mann_whitney.p_value = 0.25;
+  c.reference_mann_whitney.method = "exact";
+  return c;
 }
 
-nlohmann::json stability_doc() {
-  nlohmann::json nulls = {{"gaussian", null_entry(0.1, 0.4, 0.3, 0.5, 0.01, 0.02)},
-                          {"covariance", null_entry(0.45, 0.05, -0.02, 0.12, 0.2, 0.2)}};
-  return {
-      {"primary_null", {{"name", "covariance"}, {"reason", "activations given"}}},
-      {"summary", {{"pwmcc", {{"trained", {{"mean", 0.5}, {"ci_bca", {0.48, 0.53}}}}, {"nulls", nulls}}}}}};
+nlohmann::json stability_doc(bool with_geometry = true) {
+  StabilityStudy s;
+  s.confidence = 0.95;
+  s.trained_labels = {"a", "b"};
+  s.groups = {{"covariance", GroupRole::Null, false, "x", {"c0", "c1"}},
+              {"surrogate_gaussian", GroupRole::Surrogate, false, "y", {"s0", "s1"}}};
+  if (with_geometry)
+    s.groups.insert(s.groups.begin() + 1, {"rotation", GroupRole::Null, true, "z", {"r0", "r1"}});
+  for (const std::string& metric : study_metrics()) {
+    MetricStudy m;
+    m.metric = metric;
+    m.trained.estimate = 0.5;
+    m.trained.bca = {0.48, 0.53};
+    m.trained.percentile = m.trained.bca;
+    m.n_seeds = 5;
+    m.n_pairs = 10;
+    m.comparisons.push_back(comparison("covariance", GroupRole::Null, false, 0.45, 0.05, -0.02, 0.12, 0.2,
+                                       0.4, Verdict::Indistinguishable));
+    if (with_geometry) {
+      m.comparisons.push_back(
+          comparison("rotation", GroupRole::Null, true, 0.1, 0.4, 0.3, 0.5, 0.01, 0.02, Verdict::Above));
+      m.decision_null = "rotation";
+    }
+    m.comparisons.push_back(comparison("surrogate_gaussian", GroupRole::Surrogate, false, 0.49, 0.01, -0.01,
+                                       0.03, 0.6, 0.6, Verdict::Indistinguishable));
+    s.metrics.push_back(std::move(m));
+  }
+  nlohmann::json doc = study_to_json(s);
+  doc["schema_version"] = kStabilitySchemaVersion;
+  return nlohmann::json::parse(doc.dump());
 }
 
-TEST(StabilitySummary, ReadsThePrimaryNullFromComparesLayout) {
+TEST(StabilitySummary, ReadsTheDecisionNullAndTheSurrogate) {
   const StabilitySummary s = summarize_stability(stability_doc(), "pwmcc");
-  EXPECT_EQ(s.null_name, "covariance");
+  EXPECT_EQ(s.null_name, "rotation");
   EXPECT_DOUBLE_EQ(s.trained, 0.5);
   EXPECT_DOUBLE_EQ(s.trained_lo, 0.48);
   EXPECT_DOUBLE_EQ(s.trained_hi, 0.53);
-  EXPECT_DOUBLE_EQ(s.null_mean, 0.45);
-  EXPECT_DOUBLE_EQ(s.null_lo, 0.44);
-  EXPECT_DOUBLE_EQ(s.delta, 0.05);
-  EXPECT_DOUBLE_EQ(s.delta_lo, -0.02);
-  EXPECT_DOUBLE_EQ(s.delta_hi, 0.12);
-  EXPECT_DOUBLE_EQ(s.p_permutation, 0.2);
+  EXPECT_DOUBLE_EQ(s.null_mean, 0.1);
+  EXPECT_DOUBLE_EQ(s.null_lo, 0.09);
+  EXPECT_DOUBLE_EQ(s.delta, 0.4);
+  EXPECT_DOUBLE_EQ(s.delta_lo, 0.3);
+  EXPECT_DOUBLE_EQ(s.delta_hi, 0.5);
+  EXPECT_DOUBLE_EQ(s.p_permutation, 0.01);  // two-sided
+  EXPECT_DOUBLE_EQ(s.p_holm, 0.02);
+  EXPECT_EQ(s.holm_family_size, 4);
   EXPECT_DOUBLE_EQ(s.mann_whitney_p, 0.25);
-  EXPECT_TRUE(std::isnan(s.ratio));     // written as null by compare
+  EXPECT_TRUE(std::isnan(s.ratio));     // written as null
   EXPECT_TRUE(std::isnan(s.cohens_d));  // likewise
-  EXPECT_EQ(s.verdict, "v");
-  ASSERT_TRUE(s.all_nulls.contains("gaussian"));
-  EXPECT_DOUBLE_EQ(s.all_nulls["gaussian"]["p_holm"].get<double>(), 0.02);
+  EXPECT_EQ(s.verdict_kind, "above");
+  EXPECT_EQ(s.verdict.rfind("above the rotation null", 0), 0u) << s.verdict;
+  EXPECT_EQ(s.surrogate_verdict_kind, "indistinguishable");
+  EXPECT_DOUBLE_EQ(s.surrogate_delta, 0.01);
+  ASSERT_TRUE(s.all_nulls.contains("covariance"));
+  EXPECT_DOUBLE_EQ(s.all_nulls["covariance"]["p_holm"].get<double>(), 0.4);
   // Round trip through the results.json form keeps every number (NaN as null).
   const StabilitySummary r = stability_from_json(to_json(s));
   EXPECT_DOUBLE_EQ(r.delta_lo, s.delta_lo);
   EXPECT_DOUBLE_EQ(r.p_holm, s.p_holm);
+  EXPECT_EQ(r.verdict_kind, s.verdict_kind);
+  EXPECT_EQ(r.surrogate_verdict, s.surrogate_verdict);
   EXPECT_TRUE(std::isnan(r.ratio));
 }
 
-TEST(StabilitySummary, RefusesDocumentsWithoutTheMetricOrANull) {
-  EXPECT_THROW(summarize_stability(stability_doc(), "matched_mean_cos"), Error);
-  nlohmann::json no_null = stability_doc();
-  no_null["primary_null"] = nullptr;
-  EXPECT_THROW(summarize_stability(no_null, "pwmcc"), Error);
-  nlohmann::json missing = stability_doc();
-  missing["primary_null"]["name"] = "untrained";
-  EXPECT_THROW(summarize_stability(missing, "pwmcc"), Error);
+TEST(StabilitySummary, RefusesDocumentsWithoutTheMetricOrADecisionNull) {
+  EXPECT_THROW(summarize_stability(stability_doc(), "no_such_metric"), Error);
+  EXPECT_THROW(summarize_stability(stability_doc(/*with_geometry=*/false), "pwmcc"), Error);
+  nlohmann::json old = stability_doc();
+  old["schema_version"] = 1;  // an older compare's layout
+  EXPECT_THROW(summarize_stability(old, "pwmcc"), Error);
 }
 
 TEST(AdaptiveChoice, LargestLowerBoundAmongCandidatesAboveTheEvFloor) {

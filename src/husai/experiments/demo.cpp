@@ -89,12 +89,14 @@ std::string family_section(const Family& f, const std::string& prefix, const std
     const nlohmann::json& ft = f.feature_types;
     s += "Feature types (decoder atoms; details in the compare folder's summary.md): ";
     for (const nlohmann::json& l : ft["by_label"]) {
-      s += fmt::format("{} {} latents, mean stability {}; ", l["label"].get<std::string>(), l["count"].get<int64_t>(),
+      s += fmt::format("{} {} latents, mean stability {}; ", l["label"].get<std::string>(),
+                       l["count"].get<int64_t>(),
                        l["mean_stability"].is_number() ? fmt_num(l["mean_stability"].get<double>()) : "n/a");
     }
-    s += fmt::format("pwmcc after removing within-SAE duplicates {}. {}.\n\n",
-                     ft["pwmcc_deduplicated"].is_number() ? fmt_num(ft["pwmcc_deduplicated"].get<double>()) : "n/a",
-                     ft["verdict"].get<std::string>());
+    s += fmt::format(
+        "pwmcc after removing within-SAE duplicates {}. {}.\n\n",
+        ft["pwmcc_deduplicated"].is_number() ? fmt_num(ft["pwmcc_deduplicated"].get<double>()) : "n/a",
+        ft["verdict"].get<std::string>());
   }
   if (f.condition.contains("convergence")) {
     const nlohmann::json& cv = f.condition["convergence"];
@@ -104,11 +106,12 @@ std::string family_section(const Family& f, const std::string& prefix, const std
                        pt["pwmcc"].is_number() ? fmt_num(pt["pwmcc"].get<double>()) : "n/a");
     }
     const nlohmann::json& ch = cv["last_change"];
-    s += fmt::format(" last change {} {}: {}.\n\n",
-                     ch["estimate"].is_number() ? fmt::format("{:+.4f}", ch["estimate"].get<double>()) : "n/a",
-                     fmt_ci(ch["ci_bca"][0].is_number() ? ch["ci_bca"][0].get<double>() : std::nan(""),
-                            ch["ci_bca"][1].is_number() ? ch["ci_bca"][1].get<double>() : std::nan("")),
-                     cv["plateaued"].get<bool>() ? "plateaued within the margin" : "NOT shown to have plateaued");
+    s += fmt::format(
+        " last change {} {}: {}.\n\n",
+        ch["estimate"].is_number() ? fmt::format("{:+.4f}", ch["estimate"].get<double>()) : "n/a",
+        fmt_ci(ch["ci_bca"][0].is_number() ? ch["ci_bca"][0].get<double>() : std::nan(""),
+               ch["ci_bca"][1].is_number() ? ch["ci_bca"][1].get<double>() : std::nan("")),
+        cv["plateaued"].get<bool>() ? "plateaued within the margin" : "NOT shown to have plateaued");
   }
   std::string links;
   for (const auto& [fig, alt] : {std::pair<std::string, std::string>{"trained_vs_nulls", "trained vs nulls"},

@@ -10,8 +10,8 @@
 #include "husai/experiments/catalog.hpp"
 #include "husai/experiments/claims.hpp"
 #include "husai/experiments/relu_l0_match.hpp"
-#include "husai/experiments/study.hpp"
 #include "husai/experiments/stability_report.hpp"
+#include "husai/experiments/study.hpp"
 #include "husai/metrics/stability.hpp"
 #include "husai/metrics/stability_convergence.hpp"
 #include "husai/metrics/stability_study.hpp"
@@ -73,7 +73,8 @@ nlohmann::json run_arch(ExperimentContext& ctx, const Upstream& up, const std::s
           (c.get_string("compare.surrogate") != "none" ? " and the surrogate control" : ""));
   compare_seeds(ctx, dir, seeds, up.activations_path, "compare/" + name, up.transformer_dir);
   out["stability_file"] = "compare/" + name + "/stability.json";
-  // Stability against training steps: the run's snapshots (training.stability_checkpoints) and the final SAEs.
+  // Stability against training steps: the run's snapshots (training.stability_checkpoints) and the final
+  // SAEs.
   const std::vector<SaeCheckpointSet> sets = list_sae_checkpoints(dir, seeds);
   if (sets.size() >= 2) {
     std::vector<std::vector<FeatureSet>> dicts;
@@ -84,9 +85,9 @@ nlohmann::json run_arch(ExperimentContext& ctx, const Upstream& up, const std::s
       dicts.push_back(std::move(v));
       steps.push_back(set.step);
     }
-    out["convergence"] = convergence_to_json(
-        stability_convergence(dicts, steps, sets.back().step, c.get_int("compare.bootstrap"),
-                              c.get_double("compare.confidence"), static_cast<uint64_t>(c.get_int("compare.seed"))));
+    out["convergence"] = convergence_to_json(stability_convergence(
+        dicts, steps, sets.back().step, c.get_int("compare.bootstrap"), c.get_double("compare.confidence"),
+        static_cast<uint64_t>(c.get_int("compare.seed"))));
   }
   return out;
 }
@@ -283,10 +284,13 @@ int run_phase4a(ExperimentContext& ctx) {
       }
     }
   }
-  md += "\n## Stability against training steps\n\nDecoder `pwmcc` across the seeds at the run's snapshots "
-        "(fractions of training) and at the end. Plateau test: the BCa interval of the last change (final minus "
-        "the previous snapshot, paired over seed pairs) must lie inside +-margin; held-out EV plateauing says "
-        "nothing about this.\n\n| SAE | step | fraction | pwmcc (CI) | matched_mean_cos (CI) |\n|---|---|---|---|---|\n";
+  md +=
+      "\n## Stability against training steps\n\nDecoder `pwmcc` across the seeds at the run's snapshots "
+      "(fractions of training) and at the end. Plateau test: the BCa interval of the last change (final "
+      "minus "
+      "the previous snapshot, paired over seed pairs) must lie inside +-margin; held-out EV plateauing says "
+      "nothing about this.\n\n| SAE | step | fraction | pwmcc (CI) | matched_mean_cos (CI) "
+      "|\n|---|---|---|---|---|\n";
   std::string convergence_text;
   std::string curve_data;
   int curve_index = 0;
@@ -298,22 +302,24 @@ int run_phase4a(ExperimentContext& ctx) {
       auto v = [](const nlohmann::json& x) { return x.is_number() ? x.get<double>() : std::nan(""); };
       md += fmt::format("| {} | {} | {:.3f} | {} {} | {} {} |\n", name, pt["step"].get<int64_t>(),
                         pt["fraction"].get<double>(), fmt_num(v(pt["pwmcc"])),
-                        fmt_ci(v(pt["pwmcc_ci_bca"][0]), v(pt["pwmcc_ci_bca"][1])), fmt_num(v(pt["matched_mean_cos"])),
+                        fmt_ci(v(pt["pwmcc_ci_bca"][0]), v(pt["pwmcc_ci_bca"][1])),
+                        fmt_num(v(pt["matched_mean_cos"])),
                         fmt_ci(v(pt["matched_mean_cos_ci_bca"][0]), v(pt["matched_mean_cos_ci_bca"][1])));
-      curve_data += fmt::format("{} {} {} {}\n", pt["step"].get<int64_t>(), v(pt["pwmcc"]), v(pt["pwmcc_ci_bca"][0]),
-                                v(pt["pwmcc_ci_bca"][1]));
+      curve_data += fmt::format("{} {} {} {}\n", pt["step"].get<int64_t>(), v(pt["pwmcc"]),
+                                v(pt["pwmcc_ci_bca"][0]), v(pt["pwmcc_ci_bca"][1]));
     }
     curve_data += "EOD\n";
     const nlohmann::json& ch = cv["last_change"];
     auto v = [](const nlohmann::json& x) { return x.is_number() ? x.get<double>() : std::nan(""); };
-    convergence_text += fmt::format(
-        "- {}: last change of pwmcc {:+.4f} {}: {} (margin +-{}).\n", name, v(ch["estimate"]),
-        fmt_ci(v(ch["ci_bca"][0]), v(ch["ci_bca"][1])),
-        cv["plateaued"].get<bool>() ? "plateaued" : "NOT shown to have plateaued", cv["margin"].get<double>());
+    convergence_text += fmt::format("- {}: last change of pwmcc {:+.4f} {}: {} (margin +-{}).\n", name,
+                                    v(ch["estimate"]), fmt_ci(v(ch["ci_bca"][0]), v(ch["ci_bca"][1])),
+                                    cv["plateaued"].get<bool>() ? "plateaued" : "NOT shown to have plateaued",
+                                    cv["margin"].get<double>());
     ctx.metric("pwmcc.last_change", v(ch["estimate"]), name);
   }
-  md += "\n" + (convergence_text.empty() ? std::string("No snapshots were kept (training.stability_checkpoints).\n")
-                                          : convergence_text);
+  md += "\n" + (convergence_text.empty()
+                    ? std::string("No snapshots were kept (training.stability_checkpoints).\n")
+                    : convergence_text);
   if (!curve_data.empty()) {
     std::string plot = "plot ";
     int k = 0;
@@ -322,11 +328,12 @@ int run_phase4a(ExperimentContext& ctx) {
       plot += fmt::format("{}$c{} using 1:2:3:4 with yerrorlines title '{}'", k ? ", " : "", k, name);
       ++k;
     }
-    ctx.figure("stability_vs_steps", curve_data +
-                                         "set title 'phase4a: decoder pwmcc across seeds against training steps'\n"
-                                         "set xlabel 'step'\nset ylabel 'pwmcc'\nset logscale x 2\nset grid\nset key "
-                                         "bottom right\n" +
-                                         plot + "\n");
+    ctx.figure("stability_vs_steps",
+               curve_data +
+                   "set title 'phase4a: decoder pwmcc across seeds against training steps'\n"
+                   "set xlabel 'step'\nset ylabel 'pwmcc'\nset logscale x 2\nset grid\nset key "
+                   "bottom right\n" +
+                   plot + "\n");
   }
   results["convergence_summary"] = convergence_text;
 

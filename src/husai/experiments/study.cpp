@@ -243,19 +243,24 @@ StabilitySummary stability_from_json(const nlohmann::json& j) {
   s.ratio = d(j.at("ratio"));
   s.p_permutation = d(j.at("p_permutation"));
   s.p_holm = d(j.at("p_holm"));
-  s.holm_family_size = j.at("holm_family_size").get<int64_t>();
-  s.cohens_d = d(j.at("cohens_d_seed_level"));
-  s.mann_whitney_p = d(j.at("mann_whitney_p"));
-  s.verdict_kind = j.at("verdict_kind").get<std::string>();
+  // Keys added with stability.json schema 2 default when absent (summaries stored by an older husai).
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  s.holm_family_size = j.value("holm_family_size", int64_t{0});
+  s.cohens_d = j.contains("cohens_d_seed_level") ? d(j["cohens_d_seed_level"]) : nan;
+  s.mann_whitney_p = j.contains("mann_whitney_p") ? d(j["mann_whitney_p"]) : nan;
+  s.verdict_kind = j.value("verdict_kind", std::string());
   s.verdict = j.at("verdict").get<std::string>();
-  const nlohmann::json& sur = j.at("surrogate");
-  s.surrogate_delta = d(sur.at("delta"));
-  s.surrogate_lo = d(sur.at("delta_ci")[0]);
-  s.surrogate_hi = d(sur.at("delta_ci")[1]);
-  s.surrogate_p_holm = d(sur.at("p_holm"));
-  s.surrogate_verdict_kind = sur.at("verdict_kind").get<std::string>();
-  s.surrogate_verdict = sur.at("verdict").get<std::string>();
-  s.all_nulls = j.at("all_nulls");
+  s.surrogate_delta = s.surrogate_lo = s.surrogate_hi = s.surrogate_p_holm = nan;
+  if (j.contains("surrogate") && j["surrogate"].is_object()) {
+    const nlohmann::json& sur = j["surrogate"];
+    s.surrogate_delta = d(sur.at("delta"));
+    s.surrogate_lo = d(sur.at("delta_ci")[0]);
+    s.surrogate_hi = d(sur.at("delta_ci")[1]);
+    s.surrogate_p_holm = d(sur.at("p_holm"));
+    s.surrogate_verdict_kind = sur.at("verdict_kind").get<std::string>();
+    s.surrogate_verdict = sur.at("verdict").get<std::string>();
+  }
+  s.all_nulls = j.value("all_nulls", nlohmann::json::object());
   return s;
 }
 

@@ -332,9 +332,14 @@ nlohmann::json compare_within_across(const Config& c, const nlohmann::json& sim_
   };
   const double d = point.within - point.across;
   const nlohmann::json d_ci = ci(bd);
+  // The verdict is corrected over the metrics tested (Bonferroni: each difference's interval at level
+  // 1 - alpha / n_metrics), so two metrics cannot give two chances at a finding.
+  const double alpha_each = alpha / static_cast<double>(std::size(kMetrics));
+  const nlohmann::json v_ci =
+      nlohmann::json::array({percentile(bd, alpha_each / 2), percentile(bd, 1 - alpha_each / 2)});
   std::string verdict = "indistinguishable";
-  if (d_ci[0].get<double>() > 0) verdict = "within_higher";
-  if (d_ci[1].get<double>() < 0) verdict = "across_higher";
+  if (v_ci[0].get<double>() > 0) verdict = "within_higher";
+  if (v_ci[1].get<double>() < 0) verdict = "across_higher";
   if (distinct.size() < kMinDistinctResamples) verdict = "undetermined";
   return {{"within", point.within},
           {"within_ci", ci(bw)},
@@ -342,6 +347,9 @@ nlohmann::json compare_within_across(const Config& c, const nlohmann::json& sim_
           {"across_ci", ci(ba)},
           {"difference", d},
           {"difference_ci", d_ci},
+          {"verdict_ci", v_ci},
+          {"verdict_correction", fmt::format("Bonferroni over {} metrics: interval at level {:.4f}",
+                                             std::size(kMetrics), 1 - alpha_each)},
           {"across_over_within", point.across / point.within},
           {"across_over_within_ci", ci(br)},
           {"chance", chance},
@@ -463,12 +471,14 @@ int run_transformer_seeds(ExperimentContext& ctx) {
         fmt_num(L["difference"].get<double>()));
   } else {
     finding = fmt::format(
-        "SAEs of the same transformer ({}) are {} SAEs of different transformers ({}): difference {} (CI {})",
+        "SAEs of the same transformer ({}) are {} SAEs of different transformers ({}): difference {} (CI {}; "
+        "the verdict uses the Bonferroni-corrected interval {} over both activation metrics)",
         fmt_num(L["within"].get<double>()),
         v == "within_higher" ? "more alike than"
                              : (v == "across_higher" ? "less alike than" : "not distinguishable from"),
         fmt_num(L["across"].get<double>()), fmt_num(L["difference"].get<double>()),
-        fmt_ci(L["difference_ci"][0].get<double>(), L["difference_ci"][1].get<double>()));
+        fmt_ci(L["difference_ci"][0].get<double>(), L["difference_ci"][1].get<double>()),
+        fmt_ci(L["verdict_ci"][0].get<double>(), L["verdict_ci"][1].get<double>()));
   }
   md += fmt::format(
       "\n## Conclusion\n\nOn `{}`, {}. Across / within = {}; (within - across) / (within - chance) = {}: the "
