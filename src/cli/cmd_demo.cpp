@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <string>
 
 #include "commands.hpp"
 #include "common.hpp"
@@ -13,12 +14,13 @@ namespace husai::cli {
 Runner register_demo(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
       "demo",
-      "The main job: the phase4a experiment on built-in defaults. Trains the default transformer until it "
-      "groks, extracts its answer-position activations, trains TopK (d_sae 1024, k 32) and ReLU+L1 (L0 "
-      "matched) SAEs on 5 seeds, evaluates them, compares each family with the gaussian, untrained and "
-      "covariance nulls (ROOT/phase4a/<run_id>/, artifacts cached in ROOT/cache/), and writes "
-      "ROOT/demo/<run_id>/REPORT.md (latest copied to ROOT/demo/REPORT.md). --config/--set take phase4a's "
-      "keys (`husai experiment phase4a --keys`).");
+      "The main job: the phase4a experiment on built-in defaults, at 1000 SAE steps (make "
+      "reproduce-phase4a runs the full 3000). Trains the default transformer until it groks, extracts its "
+      "answer-position activations, trains TopK (d_sae 1024, k 32) and ReLU+L1 (L0 matched) SAEs on 5 seeds, "
+      "evaluates them, compares each family with the null dictionaries (geometry-matched ones included) and "
+      "with the same SAEs trained on Gaussian surrogate data (ROOT/phase4a/<run_id>/, artifacts cached in "
+      "ROOT/cache/), and writes ROOT/demo/<run_id>/REPORT.md (latest copied to ROOT/demo/REPORT.md). "
+      "--config/--set take phase4a's keys (`husai experiment phase4a --keys`).");
   struct Opts {
     CommonOptions common;
     ConfigOptions config;
@@ -33,14 +35,15 @@ Runner register_demo(CLI::App& app) {
   sub->add_flag("--no-figures", o->no_figures, "skip the gnuplot figures");
   add_config_list_flag(sub, o->config, "--seeds", "phase4a.seeds",
                        "comma-separated SAE seeds (default 42,123,456,789,1011)");
-  add_config_flag(sub, o->config, "--sae-steps", "sae.training.steps", "SAE training steps (default 3000)");
+  add_config_flag(sub, o->config, "--sae-steps", "sae.training.steps",
+                  "SAE training steps (default " + std::to_string(kDemoSaeSteps) + "; phase4a's own default: 3000)");
   add_config_flag(sub, o->config, "--d-sae", "phase4a.d_sae", "SAE latents (default 1024)");
   add_config_flag(sub, o->config, "--k", "phase4a.k", "TopK active latents, the ReLU L0 target (default 32)");
   add_config_flag(sub, o->config, "--bootstrap", "compare.bootstrap",
                   "seed-bootstrap resamples (default 10000)");
   return [o] {
     apply_common(o->common);
-    const Config config = build_config(demo_config_schema(), o->config);
+    const Config config = demo_config(build_config(demo_config_schema(), o->config));
     DemoOptions opts = o->demo;
     opts.quiet = o->common.quiet;
     opts.figures = !o->no_figures;

@@ -49,19 +49,41 @@ for f in ["results.json", "summary.md", "config.json", "stability.csv"]:
     assert outs[f]["sha256"] == hashlib.sha256(data).hexdigest() and outs[f]["bytes"] == len(data), f
 assert m["inputs"], "no inputs (cached artifacts) in the manifest"
 r = json.load(open(os.path.join(run, "results.json")))
-assert r["schema_version"] == 1 and r["experiment"] == "phase4a"
+assert r["schema_version"] == 2 and r["experiment"] == "phase4a"
+geometry = {"second_moment", "axis_reflection", "rotation"}
+docs = {c: json.load(open(os.path.join(run, "compare", c, "stability.json"))) for c in ["topk", "relu"]}
+# Holm over both families' compares: every tested (metric, null) two-sided p, recomputed here.
+keys = [(c, m, n) for c in ["topk", "relu"] for m in docs[c]["tested_metrics"]
+        for n in [g["name"] for g in docs[c]["groups"] if g["role"] == "null"]]
+ps = [docs[c]["summary"][m]["nulls"][n]["permutation"]["p_value_two_sided"] for c, m, n in keys]
+order = sorted(range(len(ps)), key=lambda i: ps[i]); adj = [0.0] * len(ps); acc = 0.0
+for rank, i in enumerate(order):
+    acc = max(acc, min(1.0, (len(ps) - rank) * ps[i])); adj[i] = acc
+holm = dict(zip(keys, adj))
+assert r["holm_families"]["nulls"] == len(ps), (r["holm_families"], len(ps))
 for cond in ["topk", "relu"]:
     s = r["conditions"][cond]["stability"]["pwmcc"]
-    st = json.load(open(os.path.join(run, "compare", cond, "stability.json")))
-    prim = st["primary_null"]["name"]
-    assert s["null"] == prim == "covariance", (s["null"], prim)
-    ne = st["summary"]["pwmcc"]["nulls"][prim]
+    st = docs[cond]
+    dec = st["summary"]["pwmcc"]["decision_null"]
+    assert s["null"] == dec and dec in geometry, (s["null"], dec)
+    best = max(geometry, key=lambda n: st["summary"]["pwmcc"]["nulls"][n]["mean"])
+    assert dec == best, ("decision null is not the most conservative", dec, best)
+    ne = st["summary"]["pwmcc"]["nulls"][dec]
     assert abs(s["trained"] - st["summary"]["pwmcc"]["trained"]["mean"]) < 1e-12
     assert abs(s["delta"] - ne["difference"]["estimate"]) < 1e-12
     assert abs(s["delta_ci"][0] - ne["difference"]["ci_bca"][0]) < 1e-12
-    assert abs(s["p_holm"] - ne["permutation"]["p_holm"]) < 1e-12 and s["verdict"] == ne["verdict"]
-    assert set(s["all_nulls"]) == {"gaussian", "untrained", "covariance"}
+    assert abs(s["p_holm"] - holm[(cond, "pwmcc", dec)]) < 1e-12, (s["p_holm"], holm[(cond, "pwmcc", dec)])
+    want = "indistinguishable"
+    if s["p_holm"] <= 0.05: want = "above" if s["delta"] > 0 else "below"
+    assert s["verdict_kind"] == want, (s["verdict_kind"], want)
+    assert set(s["all_nulls"]) == {"gaussian", "untrained", "covariance"} | geometry | {"surrogate_gaussian"}, s["all_nulls"].keys()
+    assert s["surrogate"]["verdict_kind"] in ("above", "below", "indistinguishable")
     assert 0 < s["trained"] < 1 and s["ratio"] > 0
+    cv = r["conditions"][cond]["convergence"]
+    assert len(cv["points"]) >= 2 and cv["points"][-1]["fraction"] == 1.0, cv["points"]
+    assert isinstance(cv["plateaued"], bool)
+    assert "feature_types" in st and st["feature_types"]["by_label"], "feature types"
+assert r["relu_l0_match"]["target"] > 0
 assert r["relu_tuning"] and r["claims"] and r["conclusion"]
 con = sqlite3.connect(db)
 row = con.execute("select status, experiment, config_hash from runs where id=?", (m["run_id"],)).fetchone()

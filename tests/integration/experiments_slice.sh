@@ -113,8 +113,11 @@ for row in r["sweep"]:
     if len(row["pairs"]) != 3 or 9 in seeds: fail(f"sweep: pairs {row['pairs']}")
     st = row["stability"]["pwmcc"]
     if not (st["trained_ci"][0] <= st["trained"] <= st["trained_ci"][1]): fail(f"sweep: CI {st}")
-    if st["null"] != "covariance": fail(f"sweep: primary null {st['null']}")
-    if set(st["all_nulls"]) != {"gaussian", "untrained", "covariance"}: fail(f"sweep: nulls {list(st['all_nulls'])}")
+    geometry = {"second_moment", "axis_reflection", "rotation"}
+    if st["null"] not in geometry: fail(f"sweep: decision null {st['null']} is not geometry-matched")
+    best = max(geometry, key=lambda n: st["all_nulls"][n]["mean"])
+    if st["null"] != best: fail(f"sweep: decision null {st['null']} is not the most conservative ({best})")
+    if set(st["all_nulls"]) != {"gaussian", "untrained", "covariance"} | geometry: fail(f"sweep: nulls {list(st['all_nulls'])}")
 s0, s1 = r["sweep"]
 if s0["lambda"] != 0 or not s1["lambda"] > 0: fail("sweep: lambdas")
 if not s1["mean_alignment_to_reference"] > s0["mean_alignment_to_reference"]: fail("sweep: penalty did not align")

@@ -196,10 +196,14 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
 
   s += fmt::format("## 3. SAEs on {} seeds\n\n", p["seeds"].size());
   s += fmt::format(
-      "Seeds {}; d_sae {} on d_in {}; each family trained in one pass over the data ({} steps); metrics on "
+      "Seeds {}; d_sae {} on d_in {}; each family trained in one pass over the data ({} steps{}); metrics on "
       "the 10% of rows held out from SAE training (mean over seeds){}.\n\n",
       fmt::join(p["seeds"].get<std::vector<int64_t>>(), ", "), p["d_sae"].get<int64_t>(), in.d_model,
       r["sae"]["training"]["steps"].get<int64_t>(),
+      r["sae"]["training"]["steps"].get<int64_t>() == kDemoSaeSteps
+          ? ": the demo's reduced size, so that the full controls fit in 10 minutes; `make reproduce-phase4a` "
+            "runs phase4a's 3000"
+          : "",
       r["experiment"]["splice"].get<bool>()
           ? ", CE-loss and KL scores with the SAE spliced into the transformer over all p^2 pairs "
             "(zero-ablation baseline)"
@@ -263,7 +267,7 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
     s += fmt::format(
         "- **{}**: each feature's best match in another seed has mean |cos| {} (95% CI {}), against {} for "
         "the {} null (difference {:+.4f} {}); {} of optimally matched features agree at |cos| >= 0.7. "
-        "Against the decision null: {}.",
+        "Verdict: {} against the decision null.",
         f.label, fmt_num(m.trained.estimate), fmt_ci(m.trained.bca.lo, m.trained.bca.hi),
         fmt_num(d->group_similarity.estimate), m.decision_null, d->difference.estimate,
         fmt_ci(d->difference.bca.lo, d->difference.bca.hi),
@@ -294,6 +298,14 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
 
 ConfigSchema demo_config_schema() {
   return phase4a_experiment().schema();
+}
+
+Config demo_config(Config config) {
+  if (config.source("sae.training.steps").kind == ValueSource::Kind::kDefault) {
+    config.set("sae.training.steps", kDemoSaeSteps, "husai demo (reduced size)");
+    config.validate();
+  }
+  return config;
 }
 
 DemoResult run_demo(const Config& config, const DemoOptions& options) {
