@@ -35,8 +35,9 @@ Runner register_demo(CLI::App& app) {
   sub->add_flag("--no-figures", o->no_figures, "skip the gnuplot figures");
   add_config_list_flag(sub, o->config, "--seeds", "phase4a.seeds",
                        "comma-separated SAE seeds (default 42,123,456,789,1011)");
-  add_config_flag(sub, o->config, "--sae-steps", "sae.training.steps",
-                  "SAE training steps (default " + std::to_string(kDemoSaeSteps) + "; phase4a's own default: 3000)");
+  add_config_flag(
+      sub, o->config, "--sae-steps", "sae.training.steps",
+      "SAE training steps (default " + std::to_string(kDemoSaeSteps) + "; phase4a's own default: 3000)");
   add_config_flag(sub, o->config, "--d-sae", "phase4a.d_sae", "SAE latents (default 1024)");
   add_config_flag(sub, o->config, "--k", "phase4a.k", "TopK active latents, the ReLU L0 target (default 32)");
   add_config_flag(sub, o->config, "--bootstrap", "compare.bootstrap",

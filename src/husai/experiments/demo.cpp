@@ -201,7 +201,8 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
       fmt::join(p["seeds"].get<std::vector<int64_t>>(), ", "), p["d_sae"].get<int64_t>(), in.d_model,
       r["sae"]["training"]["steps"].get<int64_t>(),
       r["sae"]["training"]["steps"].get<int64_t>() == kDemoSaeSteps
-          ? ": the demo's reduced size, so that the full controls fit in 10 minutes; `make reproduce-phase4a` "
+          ? ": the demo's reduced size, so that the full controls fit in 10 minutes; `make "
+            "reproduce-phase4a` "
             "runs phase4a's 3000"
           : "",
       r["experiment"]["splice"].get<bool>()

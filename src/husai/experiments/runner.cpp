@@ -409,9 +409,10 @@ void add_compare_section(ConfigSchema& schema, bool surrogate_by_default) {
       .greater_than(0)
       .less_than(1);
   schema.add_int("compare.seed", 0, "seed of the statistics' random draws and of the nulls").min(0);
-  schema.add_string("compare.nulls", "",
-                    "comma-separated nulls; empty = compare's default (gaussian, untrained, covariance, second_moment, "
-                    "axis_reflection, rotation here)");
+  schema.add_string(
+      "compare.nulls", "",
+      "comma-separated nulls; empty = compare's default (gaussian, untrained, covariance, second_moment, "
+      "axis_reflection, rotation here)");
   schema.add_int("compare.null_seeds", 0, "null dictionaries per null; 0 = compare's default (at least 10)")
       .min(0);
   schema.add_enum("compare.surrogate", surrogate_by_default ? "gaussian" : "none", {"none", "gaussian"},
