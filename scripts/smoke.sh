@@ -35,16 +35,18 @@ for key in ["mse", "explained_variance", "explained_variance_per_dim", "explaine
 assert m["l0"] <= 8 + 1e-9, m["l0"]
 print(f"smoke: eval-sae EV {m['explained_variance']:.3f}, L0 {m['l0']:.1f}, CE loss score {m['ce_loss_score']:.3f}")
 PY
-echo "smoke: compare (2 seeds against the gaussian, untrained and covariance nulls)"
+echo "smoke: compare (2 seeds against the default nulls, geometry-matched ones included)"
 "$HUSAI" compare --quiet "$out/sae/seed1" "$out/sae/seed2" --activations "$out/acts.safetensors" \
   --bootstrap 200 --no-figures --out "$out/compare"
 /usr/bin/python3 - "$out/compare/stability.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 assert len(s["pairs"]) == 1, s["pairs"]
-assert sorted(s["settings"]["nulls"]) == ["covariance", "gaussian", "untrained"], s["settings"]["nulls"]
+assert s["settings"]["nulls"] == ["gaussian", "untrained", "covariance", "second_moment", "axis_reflection",
+                                  "rotation"], s["settings"]["nulls"]
 m = s["summary"]["matched_mean_cos"]
-print(f"smoke: compare matched_mean_cos {m['trained']['mean']:.3f} vs covariance null "
-      f"{m['nulls']['covariance']['mean']:.3f}")
+d = m["decision_null"]
+print(f"smoke: compare matched_mean_cos {m['trained']['mean']:.3f} vs {d} null {m['nulls'][d]['mean']:.3f}: "
+      f"{m['nulls'][d]['verdict']}")
 PY
 echo "smoke: ok"
