@@ -111,6 +111,7 @@ int run_ablations(ExperimentContext& ctx) {
   }
   // Every condition's verdict is Holm-adjusted over all conditions of the run (and their nulls and metrics).
   std::vector<std::string> files;
+  files.reserve(done.size());
   for (const auto& [cond, r] : done) files.push_back(r["stability_file"].get<std::string>());
   std::vector<std::pair<std::string, int64_t>> families;
   const std::vector<StabilityStudy> studies = load_experiment_studies(ctx.run_dir(), files, &families);

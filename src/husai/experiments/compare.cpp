@@ -302,6 +302,7 @@ nlohmann::json run_compare(const CompareOptions& options) {
   std::optional<CovarianceNull> cov;
   if (acts) cov.emplace(acts->x.data(), acts->n_rows, acts->d_in);
   std::vector<ComparisonGroup> groups;
+  groups.reserve(nulls.size() + 1);
   for (const NullKind k : nulls) groups.push_back(null_group(k, saes, trained, m, cov ? &*cov : nullptr));
 
   prepare_output_dir(options.out_dir, options.overwrite ? ExistingOutput::Overwrite : ExistingOutput::Refuse);

@@ -135,6 +135,7 @@ FeatureTypeReport feature_type_breakdown(const std::vector<SaeModel>& saes, cons
   double dedup_sum = 0;
   const std::vector<std::pair<int64_t, int64_t>> tp = upper_pairs(n);
   std::vector<const FeatureSet*> sets;
+  sets.reserve(deduplicated.size());
   for (const FeatureSet& f : deduplicated) sets.push_back(&f);
   for (const PairStability& r : pair_stabilities(sets, tp)) dedup_sum += r.pwmcc;
   const double dedup_pwmcc = dedup_sum / static_cast<double>(tp.size());

@@ -192,6 +192,7 @@ std::vector<StabilityStudy> load_experiment_studies(
   for (const std::string& f : files)
     studies.push_back(study_from_json(read_json_file((fs::path(run_dir) / f).string())));
   std::vector<StabilityStudy*> ptrs;
+  ptrs.reserve(studies.size());
   for (StabilityStudy& s : studies) ptrs.push_back(&s);
   const auto sizes = holm_across_studies(ptrs);
   if (family_sizes != nullptr) *family_sizes = sizes;

@@ -233,6 +233,9 @@ StabilityStudy run_stability_study(const std::vector<StudyDictionary>& trained,
   // ---- Every pair in one parallel loop (one single-threaded GEMM + assignment per pair). Encoder features
   // of a dictionary whose encoder is its decoder are not listed twice.
   std::vector<const FeatureSet*> sets;
+  size_t n_sets = 2 * trained.size();
+  for (const ComparisonGroup& g : groups) n_sets += 2 * g.dicts.size();
+  sets.reserve(n_sets);
   for (const StudyDictionary& d : trained) sets.push_back(&d.dec);
   for (const StudyDictionary& d : trained) sets.push_back(&d.enc);
   std::vector<int64_t> group_base(groups.size());
@@ -243,6 +246,12 @@ StabilityStudy run_stability_study(const std::vector<StudyDictionary>& trained,
   }
   std::vector<std::pair<int64_t, int64_t>> jobs;
   const std::vector<std::pair<int64_t, int64_t>> tp = upper_pairs(n);
+  size_t n_jobs = 2 * tp.size();
+  for (const ComparisonGroup& g : groups) {
+    const size_t m = g.dicts.size();
+    n_jobs += m * (m - 1) + 2 * static_cast<size_t>(n) * m;
+  }
+  jobs.reserve(n_jobs);
   for (const auto& [a, b] : tp) jobs.emplace_back(a, b);
   for (const auto& [a, b] : tp) jobs.emplace_back(n + a, n + b);
   struct GroupJobs {
