@@ -104,6 +104,8 @@ grep -q "cache activations .*: reused" ablations.log || fail "ablations did not 
 arun=$(ls -d "$R"/ablations/*/ | tail -1)
 for f in config.json results.json summary.md ablations.csv manifest.json; do [[ -s "$arun/$f" ]] || fail "ablations: missing $f"; done
 [[ $(wc -l < "$arun/ablations.csv") -ge 4 ]] || fail "ablations.csv has fewer than 3 conditions"
+grep -q "## Stability against training steps" "$arun/summary.md" || fail "ablations: no stability-vs-steps section"
+grep -q "last change of pwmcc" "$arun/summary.md" || fail "ablations: no plateau test per condition"
 "$HUSAI" experiment ablations --no-figures "${T[@]}" "${ABL[@]}" --set sae.training.steps=81 --out "$R" > ablations2.log 2>&1
 grep -q "cache transformer .*: reused" ablations2.log || fail "changed SAE steps: transformer not reused"
 grep -q "cache sae .*: reused" ablations2.log && fail "changed SAE steps reused a stale SAE"
@@ -117,16 +119,24 @@ adir=$(ls -d "$R"/adaptive-l0/*/ | tail -1)
 import json, sys, os
 r = json.load(open(os.path.join(sys.argv[1], "results.json")))
 assert r["chosen_k"] in (2, 4, 8) and r["retrain"]["seeds"] == [3, 4]
-ps = [c["stability"]["pwmcc"]["p_permutation"] for c in r["search"]]
-holm = [c["p_holm_across_candidates"] for c in r["search"]]
-# Holm by hand (statsmodels' step-down, monotone, capped at 1)
-order = sorted(range(len(ps)), key=lambda i: ps[i]); m = len(ps); adj = [0.0] * m; run = 0.0
+# Holm by hand (statsmodels' step-down, monotone, capped at 1) over one family: every search candidate x
+# every null x both tested metrics, from the candidates' own stability.json files.
+tests = []
+for ci, c in enumerate(r["search"]):
+    st = json.load(open(os.path.join(sys.argv[1], c["stability_file"])))
+    for met in ("pwmcc", "matched_mean_cos"):
+        for name, g in st["summary"][met]["nulls"].items():
+            tests.append(((ci, met, name), g["permutation"]["p_value_two_sided"]))
+order = sorted(range(len(tests)), key=lambda i: tests[i][1]); m = len(tests); adj = {}; run = 0.0
 for rank, i in enumerate(order):
-    run = max(run, min(1.0, (m - rank) * ps[i])); adj[i] = run
-assert all(abs(a - b) < 1e-12 for a, b in zip(adj, holm)), (adj, holm)
+    run = max(run, min(1.0, (m - rank) * tests[i][1])); adj[tests[i][0]] = run
+assert r["search_holm_family_size"] == m, (r["search_holm_family_size"], m)
+for ci, c in enumerate(r["search"]):
+    dn = c["stability"]["pwmcc"]["null"]
+    assert abs(c["p_holm_across_candidates"] - adj[(ci, "pwmcc", dn)]) < 1e-12, (c["p_holm_across_candidates"], adj)
 best = max((c for c in r["search"]), key=lambda c: (c["stability"]["pwmcc"]["delta_ci"][0], -c["k"]))
 assert best["k"] == r["chosen_k"], (best["k"], r["chosen_k"])
-print(f"adaptive-l0: chose k {r['chosen_k']}, Holm across {m} candidates ok")
+print(f"adaptive-l0: chose k {r['chosen_k']}, Holm over {m} tests across {len(r['search'])} candidates ok")
 PY
 [[ -s "$adir/adaptive_l0.csv" ]] || fail "adaptive_l0.csv missing"
 # The matched control (--k-candidates, one candidate) runs after the search: it is a variant of its own, so the

@@ -118,6 +118,12 @@ for row in r["sweep"]:
     best = max(geometry, key=lambda n: st["all_nulls"][n]["mean"])
     if st["null"] != best: fail(f"sweep: decision null {st['null']} is not the most conservative ({best})")
     if set(st["all_nulls"]) != {"gaussian", "untrained", "covariance"} | geometry: fail(f"sweep: nulls {list(st['all_nulls'])}")
+# One Holm family over every ratio x null x tested metric: 2 ratios x 6 nulls x 2 metrics.
+if r["holm_family_size"] != 2 * 6 * 2: fail(f"sweep: Holm family size {r['holm_family_size']}")
+for row in r["sweep"]:
+    st = row["stability"]["pwmcc"]
+    if st["holm_family_size"] != r["holm_family_size"] or st["p_holm"] < st["p_permutation"]:
+        fail(f"sweep: Holm not pooled across ratios {st}")
 s0, s1 = r["sweep"]
 if s0["lambda"] != 0 or not s1["lambda"] > 0: fail("sweep: lambdas")
 if not s1["mean_alignment_to_reference"] > s0["mean_alignment_to_reference"]: fail("sweep: penalty did not align")

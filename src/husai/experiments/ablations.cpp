@@ -2,6 +2,8 @@
 // condition the trained and null similarity with seed-level CIs, their difference and ratio, EV, MSE, L0,
 // dead fraction and training time.
 
+#include <set>
+
 #include <fmt/format.h>
 
 #include "husai/experiments/catalog.hpp"
@@ -102,6 +104,7 @@ int run_ablations(ExperimentContext& ctx) {
                             {"k", cond.k},
                             {"sae_run", dir},
                             {"metrics", sae_run_metrics(dir, seeds)},
+                            {"convergence", sae_run_convergence(ctx, dir, seeds)},
                             {"stability_file", "compare/" + cond.id() + "/stability.json"},
                             {"stability",
                              {{"pwmcc", to_json(summarize_stability(stab, "pwmcc"))},
@@ -153,6 +156,16 @@ int run_ablations(ExperimentContext& ctx) {
   }
   data_k += "EOD\n";
   data_d += "EOD\n";
+  // Stability against steps, per condition (each condition once, though it may sit in both sweeps).
+  std::vector<std::pair<std::string, nlohmann::json>> curves;
+  std::set<std::string> seen;
+  for (const auto& [cond, r] : done) {
+    if (r.contains("convergence") && !r["convergence"].is_null() && seen.insert(cond.id()).second)
+      curves.emplace_back(cond.id(), r["convergence"]);
+  }
+  const ConvergenceReport cr = convergence_report(curves);
+  for (const auto& [name, change] : cr.last_change) ctx.metric("pwmcc.last_change", change, name);
+  results["convergence_summary"] = cr.summary;
   results["conditions"] = rows_json;
   results["claims"] = claims;
   ctx.write_json("results.json", results);
@@ -183,6 +196,7 @@ int run_ablations(ExperimentContext& ctx) {
       "\nTrain time is the wall time of the train-sae run that produced the condition (all seeds in one "
       "pass); a "
       "reused cache entry reports the time recorded when it was built.\n";
+  md += "\n## Stability against training steps\n\n" + cr.markdown;
   ctx.write_text("summary.md", md);
   const std::string ttl = fmt::format("d_sae {}", c.get_int("ablations.k_sweep_d_sae"));
   ctx.figure("similarity_vs_k", sweep_figure("similarity vs k (" + ttl + ")", "k", data_k, false));
@@ -191,6 +205,10 @@ int run_ablations(ExperimentContext& ctx) {
   ctx.figure("similarity_vs_d_sae",
              sweep_figure("similarity vs d_sae (" + ttd + ")", "d_sae", data_d, false));
   ctx.figure("ev_vs_d_sae", sweep_figure("explained variance vs d_sae (" + ttd + ")", "d_sae", data_d, true));
+  if (!cr.figure_data.empty()) {
+    ctx.figure("stability_vs_steps",
+               "set title 'ablations: decoder pwmcc across seeds against training steps'\n" + cr.figure_data);
+  }
   return 0;
 }
 

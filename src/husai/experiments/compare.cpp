@@ -187,10 +187,8 @@ Config surrogate_config(const std::vector<SaeModel>& saes, const std::vector<std
 
 // Trains the input SAEs' family on Gaussian surrogate data with the activations' mean and covariance (same
 // number of rows, same config, same seeds) into dir/run; returns the surrogate SAEs' dictionaries.
-ComparisonGroup surrogate_group(const std::vector<SaeModel>& saes, const CompareOptions& options,
-                                const ActivationFile& acts, const CovarianceNull& moments,
-                                const std::string& dir) {
-  Config config = surrogate_config(saes, options.sae_dirs);
+ComparisonGroup surrogate_group(const CompareOptions& options, const ActivationFile& acts,
+                                const CovarianceNull& moments, Config config, const std::string& dir) {
   fs::create_directories(dir);
   const std::string acts_path = (fs::path(dir) / "activations.safetensors").string();
   {
@@ -289,7 +287,8 @@ nlohmann::json run_compare(const CompareOptions& options) {
     throw Error("output directory exists and is not empty; pass --overwrite to replace it")
         .file(options.out_dir);
   }
-  if (!options.surrogate.empty()) surrogate_config(saes, options.sae_dirs);  // fail before any work
+  std::optional<Config> surrogate_cfg;  // built (and so validated) before any work
+  if (!options.surrogate.empty()) surrogate_cfg.emplace(surrogate_config(saes, options.sae_dirs));
 
   // ---- Dictionaries: trained, each null's, and the surrogate-trained SAEs.
   std::vector<StudyDictionary> trained(static_cast<size_t>(n));
@@ -310,7 +309,8 @@ nlohmann::json run_compare(const CompareOptions& options) {
   if (!options.surrogate.empty()) {
     if (!options.quiet)
       std::fprintf(stderr, "compare: training the surrogate control (%s)\n", options.surrogate.c_str());
-    groups.push_back(surrogate_group(saes, options, *acts, *cov, (fs::path(dir) / "surrogate").string()));
+    groups.push_back(surrogate_group(options, *acts, *cov, std::move(*surrogate_cfg),
+                                     (fs::path(dir) / "surrogate").string()));
   }
 
   StudyOptions so;

@@ -137,6 +137,20 @@ int run_consistency_sweep(ExperimentContext& ctx) {
     }));
   }
 
+  // Every ratio's comparisons (each null, both tested metrics) are Holm-adjusted in one family.
+  std::vector<std::string> files;
+  files.reserve(rows.size());
+  for (const nlohmann::json& r : rows) files.push_back(r["stability_file"].get<std::string>());
+  std::vector<std::pair<std::string, int64_t>> families;
+  const std::vector<StabilityStudy> studies = load_experiment_studies(ctx.run_dir(), files, &families);
+  int64_t family_size = 0;
+  for (const auto& [family, size] : families)
+    if (family == "nulls") family_size = size;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    for (const char* met : {"pwmcc", "matched_mean_cos"})
+      rows[i]["stability"][met] = to_json(summarize(studies[i], met));
+  }
+
   // 4. Selection under the EV-drop limit.
   const double ev0 = rows[0]["metrics"]["mean"]["ev_held_out"].get<double>();
   size_t best = 0;
@@ -151,7 +165,8 @@ int run_consistency_sweep(ExperimentContext& ctx) {
       best = i;
     csv_rows.push_back({r["ratio"], r["lambda"], s.null_name, s.trained, s.trained_lo, s.trained_hi,
                         s.null_mean, s.null_lo, s.null_hi, s.delta, s.delta_lo, s.delta_hi, s.p_permutation,
-                        r["mean_alignment_to_reference"], ev, ev0 - ev, r["eligible"]});
+                        s.p_holm, s.verdict_kind, r["mean_alignment_to_reference"], ev, ev0 - ev,
+                        r["eligible"]});
     for (const auto& p : r["pairs"])
       pair_rows.push_back({r["ratio"], p["seed_a"], p["seed_b"], p["pwmcc"], p["matched_mean_cos"]});
     const std::string cid = fmt::format("ratio={}", r["ratio"].get<double>());
@@ -167,12 +182,12 @@ int run_consistency_sweep(ExperimentContext& ctx) {
   nlohmann::json claims = nlohmann::json::array(
       {make_stability_claim("consistency-sweep.unpenalised.above_null",
                             "unpenalised SAEs (ratio 0) are more alike across seeds than the null",
-                            rows[0]["stability_file"].get<std::string>(), metric, s0),
+                            rows[0]["stability_file"].get<std::string>(), metric, s0, files),
        make_stability_claim(
            "consistency-sweep.selected.above_null",
            fmt::format("SAEs at the selected ratio {} are more alike across seeds than the null",
                        pick["ratio"].get<double>()),
-           pick["stability_file"].get<std::string>(), metric, sp)});
+           pick["stability_file"].get<std::string>(), metric, sp, files)});
   const nlohmann::json results = {
       {"schema_version", 1},
       {"experiment", "consistency-sweep"},
@@ -190,6 +205,7 @@ int run_consistency_sweep(ExperimentContext& ctx) {
       {"lambda_rule",
        "lambda = ratio * mse_ref, mse_ref = held_out.mse * d_in * activation_scaling_factor^2"},
       {"max_ev_drop", max_drop},
+      {"holm_family_size", family_size},
       {"sweep", rows},
       {"selected",
        {{"ratio", pick["ratio"]},
@@ -201,32 +217,36 @@ int run_consistency_sweep(ExperimentContext& ctx) {
         {"gain_over_unpenalised", sp.trained - s0.trained}}},
       {"claims", claims}};
   ctx.write_json("results.json", results);
-  ctx.write_text("sweep.csv",
-                 csv_text({"ratio", "lambda", "null", "trained", "trained_lo", "trained_hi", "null_mean",
-                           "null_lo", "null_hi", "delta", "delta_lo", "delta_hi", "p_permutation",
-                           "mean_alignment_to_reference", "mean_explained_variance", "ev_drop", "eligible"},
-                          csv_rows));
+  ctx.write_text("sweep.csv", csv_text({"ratio", "lambda", "null", "trained", "trained_lo", "trained_hi",
+                                        "null_mean", "null_lo", "null_hi", "delta", "delta_lo", "delta_hi",
+                                        "p_permutation", "p_holm", "verdict", "mean_alignment_to_reference",
+                                        "mean_explained_variance", "ev_drop", "eligible"},
+                                       csv_rows));
   ctx.write_text("pairs.csv",
                  csv_text({"ratio", "seed_a", "seed_b", "pwmcc", "matched_mean_cos"}, pair_rows));
 
   std::string md = fmt::format(
       "# Consistency sweep\n\nRun `{}`. Reference SAE: seed {} (in no evaluated pair), held-out EV {}, "
       "mse_ref {:.5g} (trainer units); lambda = ratio * mse_ref. Evaluated seeds {}; `{}` among them against "
-      "the null named per row (compare's primary null), CIs seed-bootstrap BCa.\n\n"
-      "| ratio | lambda | trained (CI) | null | null mean | difference (CI) | p (perm.) | alignment to "
-      "reference | held-out EV | EV drop | eligible |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+      "the decision null named per row (the most conservative geometry-matched null), CIs seed-bootstrap "
+      "BCa; "
+      "p = two-sided exact permutation p, Holm-adjusted in one family over every ratio x null x the 2 tested "
+      "metrics ({} tests).\n\n"
+      "| ratio | lambda | trained (CI) | null | null mean | difference (CI) | p (perm.) | Holm p | verdict | "
+      "alignment to reference | held-out EV | EV drop | eligible |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
       ctx.run_id(), ref_seed, fmt_num(ref_metrics["held_out"]["explained_variance"].get<double>()), mse_ref,
-      nlohmann::json(seeds).dump(), metric);
+      nlohmann::json(seeds).dump(), metric, family_size);
   std::string data = "$d << EOD\n";
   for (size_t i = 0; i < rows.size(); ++i) {
     const nlohmann::json& r = rows[i];
     const StabilitySummary s = stability_from_json(r["stability"][metric]);
     const double ev = r["metrics"]["mean"]["ev_held_out"].get<double>();
-    md += fmt::format("| {} | {:.4g} | {} {} | {} | {} | {} {} | {} | {} | {} | {:+.4f} | {} |\n",
+    md += fmt::format("| {} | {:.4g} | {} {} | {} | {} | {} {} | {} | {} | {} | {} | {} | {:+.4f} | {} |\n",
                       r["ratio"].get<double>(), r["lambda"].get<double>(), fmt_num(s.trained),
                       fmt_ci(s.trained_lo, s.trained_hi), s.null_name, fmt_num(s.null_mean), fmt_num(s.delta),
-                      fmt_ci(s.delta_lo, s.delta_hi), fmt_num(s.p_permutation, 3),
-                      fmt_num(r["mean_alignment_to_reference"].get<double>()), fmt_num(ev),
+                      fmt_ci(s.delta_lo, s.delta_hi), fmt_num(s.p_permutation, 3), fmt_num(s.p_holm, 3),
+                      s.verdict_kind, fmt_num(r["mean_alignment_to_reference"].get<double>()), fmt_num(ev),
                       r["ev_drop"].get<double>(), r["eligible"].get<bool>() ? "yes" : "no");
     data += fmt::format("{} {:.6g} {:.6g} {:.6g} {:.6g} {:.6g} {:.6g}\n", i, s.trained, s.trained_lo,
                         s.trained_hi, s.null_mean, ev, r["mean_alignment_to_reference"].get<double>());

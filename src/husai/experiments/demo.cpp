@@ -359,11 +359,11 @@ DemoResult run_demo(const Config& config, const DemoOptions& options) {
   std::vector<std::string> files;
   for (const Family& f : in.families)
     files.push_back(in.results["conditions"][f.name]["stability_file"].get<std::string>());
-  std::vector<StabilityStudy> studies = load_experiment_studies(phase4a_dir.string(), files, nullptr);
+  std::vector<nlohmann::json> docs;
+  std::vector<StabilityStudy> studies = load_experiment_studies(phase4a_dir.string(), files, nullptr, &docs);
   for (size_t i = 0; i < in.families.size(); ++i) {
     in.families[i].study = std::move(studies[i]);
-    const nlohmann::json doc = read_json_file((phase4a_dir / files[i]).string());
-    if (doc.contains("feature_types")) in.families[i].feature_types = doc["feature_types"];
+    if (docs[i].contains("feature_types")) in.families[i].feature_types = docs[i]["feature_types"];
   }
 
   // Everything is written to a hidden staging folder and renamed into place at the end, so a demo that fails

@@ -75,20 +75,8 @@ nlohmann::json run_arch(ExperimentContext& ctx, const Upstream& up, const std::s
   out["stability_file"] = "compare/" + name + "/stability.json";
   // Stability against training steps: the run's snapshots (training.stability_checkpoints) and the final
   // SAEs.
-  const std::vector<SaeCheckpointSet> sets = list_sae_checkpoints(dir, seeds);
-  if (sets.size() >= 2) {
-    std::vector<std::vector<FeatureSet>> dicts;
-    std::vector<int64_t> steps;
-    for (const SaeCheckpointSet& set : sets) {
-      std::vector<FeatureSet> v;
-      for (const std::string& d : set.sae_dirs) v.push_back(decoder_features(load_sae(d)));
-      dicts.push_back(std::move(v));
-      steps.push_back(set.step);
-    }
-    out["convergence"] = convergence_to_json(stability_convergence(
-        dicts, steps, sets.back().step, c.get_int("compare.bootstrap"), c.get_double("compare.confidence"),
-        static_cast<uint64_t>(c.get_int("compare.seed"))));
-  }
+  const nlohmann::json convergence = sae_run_convergence(ctx, dir, seeds);
+  if (!convergence.is_null()) out["convergence"] = convergence;
   return out;
 }
 
@@ -284,56 +272,16 @@ int run_phase4a(ExperimentContext& ctx) {
       }
     }
   }
-  md +=
-      "\n## Stability against training steps\n\nDecoder `pwmcc` across the seeds at the run's snapshots "
-      "(fractions of training) and at the end. Plateau test: the BCa interval of the last change (final "
-      "minus "
-      "the previous snapshot, paired over seed pairs) must lie inside +-margin; held-out EV plateauing says "
-      "nothing about this.\n\n| SAE | step | fraction | pwmcc (CI) | matched_mean_cos (CI) "
-      "|\n|---|---|---|---|---|\n";
-  std::string convergence_text;
-  std::string curve_data;
-  int curve_index = 0;
-  for (const auto& [name, cond] : conds.items()) {
-    if (!cond.contains("convergence")) continue;
-    const nlohmann::json& cv = cond["convergence"];
-    curve_data += fmt::format("$c{} << EOD\n", curve_index++);
-    for (const nlohmann::json& pt : cv["points"]) {
-      auto v = [](const nlohmann::json& x) { return x.is_number() ? x.get<double>() : std::nan(""); };
-      md += fmt::format("| {} | {} | {:.3f} | {} {} | {} {} |\n", name, pt["step"].get<int64_t>(),
-                        pt["fraction"].get<double>(), fmt_num(v(pt["pwmcc"])),
-                        fmt_ci(v(pt["pwmcc_ci_bca"][0]), v(pt["pwmcc_ci_bca"][1])),
-                        fmt_num(v(pt["matched_mean_cos"])),
-                        fmt_ci(v(pt["matched_mean_cos_ci_bca"][0]), v(pt["matched_mean_cos_ci_bca"][1])));
-      curve_data += fmt::format("{} {} {} {}\n", pt["step"].get<int64_t>(), v(pt["pwmcc"]),
-                                v(pt["pwmcc_ci_bca"][0]), v(pt["pwmcc_ci_bca"][1]));
-    }
-    curve_data += "EOD\n";
-    const nlohmann::json& ch = cv["last_change"];
-    auto v = [](const nlohmann::json& x) { return x.is_number() ? x.get<double>() : std::nan(""); };
-    convergence_text += fmt::format("- {}: last change of pwmcc {:+.4f} {}: {} (margin +-{}).\n", name,
-                                    v(ch["estimate"]), fmt_ci(v(ch["ci_bca"][0]), v(ch["ci_bca"][1])),
-                                    cv["plateaued"].get<bool>() ? "plateaued" : "NOT shown to have plateaued",
-                                    cv["margin"].get<double>());
-    ctx.metric("pwmcc.last_change", v(ch["estimate"]), name);
-  }
-  md += "\n" + (convergence_text.empty()
-                    ? std::string("No snapshots were kept (training.stability_checkpoints).\n")
-                    : convergence_text);
-  if (!curve_data.empty()) {
-    std::string plot = "plot ";
-    int k = 0;
-    for (const auto& [name, cond] : conds.items()) {
-      if (!cond.contains("convergence")) continue;
-      plot += fmt::format("{}$c{} using 1:2:3:4 with yerrorlines title '{}'", k ? ", " : "", k, name);
-      ++k;
-    }
+  std::vector<std::pair<std::string, nlohmann::json>> curves;
+  for (const auto& [name, cond] : conds.items())
+    if (cond.contains("convergence")) curves.emplace_back(name, cond["convergence"]);
+  const ConvergenceReport cr = convergence_report(curves);
+  md += "\n## Stability against training steps\n\n" + cr.markdown;
+  const std::string convergence_text = cr.summary;
+  for (const auto& [name, change] : cr.last_change) ctx.metric("pwmcc.last_change", change, name);
+  if (!cr.figure_data.empty()) {
     ctx.figure("stability_vs_steps",
-               curve_data +
-                   "set title 'phase4a: decoder pwmcc across seeds against training steps'\n"
-                   "set xlabel 'step'\nset ylabel 'pwmcc'\nset logscale x 2\nset grid\nset key "
-                   "bottom right\n" +
-                   plot + "\n");
+               "set title 'phase4a: decoder pwmcc across seeds against training steps'\n" + cr.figure_data);
   }
   results["convergence_summary"] = convergence_text;
 

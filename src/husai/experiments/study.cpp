@@ -11,6 +11,9 @@
 #include "husai/experiments/stability_report.hpp"
 #include "husai/io/json_file.hpp"
 #include "husai/metrics/sae_eval.hpp"
+#include "husai/metrics/stability.hpp"
+#include "husai/metrics/stability_convergence.hpp"
+#include "husai/sae/saelens_io.hpp"
 #include "husai/train/sae_run.hpp"
 #include "husai/train/transformer_config.hpp"
 
@@ -184,13 +187,80 @@ StabilitySummary summarize_stability(const nlohmann::json& stability, const std:
   return summarize(study_from_json(stability), metric);
 }
 
+nlohmann::json sae_run_convergence(const ExperimentContext& ctx, const std::string& sae_run_dir,
+                                   const std::vector<int64_t>& seeds) {
+  const std::vector<SaeCheckpointSet> sets = list_sae_checkpoints(sae_run_dir, seeds);
+  if (sets.size() < 2) return nullptr;
+  std::vector<std::vector<FeatureSet>> dicts;
+  std::vector<int64_t> steps;
+  dicts.reserve(sets.size());
+  steps.reserve(sets.size());
+  for (const SaeCheckpointSet& set : sets) {
+    std::vector<FeatureSet> v;
+    v.reserve(set.sae_dirs.size());
+    for (const std::string& d : set.sae_dirs) v.push_back(decoder_features(load_sae(d)));
+    dicts.push_back(std::move(v));
+    steps.push_back(set.step);
+  }
+  const Config& c = ctx.config();
+  return convergence_to_json(stability_convergence(
+      dicts, steps, sets.back().step, c.get_int("compare.bootstrap"), c.get_double("compare.confidence"),
+      static_cast<uint64_t>(c.get_int("compare.seed"))));
+}
+
+ConvergenceReport convergence_report(const std::vector<std::pair<std::string, nlohmann::json>>& curves) {
+  ConvergenceReport r;
+  if (curves.empty()) {
+    r.summary = "No snapshots were kept (training.stability_checkpoints).\n";
+    r.markdown = r.summary;
+    return r;
+  }
+  auto v = [](const nlohmann::json& x) { return x.is_number() ? x.get<double>() : std::nan(""); };
+  r.markdown =
+      "Decoder `pwmcc` across the seeds at the run's snapshots (fractions of training) and at the end. "
+      "Plateau test: the BCa interval of the last change (final minus the previous snapshot, paired over "
+      "seed pairs) must lie inside +-margin (an equivalence test); held-out EV plateauing says nothing about "
+      "this.\n\n| SAE | step | fraction | pwmcc (CI) | matched_mean_cos (CI) |\n|---|---|---|---|---|\n";
+  std::string plot = "plot ";
+  for (size_t i = 0; i < curves.size(); ++i) {
+    const auto& [name, cv] = curves[i];
+    r.figure_data += fmt::format("$c{} << EOD\n", i);
+    for (const nlohmann::json& pt : cv["points"]) {
+      r.markdown += fmt::format(
+          "| {} | {} | {:.3f} | {} {} | {} {} |\n", name, pt["step"].get<int64_t>(),
+          pt["fraction"].get<double>(), fmt_num(v(pt["pwmcc"])),
+          fmt_ci(v(pt["pwmcc_ci_bca"][0]), v(pt["pwmcc_ci_bca"][1])), fmt_num(v(pt["matched_mean_cos"])),
+          fmt_ci(v(pt["matched_mean_cos_ci_bca"][0]), v(pt["matched_mean_cos_ci_bca"][1])));
+      r.figure_data += fmt::format("{} {} {} {}\n", pt["step"].get<int64_t>(), v(pt["pwmcc"]),
+                                   v(pt["pwmcc_ci_bca"][0]), v(pt["pwmcc_ci_bca"][1]));
+    }
+    r.figure_data += "EOD\n";
+    plot += fmt::format("{}$c{} using 1:2:3:4 with yerrorlines title '{}'", i ? ", " : "", i, name);
+    const nlohmann::json& ch = cv["last_change"];
+    r.summary += fmt::format("- {}: last change of pwmcc {:+.4f} {}: {} (margin +-{}).\n", name,
+                             v(ch["estimate"]), fmt_ci(v(ch["ci_bca"][0]), v(ch["ci_bca"][1])),
+                             cv["plateaued"].get<bool>() ? "plateaued" : "NOT shown to have plateaued",
+                             cv["margin"].get<double>());
+    r.last_change.emplace_back(name, v(ch["estimate"]));
+  }
+  r.markdown += "\n" + r.summary;
+  r.figure_data +=
+      "set xlabel 'step'\nset ylabel 'pwmcc'\nset logscale x 2\nset grid\nset key bottom right\n" + plot +
+      "\n";
+  return r;
+}
+
 std::vector<StabilityStudy> load_experiment_studies(
     const std::string& run_dir, const std::vector<std::string>& files,
-    std::vector<std::pair<std::string, int64_t>>* family_sizes) {
+    std::vector<std::pair<std::string, int64_t>>* family_sizes, std::vector<nlohmann::json>* documents) {
   std::vector<StabilityStudy> studies;
   studies.reserve(files.size());
-  for (const std::string& f : files)
-    studies.push_back(study_from_json(read_json_file((fs::path(run_dir) / f).string())));
+  if (documents != nullptr) documents->clear();
+  for (const std::string& f : files) {
+    nlohmann::json doc = read_json_file((fs::path(run_dir) / f).string());
+    studies.push_back(study_from_json(doc));
+    if (documents != nullptr) documents->push_back(std::move(doc));
+  }
   std::vector<StabilityStudy*> ptrs;
   ptrs.reserve(studies.size());
   for (StabilityStudy& s : studies) ptrs.push_back(&s);

@@ -50,6 +50,23 @@ nlohmann::json compare_seeds(ExperimentContext& ctx, const std::string& sae_run_
                              const std::vector<int64_t>& seeds, const std::string& activations_path,
                              const std::string& out_rel, const std::string& model_dir = "");
 
+// Stability against training steps of a train-sae run: decoder pwmcc and matched_mean_cos at every kept
+// snapshot (training.stability_checkpoints) and at the end, with the plateau test of
+// metrics/stability_convergence.hpp, as convergence_to_json writes it. Null when the run kept no snapshot.
+nlohmann::json sae_run_convergence(const ExperimentContext& ctx, const std::string& sae_run_dir,
+                                   const std::vector<int64_t>& seeds);
+
+// Markdown and a figure of several such curves (name, sae_run_convergence's JSON), for an experiment's
+// summary: a table of every point, one line per curve with its plateau test, and the gnuplot data + plot
+// commands (without a title) of pwmcc against steps; figure_data is empty when there is no curve.
+struct ConvergenceReport {
+  std::string markdown;
+  std::string summary;  // the one-line-per-curve part of markdown
+  std::string figure_data;
+  std::vector<std::pair<std::string, double>> last_change;  // pwmcc's last change per curve
+};
+ConvergenceReport convergence_report(const std::vector<std::pair<std::string, nlohmann::json>>& curves);
+
 // What a decision needs from a stability study, for one similarity metric against its decision null (the
 // most conservative geometry-matched null, metrics/stability_study.hpp), plus every group's numbers and the
 // surrogate control when it was run. Missing numbers (written as null) read as NaN.
@@ -83,7 +100,8 @@ StabilitySummary stability_from_json(const nlohmann::json& j);
 // families (e.g. TopK and ReLU) as well as its nulls and metrics. Returns the studies in file order.
 std::vector<StabilityStudy> load_experiment_studies(
     const std::string& run_dir, const std::vector<std::string>& files,
-    std::vector<std::pair<std::string, int64_t>>* family_sizes);
+    std::vector<std::pair<std::string, int64_t>>* family_sizes,
+    std::vector<nlohmann::json>* documents = nullptr);
 
 // Small formatting helpers for summary.md and CSVs.
 std::string fmt_num(double v, int digits = 4);

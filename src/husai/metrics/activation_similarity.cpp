@@ -1,12 +1,11 @@
 #include "husai/metrics/activation_similarity.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "husai/core/error.hpp"
+#include "husai/core/parallel_tasks.hpp"
 #include "husai/core/threading.hpp"
 
 namespace husai {
@@ -215,26 +214,17 @@ std::vector<ActivationPairSimilarity> activation_pair_similarities(
     }
   }
   std::vector<ActivationPairSimilarity> out(pairs.size());
-  // One workspace per thread (which one a pair uses does not change its result); errors are rethrown after
-  // the loop because parallel_for bodies must not throw.
-  std::vector<ActivationSimilarityWorkspace> workspaces(static_cast<size_t>(std::max(1, num_threads())));
-  std::vector<std::string> errors(pairs.size());
-  parallel_for(static_cast<int64_t>(pairs.size()), [&](int64_t p) {
-    const auto [i, j] = pairs[static_cast<size_t>(p)];
-    const int tid = std::min(omp_get_thread_num(), static_cast<int>(workspaces.size()) - 1);
-    try {
-      out[static_cast<size_t>(p)] = activation_pair_similarity(
-          *sets[static_cast<size_t>(i)], *sets[static_cast<size_t>(j)], workspaces[static_cast<size_t>(tid)]);
-    } catch (const std::exception& e) {
-      errors[static_cast<size_t>(p)] = e.what();
-    }
-  });
-  for (size_t p = 0; p < pairs.size(); ++p) {
-    if (!errors[p].empty()) {
-      throw Error("pair (" + std::to_string(pairs[p].first) + ", " + std::to_string(pairs[p].second) +
-                  "): " + errors[p]);
-    }
-  }
+  parallel_for_with_workspace<ActivationSimilarityWorkspace>(
+      static_cast<int64_t>(pairs.size()),
+      [&](int64_t p, ActivationSimilarityWorkspace& ws) {
+        const auto [i, j] = pairs[static_cast<size_t>(p)];
+        out[static_cast<size_t>(p)] =
+            activation_pair_similarity(*sets[static_cast<size_t>(i)], *sets[static_cast<size_t>(j)], ws);
+      },
+      [&](int64_t p) {
+        return "pair (" + std::to_string(pairs[static_cast<size_t>(p)].first) + ", " +
+               std::to_string(pairs[static_cast<size_t>(p)].second) + ")";
+      });
   return out;
 }
 

@@ -1,13 +1,12 @@
 #include "husai/metrics/stability.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "husai/core/error.hpp"
 #include "husai/core/gemm.hpp"
+#include "husai/core/parallel_tasks.hpp"
 #include "husai/core/threading.hpp"
 
 namespace husai {
@@ -153,27 +152,17 @@ std::vector<PairStability> pair_stabilities(const std::vector<const FeatureSet*>
     }
   }
   std::vector<PairStability> out(pairs.size());
-  // One workspace per thread (which one a pair uses does not change its result); errors are rethrown after
-  // the loop because parallel_for bodies must not throw.
-  std::vector<StabilityWorkspace> workspaces(static_cast<size_t>(std::max(1, num_threads())));
-  std::vector<std::string> errors(pairs.size());
-  parallel_for(static_cast<int64_t>(pairs.size()), [&](int64_t p) {
-    const auto [i, j] = pairs[static_cast<size_t>(p)];
-    const int tid = std::min(omp_get_thread_num(), static_cast<int>(workspaces.size()) - 1);
-    try {
-      out[static_cast<size_t>(p)] =
-          pair_stability(*sets[static_cast<size_t>(i)], *sets[static_cast<size_t>(j)],
-                         workspaces[static_cast<size_t>(tid)], keep_best);
-    } catch (const std::exception& e) {
-      errors[static_cast<size_t>(p)] = e.what();
-    }
-  });
-  for (size_t p = 0; p < pairs.size(); ++p) {
-    if (!errors[p].empty()) {
-      throw Error("pair (" + std::to_string(pairs[p].first) + ", " + std::to_string(pairs[p].second) +
-                  "): " + errors[p]);
-    }
-  }
+  parallel_for_with_workspace<StabilityWorkspace>(
+      static_cast<int64_t>(pairs.size()),
+      [&](int64_t p, StabilityWorkspace& ws) {
+        const auto [i, j] = pairs[static_cast<size_t>(p)];
+        out[static_cast<size_t>(p)] =
+            pair_stability(*sets[static_cast<size_t>(i)], *sets[static_cast<size_t>(j)], ws, keep_best);
+      },
+      [&](int64_t p) {
+        return "pair (" + std::to_string(pairs[static_cast<size_t>(p)].first) + ", " +
+               std::to_string(pairs[static_cast<size_t>(p)].second) + ")";
+      });
   return out;
 }
 
