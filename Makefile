@@ -10,7 +10,7 @@ FUZZ_TARGETS := safetensors config saelens
 HUSAI := $(BUILD)/bin/husai
 CMAKE_FLAGS ?=
 
-.PHONY: deps deps-test configure build build-asan demo test test-unit test-asan format format-check lint \
+.PHONY: deps deps-test configure build build-cli build-asan demo test test-unit test-asan format format-check lint \
         smoke bench grok-nanda sae-table clean build-fuzz fuzz reproduce-phase4a ablate-core adaptive-l0 \
         adaptive-l0-control release-gate audit benchmark-slice consistency-sweep golden-update \
         transformer-seeds
@@ -49,8 +49,12 @@ build-fuzz: deps-test $(FUZZ_BUILD)/CMakeCache.txt
 fuzz: build-fuzz
 	bash tests/fuzz/run_fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-# The main job: train the default transformer until it groks, extract its activations, report.
-demo: build
+# The main job: train the default transformer until it groks, extract its activations, report. Builds
+# only what it runs (the CLI), not the unit tests and benchmarks.
+build-cli: configure
+	cmake --build $(BUILD) -j $(JOBS) --target husai_cli
+
+demo: build-cli
 	$(HUSAI) demo
 
 test: deps-test format-check build build-asan
@@ -94,7 +98,7 @@ bench: build deps-test
 	bash bench/run_bench.sh $(BUILD)
 
 # Every SAE architecture on the latest demo's activations (from its phase4a run's results.json): L0, EV, dead fraction, CE loss score, time, plateau.
-sae-table: build
+sae-table: build-cli
 	@run=$$(ls -d results/demo/*/ 2>/dev/null | tail -1); \
 	if [[ -z "$$run" ]]; then echo "sae-table: run 'make demo' first"; exit 1; fi; \
 	res=results/phase4a/$$(basename $$run)/results.json; \
@@ -105,37 +109,37 @@ sae-table: build
 	bash scripts/sae_table.sh $(HUSAI) "$$acts" "$$tf" results/sae-table
 
 # The literature grokking set-up (Nanda et al. 2023): long.
-grok-nanda: build
+grok-nanda: build-cli
 	$(HUSAI) train-transformer --config configs/transformer/nanda2023.yaml --out results/grok-nanda --resume
 
 # The runbook's experiments (docs/experiments.md); each writes EXP_ROOT/NAME/<run_id>/ and registry rows.
 EXP_ROOT ?= results
 
-reproduce-phase4a: build
+reproduce-phase4a: build-cli
 	$(HUSAI) experiment phase4a --config configs/experiments/phase4a.yaml --out $(EXP_ROOT)
 
-ablate-core: build
+ablate-core: build-cli
 	$(HUSAI) experiment ablations --config configs/experiments/ablations.yaml --out $(EXP_ROOT)
 
-adaptive-l0: build
+adaptive-l0: build-cli
 	$(HUSAI) experiment adaptive-l0 --config configs/experiments/adaptive-l0.yaml --out $(EXP_ROOT)
 
-adaptive-l0-control: build
+adaptive-l0-control: build-cli
 	$(HUSAI) experiment adaptive-l0 --config configs/experiments/adaptive-l0.yaml --k-candidates 32 --out $(EXP_ROOT)
 
-benchmark-slice: build
+benchmark-slice: build-cli
 	$(HUSAI) experiment benchmark-slice --config configs/experiments/benchmark-slice.yaml --out $(EXP_ROOT)
 
-consistency-sweep: build
+consistency-sweep: build-cli
 	$(HUSAI) experiment consistency-sweep --config configs/experiments/consistency-sweep.yaml --out $(EXP_ROOT)
 
-transformer-seeds: build
+transformer-seeds: build-cli
 	$(HUSAI) experiment transformer-seeds --config configs/experiments/transformer-seeds.yaml --out $(EXP_ROOT)
 
-release-gate: build
+release-gate: build-cli
 	$(HUSAI) experiment release-gate --config configs/experiments/release-gate.yaml --out $(EXP_ROOT) --fail-on-gate-fail
 
-audit: build
+audit: build-cli
 	$(HUSAI) audit --root $(EXP_ROOT)
 
 clean:
