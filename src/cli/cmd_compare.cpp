@@ -3,11 +3,11 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
-#include <sstream>
 
 #include "commands.hpp"
 #include "common.hpp"
 #include "husai/core/error.hpp"
+#include "husai/core/text.hpp"
 #include "husai/experiments/compare.hpp"
 #include "husai/experiments/stability_report.hpp"
 
@@ -72,11 +72,7 @@ Runner register_compare(CLI::App& app) {
     o->cmp.quiet = o->common.quiet;
     o->cmp.figures = !o->no_figures;
     if (!o->nulls.empty()) {
-      std::stringstream ss(o->nulls);
-      std::string item;
-      while (std::getline(ss, item, ',')) {
-        if (!item.empty()) o->cmp.nulls.push_back(item);
-      }
+      o->cmp.nulls = split_list(o->nulls);
       if (o->cmp.nulls.empty()) throw Error("--null needs at least one null name, or none");
     }
     const auto start = std::chrono::steady_clock::now();

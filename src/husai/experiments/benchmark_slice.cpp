@@ -1,4 +1,6 @@
 #include "husai/experiments/benchmark_slice.hpp"
+#include "husai/core/text.hpp"
+#include "husai/io/json_values.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -31,22 +33,8 @@ namespace fs = std::filesystem;
 constexpr int kSchemaVersion = 1;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-std::string join(const std::string& dir, const std::string& name) {
-  return (fs::path(dir) / name).string();
-}
-
 nlohmann::json number(double v) {
   return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
-}
-
-double mean_of(const std::vector<double>& v) {
-  double s = 0;
-  for (const double x : v) s += x;
-  return v.empty() ? kNaN : s / static_cast<double>(v.size());
-}
-
-std::string fmt_num(const nlohmann::json& j) {
-  return j.is_number() ? fmt::format("{:.4f}", j.get<double>()) : std::string("n/a");
 }
 
 // Four significant digits: SAEBench core keys span many scales (mse ~1e-5, l1 ~ 10s).
@@ -195,17 +183,18 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
             r["delta_ce_vs_clean"].get<double>(), r["ablated_l1_fraction"].get<double>());
       }
     }
-    per_sae.push_back({{"path", dir},
-                       {"architecture", sae.architecture},
-                       {"d_sae", sae.d_sae},
-                       {"k", sae.k},
-                       {"saebench_core", core},
-                       {"splice", sm.to_json()},
-                       {"sparse_probing", probe},
-                       {"fourier", fourier},
-                       {"mean_feature_stability",
-                        stability.empty() ? nlohmann::json(nullptr) : nlohmann::json(mean_of(stability[s]))},
-                       {"causal_proxy", causal_json}});
+    per_sae.push_back(
+        {{"path", dir},
+         {"architecture", sae.architecture},
+         {"d_sae", sae.d_sae},
+         {"k", sae.k},
+         {"saebench_core", core},
+         {"splice", sm.to_json()},
+         {"sparse_probing", probe},
+         {"fourier", fourier},
+         {"mean_feature_stability",
+          stability.empty() ? nlohmann::json(nullptr) : nlohmann::json(mean_or_nan(stability[s]))},
+         {"causal_proxy", causal_json}});
   }
 
   // Means over the SAEs of the headline numbers.
@@ -220,7 +209,7 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
       if (!j->is_number()) return nlohmann::json(nullptr);
       v.push_back(j->get<double>());
     }
-    return number(mean_of(v));
+    return number(mean_or_nan(v));
   };
   nlohmann::json summary = nlohmann::json::object();
   for (const char* key : {"l0", "l1", "mse", "explained_variance", "cossim", "l2_ratio",
@@ -241,7 +230,7 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
       v.push_back(s["fourier"]["key_subspace"][i]["variance_recovered"].get<double>());
     summary["fourier_variance_recovered"].push_back(
         {{"m", per_sae[0]["fourier"]["key_subspace"][i]["m"]},
-         {"mean", number(mean_of(v))},
+         {"mean", number(mean_or_nan(v))},
          {"random_baseline", per_sae[0]["fourier"]["key_subspace"][i]["random_baseline"]}});
   }
   for (const char* cond : {"reconstruction_only", "most_stable", "least_stable", "random"}) {
@@ -272,11 +261,11 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
       {"summary", summary}};
   for (const auto& [k, v] : o.extra.items()) results[k] = v;
   const std::string& out = o.out_dir;
-  write_file_atomic(join(out, "results.json"), results.dump(2) + "\n");
-  write_file_atomic(join(out, "saebench_core.csv"), core_csv);
-  write_file_atomic(join(out, "sparse_probing.csv"), probe_csv);
-  write_file_atomic(join(out, "fourier.csv"), fourier_csv);
-  write_file_atomic(join(out, "causal_proxy.csv"), causal_csv);
+  write_file_atomic(path_join(out, "results.json"), results.dump(2) + "\n");
+  write_file_atomic(path_join(out, "saebench_core.csv"), core_csv);
+  write_file_atomic(path_join(out, "sparse_probing.csv"), probe_csv);
+  write_file_atomic(path_join(out, "fourier.csv"), fourier_csv);
+  write_file_atomic(path_join(out, "causal_proxy.csv"), causal_csv);
 
   std::string md = "# benchmark-slice\n\n";
   md += fmt::format("Model `{}`, activations `{}` ({} rows, hook {}), {} SAE(s).\n\n", o.model_dir,
@@ -292,9 +281,9 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
   for (const ProbeLabel& l : labels) {
     md += "| " + l.name + " |";
     for (const int64_t k : o.probe_k)
-      md += " " + fmt_num(summary["sparse_probing"][l.name][std::to_string(k)]) + " |";
-    md += " " + fmt_num(full_probe[l.name]["test_accuracy"]) + " | " +
-          fmt_num(full_probe[l.name]["chance_accuracy"]) + " |\n";
+      md += " " + fmt_json(summary["sparse_probing"][l.name][std::to_string(k)]) + " |";
+    md += " " + fmt_json(full_probe[l.name]["test_accuracy"]) + " | " +
+          fmt_json(full_probe[l.name]["chance_accuracy"]) + " |\n";
   }
   const nlohmann::json fs_json = fourier_subspace_json(subspace, power);
   md += fmt::format(
@@ -305,7 +294,8 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
       subspace.all.rank);
   md += "| m | variance recovered (mean over SAEs) | random m-dim subspace |\n|---|---|---|\n";
   for (const auto& r : summary["fourier_variance_recovered"]) {
-    md += fmt::format("| {} | {} | {} |\n", r["m"].dump(), fmt_num(r["mean"]), fmt_num(r["random_baseline"]));
+    md +=
+        fmt::format("| {} | {} | {} |\n", r["m"].dump(), fmt_json(r["mean"]), fmt_json(r["random_baseline"]));
   }
   md += fmt::format("\n## Causal proxy (m = {} latents ablated; change against the clean model)\n\n",
                     o.causal_m);
@@ -314,11 +304,11 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
   } else {
     md += "| condition | delta accuracy | delta CE (nats) |\n|---|---|---|\n";
     for (const auto& [cond, v] : summary["causal_proxy"].items()) {
-      md += fmt::format("| {} | {} | {} |\n", cond, fmt_num(v["delta_accuracy_vs_clean"]),
-                        fmt_num(v["delta_ce_vs_clean"]));
+      md += fmt::format("| {} | {} | {} |\n", cond, fmt_json(v["delta_accuracy_vs_clean"]),
+                        fmt_json(v["delta_ce_vs_clean"]));
     }
   }
-  write_file_atomic(join(out, "summary.md"), md);
+  write_file_atomic(path_join(out, "summary.md"), md);
 
   std::vector<std::string> figures;
   if (o.figures) {
@@ -340,7 +330,7 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
       plot += fmt::format("$d using {}:xtic(1) title 'top {}', ", i + 2, o.probe_k[i]);
     }
     plot += fmt::format("$d using {} title 'full activations'\n", o.probe_k.size() + 2);
-    render_figure(body + plot, join(out, "sparse_probing.png"), join(out, "sparse_probing.svg"));
+    render_figure(body + plot, path_join(out, "sparse_probing.png"), path_join(out, "sparse_probing.svg"));
     figures = {"sparse_probing.png", "sparse_probing.svg"};
     if (!stability.empty()) {
       std::string cb = "$d << EOD\n";
@@ -354,7 +344,7 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
           "EOD\nset style fill solid 0.8\nset boxwidth 0.6\nset ylabel 'CE change vs clean (nats)'\n"
           "set title 'Causal proxy: ablating stable vs unstable latents'\nset xtics noenhanced\n"
           "plot $d using 0:2:xtic(1) with boxes notitle\n";
-      render_figure(cb, join(out, "causal_proxy.png"), join(out, "causal_proxy.svg"));
+      render_figure(cb, path_join(out, "causal_proxy.png"), path_join(out, "causal_proxy.svg"));
       figures.push_back("causal_proxy.png");
       figures.push_back("causal_proxy.svg");
     }
@@ -363,9 +353,9 @@ nlohmann::json run_benchmark_slice(const BenchmarkSliceOptions& o) {
   if (!o.standalone) return results;
   Manifest manifest;
   manifest.command = command_line();
-  manifest.add_input(join(o.model_dir, "model.safetensors"));
+  manifest.add_input(path_join(o.model_dir, "model.safetensors"));
   manifest.add_input(o.activations_path);
-  for (const std::string& dir : o.sae_dirs) manifest.add_input(join(dir, "sae_weights.safetensors"));
+  for (const std::string& dir : o.sae_dirs) manifest.add_input(path_join(dir, "sae_weights.safetensors"));
   for (const char* name : {"results.json", "saebench_core.csv", "sparse_probing.csv", "fourier.csv",
                            "causal_proxy.csv", "summary.md"}) {
     manifest.add_output(out, name);

@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include "husai/core/text.hpp"
 #include "husai/experiments/catalog.hpp"
 #include "husai/experiments/claims.hpp"
 #include "husai/experiments/study.hpp"
@@ -59,12 +60,6 @@ ConfigSchema consistency_sweep_schema() {
       c.fail("the lambda grid must start with 0 (the unpenalised control)", {"consistency.lambda_ratios"});
   });
   return s;
-}
-
-double mean_of(const std::vector<double>& v) {
-  double s = 0;
-  for (const double x : v) s += x;
-  return v.empty() ? std::nan("") : s / static_cast<double>(v.size());
 }
 
 int run_consistency_sweep(ExperimentContext& ctx) {
@@ -128,7 +123,7 @@ int run_consistency_sweep(ExperimentContext& ctx) {
                             {"sae_run", dir},
                             {"metrics", sae_run_metrics(dir, seeds)},
                             {"alignment_to_reference", align},
-                            {"mean_alignment_to_reference", mean_of(align)},
+                            {"mean_alignment_to_reference", mean_or_nan(align)},
                             {"pairs", pairs},
                             {"stability_file", rel + "/stability.json"},
                             {"stability",

@@ -1,4 +1,5 @@
 #include "husai/experiments/demo.hpp"
+#include "husai/io/json_values.hpp"
 
 #include <chrono>
 #include <cmath>
@@ -35,10 +36,6 @@ struct Family {
   StabilityStudy study;      // compare/<name>/stability.json, Holm-adjusted across the families as phase4a
   nlohmann::json feature_types;  // its feature_types section (null when absent)
 };
-
-std::string num(const nlohmann::json& v, const char* format = "{:.4f}") {
-  return v.is_number() ? fmt::format(fmt::runtime(format), v.get<double>()) : std::string("n/a");
-}
 
 // Copies `src` to DIR/figures/<name> when it exists (a cached transformer or a resumed comparison may have
 // been made with figures off) and records it in `copied`: the report links only what is there.
@@ -215,11 +212,12 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
     const nlohmann::json& m = f.condition["metrics"]["mean"];
     const nlohmann::json sp =
         f.condition.contains("splice") ? f.condition["splice"]["mean"] : nlohmann::json();
-    s += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} s |\n", f.label, num(m["l0"], "{:.1f}"),
-                     num(m["ev_held_out"]), num(m["frac_dead"], "{:.3f}"),
-                     sp.is_object() ? num(sp["ce_loss_score"]) : "n/a",
-                     sp.is_object() ? num(sp["kl_div_score"]) : "n/a",
-                     sp.is_object() ? num(sp["accuracy_sae"]) : "n/a", num(m["wall_time_s"], "{:.0f}"));
+    s += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} s |\n", f.label, fmt_json(m["l0"], "{:.1f}"),
+                     fmt_json(m["ev_held_out"]), fmt_json(m["frac_dead"], "{:.3f}"),
+                     sp.is_object() ? fmt_json(sp["ce_loss_score"]) : "n/a",
+                     sp.is_object() ? fmt_json(sp["kl_div_score"]) : "n/a",
+                     sp.is_object() ? fmt_json(sp["accuracy_sae"]) : "n/a",
+                     fmt_json(m["wall_time_s"], "{:.0f}"));
   }
   if (in.results.contains("relu_tuning")) {
     const nlohmann::json& tu = in.results["relu_tuning"];

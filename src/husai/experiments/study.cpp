@@ -1,4 +1,6 @@
 #include "husai/experiments/study.hpp"
+#include "husai/core/text.hpp"
+#include "husai/io/json_values.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -21,17 +23,6 @@ namespace husai {
 namespace {
 
 namespace fs = std::filesystem;
-
-double num(const nlohmann::json& j, const char* key) {
-  if (!j.contains(key) || j[key].is_null()) return std::numeric_limits<double>::quiet_NaN();
-  return j[key].get<double>();
-}
-
-double mean_of(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x;
-  return v.empty() ? std::numeric_limits<double>::quiet_NaN() : s / static_cast<double>(v.size());
-}
 
 }  // namespace
 
@@ -76,15 +67,15 @@ nlohmann::json sae_run_metrics(const std::string& sae_run_dir, const std::vector
     const nlohmann::json m = read_json_file(path);
     const nlohmann::json& h = m.at("held_out");
     const nlohmann::json& t = m.at("train_rows");
-    const double e = num(h, "explained_variance");
-    const double et = num(t, "explained_variance");
+    const double e = json_number_or_nan(h, "explained_variance");
+    const double et = json_number_or_nan(t, "explained_variance");
     ev.push_back(e);
     ev_train.push_back(et);
     drop.push_back(et - e);
-    mse.push_back(num(h, "mse"));
-    l0.push_back(num(h, "l0"));
-    dead.push_back(num(h, "frac_dead"));
-    wall = std::max(wall, num(m, "wall_time_s"));
+    mse.push_back(json_number_or_nan(h, "mse"));
+    l0.push_back(json_number_or_nan(h, "l0"));
+    dead.push_back(json_number_or_nan(h, "frac_dead"));
+    wall = std::max(wall, json_number_or_nan(m, "wall_time_s"));
     per_seed.push_back({{"seed", seed},
                         {"ev_held_out", e},
                         {"ev_train_rows", et},
@@ -95,12 +86,12 @@ nlohmann::json sae_run_metrics(const std::string& sae_run_dir, const std::vector
   }
   return {{"per_seed", per_seed},
           {"mean",
-           {{"ev_held_out", mean_of(ev)},
-            {"ev_train_rows", mean_of(ev_train)},
-            {"ev_drop", mean_of(drop)},
-            {"mse", mean_of(mse)},
-            {"l0", mean_of(l0)},
-            {"frac_dead", mean_of(dead)},
+           {{"ev_held_out", mean_or_nan(ev)},
+            {"ev_train_rows", mean_or_nan(ev_train)},
+            {"ev_drop", mean_or_nan(drop)},
+            {"mse", mean_or_nan(mse)},
+            {"l0", mean_or_nan(l0)},
+            {"frac_dead", mean_or_nan(dead)},
             {"wall_time_s", wall}}}};
 }
 
@@ -117,9 +108,9 @@ nlohmann::json sae_run_splice_metrics(const std::string& sae_run_dir, const std:
     o.quiet = true;
     const nlohmann::json r = evaluate_sae(o);
     const nlohmann::json& s = r.at("splice");
-    ce.push_back(num(s, "ce_loss_score"));
-    kl.push_back(num(s, "kl_div_score"));
-    acc.push_back(num(s, "accuracy_sae"));
+    ce.push_back(json_number_or_nan(s, "ce_loss_score"));
+    kl.push_back(json_number_or_nan(s, "kl_div_score"));
+    acc.push_back(json_number_or_nan(s, "accuracy_sae"));
     per_seed.push_back({{"seed", seed},
                         {"ce_loss_score", s.at("ce_loss_score")},
                         {"kl_div_score", s.at("kl_div_score")},
@@ -129,7 +120,9 @@ nlohmann::json sae_run_splice_metrics(const std::string& sae_run_dir, const std:
   }
   return {{"per_seed", per_seed},
           {"mean",
-           {{"ce_loss_score", mean_of(ce)}, {"kl_div_score", mean_of(kl)}, {"accuracy_sae", mean_of(acc)}}}};
+           {{"ce_loss_score", mean_or_nan(ce)},
+            {"kl_div_score", mean_or_nan(kl)},
+            {"accuracy_sae", mean_or_nan(acc)}}}};
 }
 
 StabilitySummary summarize(const StabilityStudy& study, const std::string& metric) {
@@ -333,15 +326,6 @@ StabilitySummary stability_from_json(const nlohmann::json& j) {
   }
   s.all_nulls = j.value("all_nulls", nlohmann::json::object());
   return s;
-}
-
-std::string fmt_num(double v, int digits) {
-  if (std::isnan(v)) return "n/a";
-  return fmt::format("{:.{}f}", v, digits);
-}
-
-std::string fmt_ci(double lo, double hi, int digits) {
-  return "[" + fmt_num(lo, digits) + ", " + fmt_num(hi, digits) + "]";
 }
 
 std::string csv_text(const std::vector<std::string>& header,

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "husai/core/text.hpp"
 #include "husai/experiments/runner.hpp"
 #include "husai/metrics/stability_study.hpp"
 
@@ -104,8 +105,6 @@ std::vector<StabilityStudy> load_experiment_studies(
     std::vector<nlohmann::json>* documents = nullptr);
 
 // Small formatting helpers for summary.md and CSVs.
-std::string fmt_num(double v, int digits = 4);
-std::string fmt_ci(double lo, double hi, int digits = 4);
 // CSV from a header and rows of JSON scalars (strings quoted when needed).
 std::string csv_text(const std::vector<std::string>& header,
                      const std::vector<std::vector<nlohmann::json>>& rows);

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "husai/core/text.hpp"
 #include "husai/experiments/compare.hpp"
 #include "husai/experiments/study.hpp"
 
@@ -18,11 +19,7 @@ nlohmann::json compare_seeds(ExperimentContext& ctx, const std::string& sae_run_
     o.sae_dirs.push_back((fs::path(sae_run_dir) / ("seed" + std::to_string(seed))).string());
   }
   const std::string nulls = ctx.config().get_string("compare.nulls");
-  for (size_t start = 0; start < nulls.size();) {
-    const size_t comma = std::min(nulls.find(',', start), nulls.size());
-    if (comma > start) o.nulls.push_back(nulls.substr(start, comma - start));
-    start = comma + 1;
-  }
+  o.nulls = split_list(nulls);
   o.activations_path = activations_path;
   o.model_dir = model_dir;
   o.null_seeds = ctx.config().get_int("compare.null_seeds");

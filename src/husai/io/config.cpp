@@ -1,4 +1,5 @@
 #include "husai/io/config.hpp"
+#include "husai/core/text.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -26,32 +27,13 @@ namespace {
 // ---------------------------------------------------------------------------------------------------------
 // Small text helpers
 
-// Integral doubles print without a fractional part so bounds of int fields read "1", not "1.0".
-std::string fmt_num(double v) {
-  if (std::isfinite(v) && std::trunc(v) == v && std::fabs(v) < 1e15) {
-    return fmt::format("{}", static_cast<int64_t>(v));
-  }
-  return fmt::format("{}", v);
-}
-
-std::string join(const std::vector<std::string>& parts, std::string_view sep) {
-  std::string out;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (i > 0) {
-      out += sep;
-    }
-    out += parts[i];
-  }
-  return out;
-}
-
 std::string quote_list(const std::vector<std::string>& items) {
   std::vector<std::string> q;
   q.reserve(items.size());
   for (const auto& s : items) {
     q.push_back("'" + s + "'");
   }
-  return join(q, ", ");
+  return join_list(q, ", ");
 }
 
 std::string_view trim(std::string_view s) {
@@ -106,14 +88,14 @@ json::json_pointer pointer_for(std::string_view path) {
 
 std::string range_text(const FieldSpec& f) {
   if (f.lower && f.upper) {
-    return fmt::format("in {}{}, {}{}", f.lower_inclusive ? '[' : '(', fmt_num(*f.lower), fmt_num(*f.upper),
-                       f.upper_inclusive ? ']' : ')');
+    return fmt::format("in {}{}, {}{}", f.lower_inclusive ? '[' : '(', fmt_plain(*f.lower),
+                       fmt_plain(*f.upper), f.upper_inclusive ? ']' : ')');
   }
   if (f.lower) {
-    return fmt::format("{} {}", f.lower_inclusive ? ">=" : ">", fmt_num(*f.lower));
+    return fmt::format("{} {}", f.lower_inclusive ? ">=" : ">", fmt_plain(*f.lower));
   }
   if (f.upper) {
-    return fmt::format("{} {}", f.upper_inclusive ? "<=" : "<", fmt_num(*f.upper));
+    return fmt::format("{} {}", f.upper_inclusive ? "<=" : "<", fmt_plain(*f.upper));
   }
   return "";
 }
@@ -804,7 +786,7 @@ struct ConfigMerge {
       throw located(fmt::format("expected a map of keys at the top level, got {}", seen(r)), o, "", line);
     }
     throw located(fmt::format("'{}' is a section (keys: {}), not a single value; expected a map, got {}",
-                              path, join(c.schema_.children(path), ", "), seen(r)),
+                              path, join_list(c.schema_.children(path), ", "), seen(r)),
                   o, path, line);
   }
 
@@ -1109,7 +1091,7 @@ void Config::fail(std::string_view rule, const std::vector<std::string>& keys) c
       }
     }
   }
-  Error e(fmt::format("{} ({})", rule, join(details, "; ")));
+  Error e(fmt::format("{} ({})", rule, join_list(details, "; ")));
   e.key(*blamed);
   const ValueSource& src = source(*blamed);
   if (src.kind == ValueSource::Kind::kFile) {

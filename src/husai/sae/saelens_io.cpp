@@ -1,4 +1,5 @@
 #include "husai/sae/saelens_io.hpp"
+#include "husai/core/text.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -15,10 +16,6 @@ namespace husai {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string join(const std::string& dir, const std::string& name) {
-  return (fs::path(dir) / name).string();
-}
 
 void expect_size(const std::vector<float>& v, int64_t n, const char* name, const std::string& where) {
   if (static_cast<int64_t>(v.size()) != n) {
@@ -94,7 +91,7 @@ bool cfg_bool(const nlohmann::json& cfg, const std::string& key, bool fallback, 
 }  // namespace
 
 SaeModel saelens_from_parts(const std::string& dir, std::string_view cfg_text, const SafetensorsFile& f) {
-  const std::string cfg_path = join(dir, "cfg.json");
+  const std::string cfg_path = path_join(dir, "cfg.json");
   SaeModel m;
   m.source_format = "saelens";
   m.cfg = parse_cfg_json(cfg_text, cfg_path);
@@ -162,7 +159,7 @@ SaeModel saelens_from_parts(const std::string& dir, std::string_view cfg_text, c
 
 SaeModel sparsify_from_parts(const std::string& dir, std::string_view cfg_text, const SafetensorsFile& f) {
   const std::string& weights_path = f.source_path();
-  const std::string cfg_path = join(dir, "cfg.json");
+  const std::string cfg_path = path_join(dir, "cfg.json");
   SaeModel m;
   m.source_format = "sparsify";
   m.architecture = "topk";
@@ -284,14 +281,15 @@ std::vector<float> SaeModel::decode(const float* latents, int64_t n_rows) const 
 
 SaeModel load_sae(const std::string& dir) {
   if (!fs::is_directory(dir)) throw Error("SAE folder not found").file(dir);
-  const std::string cfg_path = join(dir, "cfg.json");
-  if (fs::exists(join(dir, "sae_weights.safetensors"))) {
+  const std::string cfg_path = path_join(dir, "cfg.json");
+  if (fs::exists(path_join(dir, "sae_weights.safetensors"))) {
     const std::string cfg_text = read_file(cfg_path);
-    return saelens_from_parts(dir, cfg_text, SafetensorsFile::load(join(dir, "sae_weights.safetensors")));
+    return saelens_from_parts(dir, cfg_text,
+                              SafetensorsFile::load(path_join(dir, "sae_weights.safetensors")));
   }
-  if (fs::exists(join(dir, "sae.safetensors"))) {
+  if (fs::exists(path_join(dir, "sae.safetensors"))) {
     const std::string cfg_text = read_file(cfg_path);
-    return sparsify_from_parts(dir, cfg_text, SafetensorsFile::load(join(dir, "sae.safetensors")));
+    return sparsify_from_parts(dir, cfg_text, SafetensorsFile::load(path_join(dir, "sae.safetensors")));
   }
   throw Error(
       "not an SAE folder: expected cfg.json + sae_weights.safetensors (SAELens) or cfg.json + "
@@ -313,7 +311,7 @@ void write_saelens_folder(const std::string& dir, const SaeModel& sae, const nlo
     f.put("b_mag", TensorData::f32({sae.d_sae}, sae.b_mag.data()));
     f.put("r_mag", TensorData::f32({sae.d_sae}, sae.r_mag.data()));
   }
-  f.save(join(dir, "sae_weights.safetensors"));
+  f.save(path_join(dir, "sae_weights.safetensors"));
   nlohmann::json cfg = {{"architecture", sae.architecture},
                         {"d_in", sae.d_in},
                         {"d_sae", sae.d_sae},
@@ -327,7 +325,7 @@ void write_saelens_folder(const std::string& dir, const SaeModel& sae, const nlo
     cfg["k"] = sae.k;
     cfg["rescale_acts_by_decoder_norm"] = false;
   }
-  write_file_atomic(join(dir, "cfg.json"), cfg.dump(2) + "\n");
+  write_file_atomic(path_join(dir, "cfg.json"), cfg.dump(2) + "\n");
 }
 
 }  // namespace husai

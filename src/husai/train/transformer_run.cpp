@@ -1,4 +1,5 @@
 #include "husai/train/transformer_run.hpp"
+#include "husai/core/text.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -28,10 +29,6 @@ namespace fs = std::filesystem;
 constexpr int kMetricsSchemaVersion = 1;
 constexpr const char* kCheckpoint = "checkpoint.safetensors";
 
-std::string path_in(const std::string& dir, const std::string& name) {
-  return (fs::path(dir) / name).string();
-}
-
 std::string exact(double v) {
   return fmt::format("{:.17g}", v);
 }
@@ -57,7 +54,7 @@ EpochMetrics epoch_from_json(const nlohmann::json& j) {
 void write_metrics_jsonl(const std::string& dir, const std::vector<EpochMetrics>& history) {
   std::string out;
   for (const EpochMetrics& m : history) out += epoch_json(m).dump() + "\n";
-  write_file_atomic(path_in(dir, "metrics.jsonl"), out);
+  write_file_atomic(path_join(dir, "metrics.jsonl"), out);
 }
 
 void save_checkpoint(const std::string& dir, const TrainState& s, const std::string& config_hash) {
@@ -89,7 +86,7 @@ void save_checkpoint(const std::string& dir, const TrainState& s, const std::str
                 {"epoch_count", std::to_string(s.epoch_count)},
                 {"grok_epoch", s.grok_epoch ? std::to_string(*s.grok_epoch) : "null"},
                 {"history", history.dump()}};
-  f.save(path_in(dir, kCheckpoint));
+  f.save(path_join(dir, kCheckpoint));
   write_metrics_jsonl(dir, s.history);
 }
 
@@ -196,7 +193,7 @@ bool render_grokking_figure(const std::string& dir, const std::vector<EpochMetri
   body << "plot $M using 1:4 with lines lw 2 lc rgb '#1f77b4' title 'train', "
           "$M using 1:5 with lines lw 2 lc rgb '#d62728' title 'validation'\n";
   body << "unset multiplot\n";
-  render_figure(body.str(), path_in(dir, "grokking.png"), path_in(dir, "grokking.svg"), 900, 800);
+  render_figure(body.str(), path_join(dir, "grokking.png"), path_join(dir, "grokking.svg"), 900, 800);
   return true;
 }
 
@@ -216,7 +213,7 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
 
   TransformerTrainer trainer(rc.model, rc.task, rc.train, split);
   trainer.init_fresh();
-  const std::string checkpoint_path = path_in(dir, kCheckpoint);
+  const std::string checkpoint_path = path_join(dir, kCheckpoint);
   if (resuming && fs::exists(checkpoint_path)) {
     load_checkpoint(checkpoint_path, trainer.state(), config_hash);
     if (!options.quiet) {
@@ -225,8 +222,8 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
                    static_cast<long long>(trainer.state().step));
     }
   }
-  write_file_atomic(path_in(dir, "config.json"), config_json.dump(2) + "\n");
-  write_split(path_in(dir, "split.safetensors"), rc.task, split);
+  write_file_atomic(path_join(dir, "config.json"), config_json.dump(2) + "\n");
+  write_split(path_join(dir, "split.safetensors"), rc.task, split);
 
   install_stop_handlers();
   Progress progress("train-transformer", rc.train.epochs, options.quiet);
@@ -273,7 +270,7 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
   progress.finish(fmt::format("val_acc {:.4f} grok_epoch {}", result.val.acc,
                               result.grok_epoch ? std::to_string(*result.grok_epoch) : "none"));
 
-  save_model_safetensors(path_in(dir, "model.safetensors"), trainer.layout(), trainer.state().params.data(),
+  save_model_safetensors(path_join(dir, "model.safetensors"), trainer.layout(), trainer.state().params.data(),
                          {{"format", "pt"}, {"producer", "husai"}, {"config_hash", config_hash}});
   const ValLossSummary val_summary = summarise_val_loss(trainer.state().history);
   const int64_t steps_run = trainer.state().step - start_step;
@@ -301,7 +298,7 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
       {"samples_per_s", wall > 0 ? static_cast<double>(samples) / wall : 0.0},
       {"resumed", resuming},
   };
-  write_file_atomic(path_in(dir, "metrics.json"), metrics.dump(2) + "\n");
+  write_file_atomic(path_join(dir, "metrics.json"), metrics.dump(2) + "\n");
   bool has_figure = false;
   if (options.figures) {
     has_figure = render_grokking_figure(
@@ -328,7 +325,7 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
 
 TransformerEvaluation evaluate_transformer_dir(const std::string& dir) {
   LoadedModel m = load_model_dir(dir);
-  const std::string split_path = path_in(dir, "split.safetensors");
+  const std::string split_path = path_join(dir, "split.safetensors");
   const Split split = read_split(split_path);
   TransformerTrainConfig tc;
   TransformerTrainer trainer(m.cfg, m.task, tc, split);
