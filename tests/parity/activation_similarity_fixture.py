@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Writes tests/unit/data/activation_similarity_numpy.json: inputs and NumPy/SciPy reference values for the unit
+"""Writes tests/unit/fixtures/activation_similarity_numpy.json: inputs and NumPy/SciPy reference values for the unit
 test ActivationSimilarity.MatchesNumpyFixture (metrics/activation_similarity.hpp).
 
 For a few pairs of latent-activation matrices (sparse non-negative TopK-like ones, dense ones with negative

@@ -249,7 +249,7 @@ def compare(out: dict[str, np.ndarray], inputs: dict[str, np.ndarray], seed: int
 
 
 def self_test() -> None:
-    # Random123's known-answer vectors for Philox4x32-10 (also in tests/unit/test_rng.cpp).
+    # Random123's known-answer vectors for Philox4x32-10 (also in tests/unit/core/test_rng.cpp).
     ones = np.uint64(0xFFFFFFFF)
     got = [int(w[0]) for w in philox([np.array([ones])] * 4, (0xFFFFFFFF, 0xFFFFFFFF))]
     want = [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]

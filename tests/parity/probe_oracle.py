@@ -1,4 +1,4 @@
-"""Independent oracle for husai's logistic probes (tests/unit/test_probing.cpp, ProbeOracle).
+"""Independent oracle for husai's logistic probes (tests/unit/metrics/test_probing.cpp, ProbeOracle).
 
 Builds the same formula data as the C++ test, standardises features with the population standard deviation,
 and minimises mean cross-entropy + (l2 / 2) ||W||^2 (bias unpenalised) with SciPy's L-BFGS-B at a tight

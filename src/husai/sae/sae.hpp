@@ -26,6 +26,7 @@ bool sae_arch_is_topk_family(SaeArch arch);         // topk, batchtopk, matryosh
 bool sae_arch_has_running_threshold(SaeArch arch);  // batchtopk, matryoshka: saved as JumpReLU threshold
 std::string_view sae_inference_architecture(SaeArch arch);  // SAELens name: standard / topk / jumprelu
 
+// The defaults here are the only ones: the train-sae config schema (train/sae_run.cpp) reads them.
 struct SaeConfig {
   SaeArch arch = SaeArch::TopK;
   int64_t d_in = 0;
@@ -39,14 +40,14 @@ struct SaeConfig {
   double threshold_lr = 0.01;        // batchtopk running threshold: theta += lr (min kept activation - theta)
   std::vector<int64_t> group_sizes;  // matryoshka: sizes of the nested groups, summing to d_sae
   // ReLU + L1.
-  double l1_coefficient = 5.0;
-  int64_t l1_warmup_steps = 0;  // coefficient ramps linearly from 0 over these steps
+  double l1_coefficient = 2.0;
+  int64_t l1_warmup_steps = 200;  // coefficient ramps linearly from 0 over these steps
   // JumpReLU.
-  double bandwidth = 0.001;       // epsilon of the rectangle kernel
-  double init_threshold = 0.001;  // theta at init
-  double l0_coefficient = 1.0;    // weight of the sparsity penalty
-  bool tanh_penalty = false;      // false: L0 = sum H(z - theta); true: sum tanh(c |f| ||W_dec,i||)
-  double tanh_scale = 4.0;        // c
+  double bandwidth = 0.05;       // epsilon of the rectangle kernel
+  double init_threshold = 0.05;  // theta at init
+  double l0_coefficient = 0.05;  // weight of the sparsity penalty
+  bool tanh_penalty = false;     // false: L0 = sum H(z - theta); true: sum tanh(c |f| ||W_dec,i||)
+  double tanh_scale = 4.0;       // c
 
   int64_t resolved_k_aux() const { return k_aux > 0 ? k_aux : d_in / 2; }
   // Throws husai::Error when settings contradict each other (k > d_sae, groups not summing to d_sae, ...).
@@ -101,7 +102,7 @@ struct SaeLossParts {
 // Scratch buffers reused across steps (sized on first use; no allocation afterwards at a fixed B).
 template <typename T>
 struct SaeWorkspace {
-  std::vector<T> xc, z, f, x_hat, grad_out, dz, df, wenc_t, dwenc_t, up;
+  std::vector<T> xc, z, f, x_hat, grad_out, dz, df, dwenc_t, up;
   // Sparse path (TopK family): per row, the active latents (CSR, ascending latent index) and the AuxK ones.
   std::vector<int64_t> row_ptr, aux_row_ptr;
   std::vector<int32_t> idx, aux_idx;
@@ -113,8 +114,6 @@ struct SaeWorkspace {
   // The encoder weights packed in latent panels (encoder_kernel.hpp).
   std::vector<T> enc_panel_w, enc_panel_b;
   std::vector<T> aux_residual, aux_grad;
-  std::vector<float> batch_values;  // batchtopk selection scratch
-  std::vector<int32_t> row_order;
   // Sparse-path scratch, sized on first use: per-row selections at a fixed stride before compaction,
   // per-chunk selection buffers, per-row error sums, the dead-latent list and latent groups.
   std::vector<int32_t> sel_idx, sel_pos, dead_list, group;
@@ -159,7 +158,9 @@ void init_sae_params(const SaeConfig& cfg, const SaeLayout& layout, float* param
                      const std::vector<float>& b_dec);
 
 // Decoder-norm constraint (SAELens): before the optimizer step remove from each W_dec row's gradient its
-// component along the row; after the step rescale each row to unit norm.
+// component along the row; after the step rescale each row to unit norm. The trainer runs both fused with
+// Adam (train/sae_trainer.hpp, fused_sae_optimizer_step); these plain versions are the reference it is
+// tested against (tests/unit/train/test_sae_optimizer.cpp).
 void remove_parallel_decoder_grad(const SaeConfig& cfg, const SaeLayout& layout, const float* params,
                                   float* grads);
 void normalize_decoder_rows(const SaeConfig& cfg, const SaeLayout& layout, float* params);

@@ -1,4 +1,5 @@
 #include "husai/train/sae_run.hpp"
+#include "husai/core/text.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -33,9 +34,6 @@ constexpr int kSchemaVersion = 1;
 constexpr const char* kState = "trainer_state.safetensors";
 constexpr int64_t kMedianRows = 16384;
 
-std::string join(const std::string& dir, const std::string& name) {
-  return (fs::path(dir) / name).string();
-}
 std::string seed_dir(const std::string& dir, uint64_t seed) {
   return sae_seed_dir(dir, static_cast<int64_t>(seed));
 }
@@ -158,7 +156,7 @@ void write_curves(const std::string& dir, const SaeTrainer& t) {
     std::string out;
     for (const SaeLogRow& r : s.history) out += log_json(r, thr, cons).dump() + "\n";
     ensure_directory(seed_dir(dir, s.seed));
-    write_file_atomic(join(seed_dir(dir, s.seed), "metrics.jsonl"), out);
+    write_file_atomic(path_join(seed_dir(dir, s.seed), "metrics.jsonl"), out);
   }
 }
 
@@ -201,7 +199,7 @@ void save_state(const std::string& dir, const SaeTrainer& t, const std::string& 
   f.metadata["d_in"] = std::to_string(t.settings().sae.d_in);
   f.metadata["activations_sha256"] = acts.sha256;
   f.metadata["seeds"] = seeds.dump();
-  f.save(join(dir, kState));
+  f.save(path_join(dir, kState));
   write_curves(dir, t);
 }
 
@@ -385,31 +383,36 @@ nlohmann::json plateau_info(const std::vector<SaeLogRow>& h) {
 
 ConfigSchema sae_config_schema() {
   ConfigSchema s;
+  const SaeConfig d{};  // the one source of the SAE defaults
   s.add_enum("sae.architecture", "topk", {"relu", "topk", "batchtopk", "jumprelu", "matryoshka"},
              "training architecture");
   s.add_int("sae.d_sae", nullptr, "latents; null = expansion * d_in").nullable().min(1).max(1 << 24);
   s.add_float("sae.expansion", 8.0, "d_sae / d_in when d_sae is null").greater_than(0.0);
-  s.add_int("sae.k", 32, "active latents per row (topk; mean per row for batchtopk, matryoshka)").min(1);
+  s.add_int("sae.k", d.k, "active latents per row (topk; mean per row for batchtopk, matryoshka)").min(1);
   s.add_int("sae.k_aux", nullptr, "AuxK latents per row; null = d_in / 2").nullable().min(1);
-  s.add_float("sae.aux_coefficient", 1.0 / 32, "AuxK weight (0 disables AuxK)").min(0.0);
-  s.add_int("sae.dead_window", 100000, "samples without firing after which a latent is dead (AuxK)").min(1);
-  s.add_float("sae.threshold_lr", 0.01, "batchtopk/matryoshka running-threshold update rate")
+  s.add_float("sae.aux_coefficient", d.aux_coefficient, "AuxK weight (0 disables AuxK)").min(0.0);
+  s.add_int("sae.dead_window", d.dead_window, "samples without firing after which a latent is dead (AuxK)")
+      .min(1);
+  s.add_float("sae.threshold_lr", d.threshold_lr, "batchtopk/matryoshka running-threshold update rate")
       .greater_than(0.0)
       .max(1.0);
   s.add_int_list("sae.matryoshka_groups", nullptr,
                  "nested group sizes summing to d_sae; null = d_sae/16, /16, /8, /4, rest")
       .nullable()
       .min(1);
-  s.add_float("sae.l1_coefficient", 2.0, "relu: L1 weight (decoder-norm weighted)").min(0.0);
-  s.add_int("sae.l1_warmup_steps", 200, "relu: steps over which the L1 weight ramps up from 0").min(0);
-  s.add_float("sae.l0_coefficient", 0.05, "jumprelu: sparsity penalty weight").min(0.0);
+  s.add_float("sae.l1_coefficient", d.l1_coefficient, "relu: L1 weight (decoder-norm weighted)").min(0.0);
+  s.add_int("sae.l1_warmup_steps", d.l1_warmup_steps, "relu: steps over which the L1 weight ramps up from 0")
+      .min(0);
+  s.add_float("sae.l0_coefficient", d.l0_coefficient, "jumprelu: sparsity penalty weight").min(0.0);
   s.add_enum("sae.jumprelu_penalty", "step", {"step", "tanh"}, "jumprelu: L0 step penalty or tanh penalty");
-  s.add_float("sae.jumprelu_tanh_scale", 4.0, "jumprelu tanh penalty: c in tanh(c |f| ||W_dec,i||)")
+  s.add_float("sae.jumprelu_tanh_scale", d.tanh_scale, "jumprelu tanh penalty: c in tanh(c |f| ||W_dec,i||)")
       .greater_than(0.0);
-  s.add_float("sae.jumprelu_bandwidth", 0.05, "jumprelu: straight-through kernel bandwidth")
+  s.add_float("sae.jumprelu_bandwidth", d.bandwidth, "jumprelu: straight-through kernel bandwidth")
       .greater_than(0.0);
-  s.add_float("sae.jumprelu_init_threshold", 0.05, "jumprelu: threshold at init").greater_than(0.0);
-  s.add_bool("sae.apply_b_dec_to_input", true, "subtract b_dec from the input before encoding (SAELens)");
+  s.add_float("sae.jumprelu_init_threshold", d.init_threshold, "jumprelu: threshold at init")
+      .greater_than(0.0);
+  s.add_bool("sae.apply_b_dec_to_input", d.apply_b_dec_to_input,
+             "subtract b_dec from the input before encoding (SAELens)");
   s.add_bool("sae.normalize_decoder", true,
              "unit-norm decoder rows after every step, parallel gradient removed");
   s.add_enum("sae.b_dec_init", "geometric_median", {"geometric_median", "mean", "zeros"}, "b_dec at init");
@@ -540,7 +543,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   const bool resuming = prepare_output_dir(dir, options.existing);
   SaeTrainer trainer(settings, train_x.data(), n_train, b_dec);
   trainer.init_fresh();
-  const std::string state_path = join(dir, kState);
+  const std::string state_path = path_join(dir, kState);
   if (resuming && fs::exists(state_path))
     load_state(state_path, trainer, config_hash, acts, options.activations_path);
   {
@@ -549,7 +552,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
     split.put("eval_idx", TensorData::i64({n_eval}, eval_idx.data()));
     split.metadata = {{"activations_sha256", acts.sha256},
                       {"split_seed", std::to_string(config.get_int("data.split_seed"))}};
-    split.save(join(dir, "split.safetensors"));
+    split.save(path_join(dir, "split.safetensors"));
   }
 
   const ExportContext export_ctx{config, settings, acts, options.activations_path, scale};
@@ -560,7 +563,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   for (const SaeSnapshotPoint& p : snapshots) {
     for (const SaeSeedState& s : trainer.seeds()) {
       const std::string sdir = sae_snapshot_dir(dir, static_cast<int64_t>(s.seed), p.step);
-      if (p.step <= trainer.step() && !fs::exists(join(sdir, "cfg.json"))) {
+      if (p.step <= trainer.step() && !fs::exists(path_join(sdir, "cfg.json"))) {
         std::fprintf(stderr,
                      "husai: warning: stability snapshot %s is missing and cannot be recreated when resuming "
                      "from step %lld; rerun with --overwrite to have it\n",
@@ -638,7 +641,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   manifest.command = command_line();
   manifest.config_hash = config_hash;
   manifest.add_input(options.activations_path);
-  if (!consistency_dir.empty()) manifest.add_input(join(consistency_dir, "sae_weights.safetensors"));
+  if (!consistency_dir.empty()) manifest.add_input(path_join(consistency_dir, "sae_weights.safetensors"));
   manifest.add_output(dir, "split.safetensors");
   manifest.add_output(dir, kState);
   for (const SaeSeedState& s : trainer.seeds()) {
@@ -670,7 +673,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
           {"lambda", settings.consistency_lambda},
           {"alignment_final_batch", s.history.empty() ? 0.0 : s.history.back().consistency_alignment}};
     }
-    write_file_atomic(join(sdir, "metrics.json"), metrics.dump(2) + "\n");
+    write_file_atomic(path_join(sdir, "metrics.json"), metrics.dump(2) + "\n");
     result.eval_explained_variance.push_back(held.explained_variance);
     result.eval_l0.push_back(held.l0);
     for (const char* name : {"cfg.json", "sae_weights.safetensors", "metrics.json", "metrics.jsonl"}) {
@@ -679,7 +682,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
     for (const SaeSnapshotPoint& p : snapshots) {
       const std::string rel = fmt::format("seed{}/checkpoints/step_{}", s.seed, p.step);
       // A snapshot removed by hand before a resume stays missing (warned about above).
-      if (!fs::exists(join(dir, rel + "/cfg.json"))) continue;
+      if (!fs::exists(path_join(dir, rel + "/cfg.json"))) continue;
       for (const char* name : {"cfg.json", "sae_weights.safetensors"})
         manifest.add_output(dir, rel + "/" + name);
     }
@@ -691,7 +694,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
 }
 
 std::string sae_seed_dir(const std::string& run_dir, int64_t seed) {
-  return join(run_dir, "seed" + std::to_string(seed));
+  return path_join(run_dir, "seed" + std::to_string(seed));
 }
 
 std::string sae_snapshot_dir(const std::string& run_dir, int64_t seed, int64_t step) {
@@ -715,7 +718,7 @@ std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::string& run_dir,
                                                    const std::vector<int64_t>& seeds, bool include_final) {
   if (seeds.empty()) throw Error("list_sae_checkpoints: no seeds given").file(run_dir);
   const auto read_meta = [](const std::string& sae_dir) {
-    const std::string path = join(sae_dir, "cfg.json");
+    const std::string path = path_join(sae_dir, "cfg.json");
     const nlohmann::json cfg = read_json_file(path);
     nlohmann::json meta = cfg.is_object() ? cfg.value("metadata", nlohmann::json()) : nlohmann::json();
     if (!meta.is_object() || !meta.contains("steps") || !meta["steps"].is_number_integer()) {
@@ -745,7 +748,7 @@ std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::string& run_dir,
   for (SaeCheckpointSet& set : sets) {
     for (const int64_t seed : seeds) {
       const std::string sdir = sae_snapshot_dir(run_dir, seed, set.step);
-      if (!fs::exists(join(sdir, "cfg.json"))) {
+      if (!fs::exists(path_join(sdir, "cfg.json"))) {
         throw Error("seed " + std::to_string(seed) + " has no stability snapshot at step " +
                     std::to_string(set.step) + " (seed " + std::to_string(seeds.front()) + " has one)")
             .file(sdir);

@@ -169,19 +169,14 @@ SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x) {
   return row;
 }
 
-void SaeTrainer::optimizer_step(SaeSeedState& s, int64_t step, bool clip, float clip_scale) {
+void fused_sae_optimizer_step(const SaeConfig& cfg, const SaeLayout& layout, float* P, float* G, float* M,
+                              float* V, const AdamWScalars<float>& sc, bool clip, float clip_scale,
+                              bool renorm) {
   // One fused pass, the same arithmetic as the sequence clip -> remove_parallel_decoder_grad -> adamw_step ->
   // normalize_decoder_rows: each W_dec row is scaled, projected, updated and renormalised while in cache; the
   // other parameters are scaled and updated. Tasks are fixed ranges, each element's operations are its own:
   // independent of the thread count.
-  const SaeConfig& cfg = settings_.sae;
   const int64_t D = cfg.d_in;
-  const bool renorm = settings_.normalize_decoder;
-  const AdamWScalars<float> sc = adamw_scalars<float>(step, lr_at(step), settings_.adam);
-  float* P = s.params.data();
-  float* G = grads_.data();
-  float* M = s.adam_m.data();
-  float* V = s.adam_v.data();
   const auto plain = [&](int64_t i0, int64_t i1) {
     if (clip) {
       for (int64_t i = i0; i < i1; ++i) G[i] *= clip_scale;
@@ -191,10 +186,10 @@ void SaeTrainer::optimizer_step(SaeSeedState& s, int64_t step, bool clip, float 
   constexpr int64_t kRows = 64;
   constexpr int64_t kChunk = 16384;
   // Tasks: W_dec row blocks (when renormalising), then fixed chunks of everything else.
-  const int64_t dec_begin = layout_.W_dec;
-  const int64_t dec_end = layout_.b_enc;
+  const int64_t dec_begin = layout.W_dec;
+  const int64_t dec_end = layout.b_enc;
   const int64_t n_row_tasks = renorm ? (cfg.d_sae + kRows - 1) / kRows : 0;
-  const int64_t rest = renorm ? layout_.total - (dec_end - dec_begin) : layout_.total;
+  const int64_t rest = renorm ? layout.total - (dec_end - dec_begin) : layout.total;
   const int64_t n_rest_tasks = (rest + kChunk - 1) / kChunk;
   // Position p of the "everything else" index space -> flat offset (skipping W_dec when renormalising).
   const auto flat = [&](int64_t pos) {
@@ -234,6 +229,12 @@ void SaeTrainer::optimizer_step(SaeSeedState& s, int64_t step, bool clip, float 
       plain(flat(p0), flat(p1 - 1) + 1);
     }
   });
+}
+
+void SaeTrainer::optimizer_step(SaeSeedState& s, int64_t step, bool clip, float clip_scale) {
+  fused_sae_optimizer_step(settings_.sae, layout_, s.params.data(), grads_.data(), s.adam_m.data(),
+                           s.adam_v.data(), adamw_scalars<float>(step, lr_at(step), settings_.adam), clip,
+                           clip_scale, settings_.normalize_decoder);
 }
 
 bool SaeTrainer::run(const std::function<bool()>& should_stop, const std::function<void(int64_t)>& on_log,

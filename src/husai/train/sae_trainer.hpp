@@ -65,6 +65,14 @@ struct SaeSeedState {
   std::vector<SaeLogRow> history;
 };
 
+// The optimizer step after the gradient, fused into one pass over memory: the same arithmetic, element for
+// element, as the plain sequence (kept in sae/sae.hpp as the reference this is tested against):
+//   grads *= clip_scale (when clip); remove_parallel_decoder_grad; adamw_step; normalize_decoder_rows
+// (the last two decoder steps only when renorm). P, G, M, V: parameters, gradients, Adam moments (layout).
+void fused_sae_optimizer_step(const SaeConfig& cfg, const SaeLayout& layout, float* P, float* G, float* M,
+                              float* V, const AdamWScalars<float>& sc, bool clip, float clip_scale,
+                              bool renorm);
+
 class SaeTrainer {
  public:
   // train_x [n_train, d_in] must outlive the trainer (already scaled, if scaling is on).

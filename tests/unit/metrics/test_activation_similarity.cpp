@@ -1,6 +1,6 @@
 // Activation-based similarity of SAE latents (metrics/activation_similarity.hpp): a case worked out on paper,
 // NumPy/SciPy reference values (np.corrcoef + linear_sum_assignment, written by
-// tests/parity/activation_similarity_fixture.py into tests/unit/data/activation_similarity_numpy.json),
+// tests/parity/activation_similarity_fixture.py into tests/unit/fixtures/activation_similarity_numpy.json),
 // invariances, the row-permuted chance level, SAE encoding, and thread-count independence.
 
 #include <gtest/gtest.h>
@@ -68,7 +68,7 @@ TEST(ActivationSimilarity, HandWorkedCase) {
 
 TEST(ActivationSimilarity, MatchesNumpyFixture) {
   const nlohmann::json fx =
-      read_json_file(std::string(HUSAI_SOURCE_DIR) + "/tests/unit/data/activation_similarity_numpy.json");
+      read_json_file(std::string(HUSAI_SOURCE_DIR) + "/tests/unit/fixtures/activation_similarity_numpy.json");
   ASSERT_GE(fx.at("cases").size(), 3u);
   for (const auto& cs : fx.at("cases")) {
     SCOPED_TRACE(cs.at("name").get<std::string>());
