@@ -25,6 +25,21 @@ for f in stability.json summary.md pairs.csv per_feature.csv manifest.json pairw
   [[ -s cmp/$f ]] || { echo "FAIL: cmp/$f missing or empty" >&2; exit 1; }
 done
 "$HUSAI" compare --quiet narrow/seed1 narrow/seed2 --bootstrap 500 --no-figures --out cmp_narrow
+# Inputs that keep train-sae's stability snapshots get stability against steps: the same seed pairs at steps
+# 100 / 200 / 400 and at the end (800), the last point equal to the main study's trained pwmcc.
+/usr/bin/python3 - <<'PY'
+import json
+d = json.load(open("cmp/stability.json"))
+cv = d["convergence"]
+steps = [p["step"] for p in cv["points"]]
+assert steps == [100, 200, 400, 800], steps
+assert abs(cv["points"][-1]["pwmcc"] - d["summary"]["pwmcc"]["trained"]["mean"]) < 1e-12
+ch = cv["last_change"]
+assert ch["ci_bca"][0] <= ch["estimate"] <= ch["ci_bca"][1]
+assert cv["plateaued"] == (-cv["margin"] <= ch["ci_bca"][0] and ch["ci_bca"][1] <= cv["margin"])
+print(f"convergence: pwmcc {[round(p['pwmcc'], 3) for p in cv['points']]} at {steps}, plateaued {cv['plateaued']}")
+PY
+grep -q "## Stability against training steps" cmp/summary.md || { echo "FAIL: no convergence section" >&2; exit 1; }
 
 # Surrogate-data control: five seeds (5 vs 5 surrogate SAEs: the smallest two-sided exact p is 2/252, so Holm
 # over the two tested decoder metrics can reach 0.016). Planted data: the real dictionaries agree, the

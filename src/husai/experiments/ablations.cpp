@@ -104,7 +104,7 @@ int run_ablations(ExperimentContext& ctx) {
                             {"k", cond.k},
                             {"sae_run", dir},
                             {"metrics", sae_run_metrics(dir, seeds)},
-                            {"convergence", sae_run_convergence(ctx, dir, seeds)},
+                            {"convergence", stab.value("convergence", nlohmann::json())},
                             {"stability_file", "compare/" + cond.id() + "/stability.json"},
                             {"stability",
                              {{"pwmcc", to_json(summarize_stability(stab, "pwmcc"))},

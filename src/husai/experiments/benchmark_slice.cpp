@@ -1,6 +1,4 @@
 #include "husai/experiments/benchmark_slice.hpp"
-#include "husai/core/text.hpp"
-#include "husai/io/json_values.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -11,8 +9,10 @@
 
 #include "husai/core/atomic_file.hpp"
 #include "husai/core/error.hpp"
+#include "husai/core/text.hpp"
 #include "husai/io/activations.hpp"
 #include "husai/io/gnuplot.hpp"
+#include "husai/io/json_values.hpp"
 #include "husai/io/manifest.hpp"
 #include "husai/io/run_dir.hpp"
 #include "husai/io/safetensors.hpp"

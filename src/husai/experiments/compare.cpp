@@ -14,6 +14,7 @@
 #include "husai/core/threading.hpp"
 #include "husai/experiments/feature_types.hpp"
 #include "husai/experiments/stability_report.hpp"
+#include "husai/experiments/study.hpp"
 #include "husai/io/activations.hpp"
 #include "husai/io/manifest.hpp"
 #include "husai/io/run_dir.hpp"
@@ -21,6 +22,7 @@
 #include "husai/io/sha256.hpp"
 #include "husai/metrics/nulls.hpp"
 #include "husai/metrics/stability.hpp"
+#include "husai/metrics/stability_convergence.hpp"
 #include "husai/metrics/stability_study.hpp"
 #include "husai/metrics/surrogate.hpp"
 #include "husai/train/sae_run.hpp"
@@ -337,6 +339,32 @@ nlohmann::json run_compare(const CompareOptions& options) {
     const FeatureTypeReport ft = feature_type_breakdown(saes, study, *acts, options.model_dir);
     ctx.extra_sections["feature_types"] = ft.section;
     ctx.extra_markdown += ft.markdown;
+  }
+  // Stability against training steps when every input keeps stability snapshots (train-sae's
+  // checkpoints/step_<N>/): the same pairs at each snapshot and the plateau test on the last change.
+  const bool all_have_snapshots =
+      std::all_of(options.sae_dirs.begin(), options.sae_dirs.end(),
+                  [](const auto& d) { return fs::is_directory(fs::path(d) / "checkpoints"); });
+  if (all_have_snapshots) {
+    const std::vector<SaeCheckpointSet> sets = list_sae_checkpoints(options.sae_dirs);
+    if (sets.size() >= 2) {
+      std::vector<std::vector<FeatureSet>> dicts;
+      std::vector<int64_t> steps;
+      dicts.reserve(sets.size());
+      steps.reserve(sets.size());
+      for (const SaeCheckpointSet& set : sets) {
+        std::vector<FeatureSet> v;
+        v.reserve(set.sae_dirs.size());
+        for (const std::string& d : set.sae_dirs) v.push_back(decoder_features(load_sae(d)));
+        dicts.push_back(std::move(v));
+        steps.push_back(set.step);
+      }
+      const json cv = convergence_to_json(stability_convergence(
+          dicts, steps, sets.back().step, options.bootstrap, options.confidence, options.seed));
+      ctx.extra_sections["convergence"] = cv;
+      ctx.extra_markdown +=
+          "\n## Stability against training steps\n\n" + convergence_report({{"decoder", cv}}).markdown;
+    }
   }
   for (int64_t i = 0; i < n; ++i) {
     const SaeModel& s = saes[static_cast<size_t>(i)];

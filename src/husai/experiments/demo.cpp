@@ -1,5 +1,4 @@
 #include "husai/experiments/demo.hpp"
-#include "husai/io/json_values.hpp"
 
 #include <chrono>
 #include <cmath>
@@ -18,6 +17,7 @@
 #include "husai/experiments/stability_report.hpp"
 #include "husai/experiments/study.hpp"
 #include "husai/io/json_file.hpp"
+#include "husai/io/json_values.hpp"
 #include "husai/io/manifest.hpp"
 #include "husai/io/safetensors.hpp"
 

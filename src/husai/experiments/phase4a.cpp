@@ -71,12 +71,12 @@ nlohmann::json run_arch(ExperimentContext& ctx, const Upstream& up, const std::s
   }
   ctx.log("comparing " + name + " seeds against the nulls" +
           (c.get_string("compare.surrogate") != "none" ? " and the surrogate control" : ""));
-  compare_seeds(ctx, dir, seeds, up.activations_path, "compare/" + name, up.transformer_dir);
+  const nlohmann::json stab =
+      compare_seeds(ctx, dir, seeds, up.activations_path, "compare/" + name, up.transformer_dir);
   out["stability_file"] = "compare/" + name + "/stability.json";
   // Stability against training steps: the run's snapshots (training.stability_checkpoints) and the final
   // SAEs.
-  const nlohmann::json convergence = sae_run_convergence(ctx, dir, seeds);
-  if (!convergence.is_null()) out["convergence"] = convergence;
+  if (stab.contains("convergence")) out["convergence"] = stab["convergence"];
   return out;
 }
 

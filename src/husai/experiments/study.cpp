@@ -1,6 +1,4 @@
 #include "husai/experiments/study.hpp"
-#include "husai/core/text.hpp"
-#include "husai/io/json_values.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -10,8 +8,10 @@
 #include <fmt/format.h>
 
 #include "husai/core/error.hpp"
+#include "husai/core/text.hpp"
 #include "husai/experiments/stability_report.hpp"
 #include "husai/io/json_file.hpp"
+#include "husai/io/json_values.hpp"
 #include "husai/metrics/sae_eval.hpp"
 #include "husai/metrics/stability.hpp"
 #include "husai/metrics/stability_convergence.hpp"
@@ -178,27 +178,6 @@ StabilitySummary summarize(const StabilityStudy& study, const std::string& metri
 
 StabilitySummary summarize_stability(const nlohmann::json& stability, const std::string& metric) {
   return summarize(study_from_json(stability), metric);
-}
-
-nlohmann::json sae_run_convergence(const ExperimentContext& ctx, const std::string& sae_run_dir,
-                                   const std::vector<int64_t>& seeds) {
-  const std::vector<SaeCheckpointSet> sets = list_sae_checkpoints(sae_run_dir, seeds);
-  if (sets.size() < 2) return nullptr;
-  std::vector<std::vector<FeatureSet>> dicts;
-  std::vector<int64_t> steps;
-  dicts.reserve(sets.size());
-  steps.reserve(sets.size());
-  for (const SaeCheckpointSet& set : sets) {
-    std::vector<FeatureSet> v;
-    v.reserve(set.sae_dirs.size());
-    for (const std::string& d : set.sae_dirs) v.push_back(decoder_features(load_sae(d)));
-    dicts.push_back(std::move(v));
-    steps.push_back(set.step);
-  }
-  const Config& c = ctx.config();
-  return convergence_to_json(stability_convergence(
-      dicts, steps, sets.back().step, c.get_int("compare.bootstrap"), c.get_double("compare.confidence"),
-      static_cast<uint64_t>(c.get_int("compare.seed"))));
 }
 
 ConvergenceReport convergence_report(const std::vector<std::pair<std::string, nlohmann::json>>& curves) {

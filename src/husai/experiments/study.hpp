@@ -51,13 +51,8 @@ nlohmann::json compare_seeds(ExperimentContext& ctx, const std::string& sae_run_
                              const std::vector<int64_t>& seeds, const std::string& activations_path,
                              const std::string& out_rel, const std::string& model_dir = "");
 
-// Stability against training steps of a train-sae run: decoder pwmcc and matched_mean_cos at every kept
-// snapshot (training.stability_checkpoints) and at the end, with the plateau test of
-// metrics/stability_convergence.hpp, as convergence_to_json writes it. Null when the run kept no snapshot.
-nlohmann::json sae_run_convergence(const ExperimentContext& ctx, const std::string& sae_run_dir,
-                                   const std::vector<int64_t>& seeds);
-
-// Markdown and a figure of several such curves (name, sae_run_convergence's JSON), for an experiment's
+// Markdown and a figure of stability-against-steps curves (name, the `convergence` section compare writes
+// into stability.json when its inputs keep snapshots), for an experiment's
 // summary: a table of every point, one line per curve with its plateau test, and the gnuplot data + plot
 // commands (without a title) of pwmcc against steps; figure_data is empty when there is no curve.
 struct ConvergenceReport {

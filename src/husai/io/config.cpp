@@ -1,5 +1,4 @@
 #include "husai/io/config.hpp"
-#include "husai/core/text.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -16,6 +15,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "husai/core/error.hpp"
+#include "husai/core/text.hpp"
 #include "husai/io/sha256.hpp"
 
 namespace husai {

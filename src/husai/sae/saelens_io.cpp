@@ -1,5 +1,4 @@
 #include "husai/sae/saelens_io.hpp"
-#include "husai/core/text.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +8,7 @@
 #include "husai/core/atomic_file.hpp"
 #include "husai/core/error.hpp"
 #include "husai/core/gemm.hpp"
+#include "husai/core/text.hpp"
 #include "husai/core/threading.hpp"
 #include "husai/io/safetensors.hpp"
 

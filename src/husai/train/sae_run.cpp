@@ -1,5 +1,4 @@
 #include "husai/train/sae_run.hpp"
-#include "husai/core/text.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -16,6 +15,7 @@
 #include "husai/core/progress.hpp"
 #include "husai/core/rng.hpp"
 #include "husai/core/signals.hpp"
+#include "husai/core/text.hpp"
 #include "husai/io/activations.hpp"
 #include "husai/io/json_file.hpp"
 #include "husai/io/manifest.hpp"
@@ -714,9 +714,9 @@ std::vector<SaeSnapshotPoint> sae_snapshot_points(const std::vector<double>& fra
   return points;
 }
 
-std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::string& run_dir,
-                                                   const std::vector<int64_t>& seeds, bool include_final) {
-  if (seeds.empty()) throw Error("list_sae_checkpoints: no seeds given").file(run_dir);
+std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::vector<std::string>& sae_dirs,
+                                                   bool include_final) {
+  if (sae_dirs.empty()) throw Error("list_sae_checkpoints: no SAE folders given");
   const auto read_meta = [](const std::string& sae_dir) {
     const std::string path = path_join(sae_dir, "cfg.json");
     const nlohmann::json cfg = read_json_file(path);
@@ -726,9 +726,9 @@ std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::string& run_dir,
     }
     return meta;
   };
-  // The snapshot steps of the first seed define the sets; every other seed must have the same ones.
+  // The snapshot steps of the first folder define the sets; every other folder must have the same ones.
   std::vector<SaeCheckpointSet> sets;
-  const fs::path first_dir = fs::path(sae_seed_dir(run_dir, seeds.front())) / "checkpoints";
+  const fs::path first_dir = fs::path(sae_dirs.front()) / "checkpoints";
   if (fs::is_directory(first_dir)) {
     for (const auto& entry : fs::directory_iterator(first_dir)) {
       const std::string name = entry.path().filename().string();
@@ -746,11 +746,12 @@ std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::string& run_dir,
   }
   std::sort(sets.begin(), sets.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
   for (SaeCheckpointSet& set : sets) {
-    for (const int64_t seed : seeds) {
-      const std::string sdir = sae_snapshot_dir(run_dir, seed, set.step);
+    for (const std::string& dir : sae_dirs) {
+      const std::string sdir =
+          (fs::path(dir) / "checkpoints" / ("step_" + std::to_string(set.step))).string();
       if (!fs::exists(path_join(sdir, "cfg.json"))) {
-        throw Error("seed " + std::to_string(seed) + " has no stability snapshot at step " +
-                    std::to_string(set.step) + " (seed " + std::to_string(seeds.front()) + " has one)")
+        throw Error("no stability snapshot at step " + std::to_string(set.step) + " (" + sae_dirs.front() +
+                    " has one)")
             .file(sdir);
       }
       set.sae_dirs.push_back(sdir);
@@ -759,13 +760,11 @@ std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::string& run_dir,
   if (include_final) {
     SaeCheckpointSet final_set;
     final_set.fraction = 1.0;
-    for (const int64_t seed : seeds) {
-      const std::string sdir = sae_seed_dir(run_dir, seed);
+    for (const std::string& sdir : sae_dirs) {
       const auto steps = read_meta(sdir).at("steps").get<int64_t>();
       if (final_set.sae_dirs.empty()) final_set.step = steps;
       if (steps != final_set.step) {
-        throw Error("seed " + std::to_string(seed) + " was trained for " + std::to_string(steps) +
-                    " steps, seed " + std::to_string(seeds.front()) + " for " +
+        throw Error("trained for " + std::to_string(steps) + " steps, " + sae_dirs.front() + " for " +
                     std::to_string(final_set.step))
             .file(sdir);
       }
@@ -774,6 +773,15 @@ std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::string& run_dir,
     sets.push_back(final_set);
   }
   return sets;
+}
+
+std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::string& run_dir,
+                                                   const std::vector<int64_t>& seeds, bool include_final) {
+  if (seeds.empty()) throw Error("list_sae_checkpoints: no seeds given").file(run_dir);
+  std::vector<std::string> dirs;
+  dirs.reserve(seeds.size());
+  for (const int64_t seed : seeds) dirs.push_back(sae_seed_dir(run_dir, seed));
+  return list_sae_checkpoints(dirs, include_final);
 }
 
 }  // namespace husai

@@ -69,5 +69,8 @@ struct SaeCheckpointSet {
 std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::string& run_dir,
                                                    const std::vector<int64_t>& seeds,
                                                    bool include_final = true);
+// The same for SAE folders given directly (each with its own checkpoints/step_<N>/), e.g. compare's inputs.
+std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::vector<std::string>& sae_dirs,
+                                                   bool include_final = true);
 
 }  // namespace husai

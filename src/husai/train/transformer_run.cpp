@@ -1,5 +1,4 @@
 #include "husai/train/transformer_run.hpp"
-#include "husai/core/text.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -15,6 +14,7 @@
 #include "husai/core/error.hpp"
 #include "husai/core/progress.hpp"
 #include "husai/core/signals.hpp"
+#include "husai/core/text.hpp"
 #include "husai/io/gnuplot.hpp"
 #include "husai/io/manifest.hpp"
 #include "husai/io/safetensors.hpp"
