@@ -13,6 +13,7 @@
 #include "husai/experiments/catalog.hpp"
 #include "husai/experiments/claims.hpp"
 #include "husai/experiments/study.hpp"
+#include "husai/train/sae_run.hpp"
 
 namespace husai {
 namespace {
@@ -99,8 +100,7 @@ int run_benchmark_slice_experiment(ExperimentContext& ctx) {
   BenchmarkSliceOptions o;
   o.model_dir = up.transformer_dir;
   o.activations_path = up.activations_path;
-  for (const int64_t seed : seeds)
-    o.sae_dirs.push_back((fs::path(sae_dir) / ("seed" + std::to_string(seed))).string());
+  for (const int64_t seed : seeds) o.sae_dirs.push_back(SaeRunLayout(sae_dir).seed_dir(seed));
   o.out_dir = ctx.run_dir();
   o.standalone = false;
   o.probe_k = c.get_int_list("benchmark.probe_k");

@@ -217,7 +217,7 @@ ComparisonGroup surrogate_group(const CompareOptions& options, const ActivationF
       "structure the SAE method produces on any data with these first two moments: the same family trained "
       "on Gaussian surrogate data (same mean, covariance, rows, steps and seeds)";
   for (const uint64_t seed : r.seeds) {
-    const std::string sdir = (fs::path(t.out_dir) / ("seed" + std::to_string(seed))).string();
+    const std::string sdir = SaeRunLayout(t.out_dir).seed_dir(seed);
     const SaeModel s = load_sae(sdir);
     StudyDictionary d;
     d.label = sdir;

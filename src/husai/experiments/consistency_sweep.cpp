@@ -24,6 +24,7 @@
 #include "husai/io/json_file.hpp"
 #include "husai/sae/saelens_io.hpp"
 #include "husai/train/consistency.hpp"
+#include "husai/train/sae_run.hpp"
 
 namespace husai {
 namespace {
@@ -78,7 +79,7 @@ int run_consistency_sweep(ExperimentContext& ctx) {
   nlohmann::json ref_over = shape;
   ref_over["training.seeds"] = {ref_seed};
   const std::string ref_run = ctx.sae_run(sae_config_with(c, ref_over), up.activations_path);
-  const std::string ref_dir = (fs::path(ref_run) / ("seed" + std::to_string(ref_seed))).string();
+  const std::string ref_dir = SaeRunLayout(ref_run).seed_dir(ref_seed);
   const nlohmann::json ref_metrics = read_json_file((fs::path(ref_dir) / "metrics.json").string());
   const SaeModel reference = load_sae(ref_dir);
   const double scale = ref_metrics.at("activation_scaling_factor").get<double>();
@@ -105,7 +106,7 @@ int run_consistency_sweep(ExperimentContext& ctx) {
       const std::string dir = ctx.sae_run(sae_config_with(c, over), up.activations_path);
       std::vector<double> align;
       for (const int64_t seed : seeds) {
-        const SaeModel m = load_sae((fs::path(dir) / ("seed" + std::to_string(seed))).string());
+        const SaeModel m = load_sae(SaeRunLayout(dir).seed_dir(seed));
         ConsistencyWorkspace<float> ws;
         align.push_back(consistency_alignment<float>(m.W_dec.data(), m.d_sae, ref_rows, 0.0, nullptr, ws));
       }

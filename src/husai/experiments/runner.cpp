@@ -215,7 +215,7 @@ std::string ExperimentContext::sae_run(const Config& sae_config, const std::stri
     if (!r.completed) throw Interrupted("interrupted while training SAEs (cache entry " + d + ")");
   });
   for (const int64_t seed : sae_config.get_int_list("training.seeds")) {
-    const fs::path seed_dir = fs::path(dir) / ("seed" + std::to_string(seed));
+    const fs::path seed_dir = SaeRunLayout(dir).seed_dir(seed);
     add_input((seed_dir / "sae_weights.safetensors").string());
     add_input((seed_dir / "cfg.json").string());
   }

@@ -62,8 +62,7 @@ nlohmann::json sae_run_metrics(const std::string& sae_run_dir, const std::vector
   std::vector<double> ev, ev_train, drop, mse, l0, dead;
   double wall = 0;
   for (const int64_t seed : seeds) {
-    const std::string path =
-        (fs::path(sae_run_dir) / ("seed" + std::to_string(seed)) / "metrics.json").string();
+    const std::string path = SaeRunLayout(sae_run_dir).seed_metrics(seed);
     const nlohmann::json m = read_json_file(path);
     const nlohmann::json& h = m.at("held_out");
     const nlohmann::json& t = m.at("train_rows");
@@ -102,7 +101,7 @@ nlohmann::json sae_run_splice_metrics(const std::string& sae_run_dir, const std:
   std::vector<double> ce, kl, acc;
   for (const int64_t seed : seeds) {
     EvalSaeOptions o;
-    o.sae_dir = (fs::path(sae_run_dir) / ("seed" + std::to_string(seed))).string();
+    o.sae_dir = SaeRunLayout(sae_run_dir).seed_dir(seed);
     o.activations_path = activations_path;
     o.model_dir = transformer_dir;
     o.quiet = true;

@@ -6,6 +6,7 @@
 #include "husai/core/text.hpp"
 #include "husai/experiments/compare.hpp"
 #include "husai/experiments/study.hpp"
+#include "husai/train/sae_run.hpp"
 
 namespace husai {
 
@@ -15,9 +16,7 @@ nlohmann::json compare_seeds(ExperimentContext& ctx, const std::string& sae_run_
                              const std::vector<int64_t>& seeds, const std::string& activations_path,
                              const std::string& out_rel, const std::string& model_dir) {
   CompareOptions o;
-  for (const int64_t seed : seeds) {
-    o.sae_dirs.push_back((fs::path(sae_run_dir) / ("seed" + std::to_string(seed))).string());
-  }
+  o.sae_dirs = SaeRunLayout(sae_run_dir).seed_dirs(seeds);
   const std::string nulls = ctx.config().get_string("compare.nulls");
   o.nulls = split_list(nulls);
   o.activations_path = activations_path;

@@ -83,7 +83,7 @@ ConfigSchema transformer_seeds_schema() {
 }
 
 std::string seed_dir(const std::string& sae_run, int64_t seed) {
-  return (fs::path(sae_run) / ("seed" + std::to_string(seed))).string();
+  return SaeRunLayout(sae_run).seed_dir(seed);
 }
 
 // One transformer: train or reuse it (refusing one that did not generalise unless allow_ungrokked), extract

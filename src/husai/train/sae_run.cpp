@@ -199,7 +199,7 @@ void save_state(const std::string& dir, const SaeTrainer& t, const std::string& 
   f.metadata["d_in"] = std::to_string(t.settings().sae.d_in);
   f.metadata["activations_sha256"] = acts.sha256;
   f.metadata["seeds"] = seeds.dump();
-  f.save(path_join(dir, kState));
+  f.save(SaeRunLayout(dir).trainer_state_file());
   write_curves(dir, t);
 }
 
@@ -543,7 +543,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   const bool resuming = prepare_output_dir(dir, options.existing);
   SaeTrainer trainer(settings, train_x.data(), n_train, b_dec);
   trainer.init_fresh();
-  const std::string state_path = path_join(dir, kState);
+  const std::string state_path = SaeRunLayout(dir).trainer_state_file();
   if (resuming && fs::exists(state_path))
     load_state(state_path, trainer, config_hash, acts, options.activations_path);
   {
@@ -552,7 +552,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
     split.put("eval_idx", TensorData::i64({n_eval}, eval_idx.data()));
     split.metadata = {{"activations_sha256", acts.sha256},
                       {"split_seed", std::to_string(config.get_int("data.split_seed"))}};
-    split.save(path_join(dir, "split.safetensors"));
+    split.save(SaeRunLayout(dir).split_file());
   }
 
   const ExportContext export_ctx{config, settings, acts, options.activations_path, scale};
@@ -677,7 +677,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
     result.eval_explained_variance.push_back(held.explained_variance);
     result.eval_l0.push_back(held.l0);
     for (const char* name : {"cfg.json", "sae_weights.safetensors", "metrics.json", "metrics.jsonl"}) {
-      manifest.add_output(dir, "seed" + std::to_string(s.seed) + "/" + name);
+      manifest.add_output(dir, SaeRunLayout::seed_name(static_cast<int64_t>(s.seed)) + "/" + name);
     }
     for (const SaeSnapshotPoint& p : snapshots) {
       const std::string rel = fmt::format("seed{}/checkpoints/step_{}", s.seed, p.step);
@@ -693,12 +693,37 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   return result;
 }
 
+std::string SaeRunLayout::seed_dir(int64_t seed) const {
+  return path_join(dir, seed_name(seed));
+}
+std::vector<std::string> SaeRunLayout::seed_dirs(const std::vector<int64_t>& seeds) const {
+  std::vector<std::string> out;
+  out.reserve(seeds.size());
+  for (const int64_t seed : seeds) out.push_back(seed_dir(seed));
+  return out;
+}
+std::string SaeRunLayout::seed_metrics(int64_t seed) const {
+  return path_join(seed_dir(seed), "metrics.json");
+}
+std::string SaeRunLayout::snapshot_dir(int64_t seed, int64_t step) const {
+  return (fs::path(seed_dir(seed)) / "checkpoints" / ("step_" + std::to_string(step))).string();
+}
+std::string SaeRunLayout::split_file() const {
+  return path_join(dir, "split.safetensors");
+}
+std::string SaeRunLayout::trainer_state_file() const {
+  return path_join(dir, kState);
+}
+std::string SaeRunLayout::manifest_file() const {
+  return path_join(dir, "manifest.json");
+}
+
 std::string sae_seed_dir(const std::string& run_dir, int64_t seed) {
-  return path_join(run_dir, "seed" + std::to_string(seed));
+  return SaeRunLayout(run_dir).seed_dir(seed);
 }
 
 std::string sae_snapshot_dir(const std::string& run_dir, int64_t seed, int64_t step) {
-  return (fs::path(sae_seed_dir(run_dir, seed)) / "checkpoints" / ("step_" + std::to_string(step))).string();
+  return SaeRunLayout(run_dir).snapshot_dir(seed, step);
 }
 
 std::vector<SaeSnapshotPoint> sae_snapshot_points(const std::vector<double>& fractions, int64_t steps) {
@@ -778,10 +803,7 @@ std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::vector<std::string
 std::vector<SaeCheckpointSet> list_sae_checkpoints(const std::string& run_dir,
                                                    const std::vector<int64_t>& seeds, bool include_final) {
   if (seeds.empty()) throw Error("list_sae_checkpoints: no seeds given").file(run_dir);
-  std::vector<std::string> dirs;
-  dirs.reserve(seeds.size());
-  for (const int64_t seed : seeds) dirs.push_back(sae_seed_dir(run_dir, seed));
-  return list_sae_checkpoints(dirs, include_final);
+  return list_sae_checkpoints(SaeRunLayout(run_dir).seed_dirs(seeds), include_final);
 }
 
 }  // namespace husai

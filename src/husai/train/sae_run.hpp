@@ -42,7 +42,24 @@ struct TrainSaeResult {
 
 TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options);
 
-// Run folder layout: DIR/seed<S> and DIR/seed<S>/checkpoints/step_<N>.
+// The folder layout of a train-sae run, in one place (every experiment and compare go through it):
+//   DIR/manifest.json, DIR/split.safetensors, DIR/trainer_state.safetensors
+//   DIR/seed<S>/            one SAELens folder per seed: cfg.json, sae_weights.safetensors, metrics.json(l)
+//   DIR/seed<S>/checkpoints/step_<N>/   stability snapshots (SAELens folders)
+struct SaeRunLayout {
+  std::string dir;
+
+  explicit SaeRunLayout(std::string run_dir) : dir(std::move(run_dir)) {}
+  static std::string seed_name(int64_t seed) { return "seed" + std::to_string(seed); }
+  std::string seed_dir(int64_t seed) const;
+  std::vector<std::string> seed_dirs(const std::vector<int64_t>& seeds) const;
+  std::string seed_metrics(int64_t seed) const;  // seed<S>/metrics.json
+  std::string snapshot_dir(int64_t seed, int64_t step) const;
+  std::string split_file() const;
+  std::string trainer_state_file() const;
+  std::string manifest_file() const;
+};
+// Shorthands of SaeRunLayout(run_dir).seed_dir(seed) / .snapshot_dir(seed, step).
 std::string sae_seed_dir(const std::string& run_dir, int64_t seed);
 std::string sae_snapshot_dir(const std::string& run_dir, int64_t seed, int64_t step);
 
