@@ -79,7 +79,9 @@ int run_ablations(ExperimentContext& ctx) {
       "two-sided exact permutation test over seed labels, Holm-adjusted over every null, tested metric and "
       "condition of this run (sizes in results.json `holm_families`); above / below when p <= alpha with "
       "that "
-      "sign, else indistinguishable.\n\n"
+      "sign; else *undecidable* when no data could pass (the family's smallest attainable Holm p exceeds "
+      "alpha: "
+      "too few seeds for the family, so the intervals are the result), else indistinguishable.\n\n"
       "| sweep | d_sae | k | null | trained (CI) | null (CI) | difference (CI) | ratio | Holm p | verdict | "
       "held-out EV | MSE | L0 | dead | train time (s) "
       "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",

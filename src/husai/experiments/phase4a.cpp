@@ -182,6 +182,7 @@ int run_phase4a(ExperimentContext& ctx) {
       "similarity). One rule decides every verdict: *above* / *below* when the two-sided exact permutation "
       "test "
       "over seed labels, Holm-adjusted over its family, gives p <= {} with that sign of the difference; else "
+      "*undecidable* when no data could pass (the family's smallest attainable Holm p exceeds alpha), else "
       "*indistinguishable*. Holm families pooled over both SAE families' compares: {}.\n\n",
       fmt_num(1.0 - c.get_double("compare.confidence"), 2), families_text);
   md +=

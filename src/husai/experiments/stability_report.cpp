@@ -84,7 +84,8 @@ json comparison_json(const GroupComparison& c, double confidence) {
                       {"min_attainable_p", num(c.min_attainable_p)},
                       {"family", c.family},
                       {"family_size", c.family_size},
-                      {"p_holm", num(c.p_adjusted)}};
+                      {"p_holm", num(c.p_adjusted)},
+                      {"holm_floor", num(c.holm_floor)}};
   j["effect_size_seed_level"] = num(c.effect_size_seed_level);
   j["reference_comparison"] = {
       {"mann_whitney_u", num(c.reference_mann_whitney.u)},
@@ -471,16 +472,14 @@ std::string verdict_text(const GroupComparison& c, double confidence) {
       return fmt::format("above the {} ({})", what, detail);
     case Verdict::Below:
       return fmt::format("below the {} ({})", what, detail);
-    case Verdict::Indistinguishable: {
-      std::string s = fmt::format("indistinguishable from the {} ({})", what, detail);
-      if (c.min_attainable_p * static_cast<double>(std::max<int64_t>(c.family_size, 1)) > 1.0 - confidence) {
-        s += fmt::format(
-            "; with these seed counts the smallest attainable permutation p is {} before Holm over {} "
-            "tests, so this comparison may lack the power to decide",
-            fmt_p(c.min_attainable_p), c.family_size);
-      }
-      return s;
-    }
+    case Verdict::Indistinguishable:
+      return fmt::format("indistinguishable from the {} ({})", what, detail);
+    case Verdict::Undecidable:
+      return fmt::format(
+          "undecidable against the {} ({}): with these seed counts no data could pass, since the smallest "
+          "attainable Holm-adjusted p over the {} tests is {} > alpha {}; more seeds or a smaller family are "
+          "needed, and the interval is the result",
+          what, detail, c.family_size, fmt_p(c.holm_floor), fmt_p(1.0 - confidence));
     case Verdict::NotTested:
       break;
   }
@@ -491,7 +490,9 @@ json study_to_json(const StabilityStudy& study) {
   json doc = json::object();
   doc["verdict_rule"] =
       "above/below: two-sided permutation p over seed labels, Holm-adjusted within its family, <= alpha, "
-      "with the sign of trained - group; else indistinguishable";
+      "with the sign of trained - group; else undecidable when the family's smallest attainable "
+      "Holm-adjusted "
+      "p (holm_floor) exceeds alpha, else indistinguishable";
   doc["alpha"] = 1.0 - study.confidence;
   doc["tested_metrics"] = tested_metrics();
   doc["summary_metrics"] = study_metrics();

@@ -102,9 +102,15 @@ int64_t apply_holm(const std::vector<StabilityStudy*>& studies, const std::strin
   for (const GroupComparison* c : members) p.push_back(c->permutation.p_value_two_sided);
   const std::vector<double> adjusted = stats::holm_adjust(p);
   const auto size = static_cast<int64_t>(members.size());
+  double min_p = std::numeric_limits<double>::infinity();
+  for (const GroupComparison* c : members) {
+    if (std::isfinite(c->min_attainable_p)) min_p = std::min(min_p, c->min_attainable_p);
+  }
+  const double floor = std::isfinite(min_p) ? std::min(1.0, static_cast<double>(size) * min_p) : 0.0;
   for (size_t k = 0; k < members.size(); ++k) {
     members[k]->p_adjusted = adjusted[k];
     members[k]->family_size = size;
+    members[k]->holm_floor = floor;
   }
   return size;
 }
@@ -113,7 +119,8 @@ void apply_verdicts(StabilityStudy& s) {
   const double alpha = 1.0 - s.confidence;
   for (MetricStudy& m : s.metrics) {
     for (GroupComparison& c : m.comparisons) {
-      c.verdict = is_tested(m.metric) ? decide_verdict(c.difference.estimate, c.p_adjusted, alpha)
+      c.verdict = is_tested(m.metric) ? decide_verdict(c.difference.estimate, c.p_adjusted, alpha,
+                                                       std::isfinite(c.holm_floor) ? c.holm_floor : 0.0)
                                       : Verdict::NotTested;
     }
   }
@@ -133,6 +140,8 @@ std::string_view verdict_name(Verdict v) {
       return "below";
     case Verdict::Indistinguishable:
       return "indistinguishable";
+    case Verdict::Undecidable:
+      return "undecidable";
     case Verdict::NotTested:
       return "not_tested";
   }
@@ -140,15 +149,18 @@ std::string_view verdict_name(Verdict v) {
 }
 
 Verdict parse_verdict(std::string_view name) {
-  for (const Verdict v : {Verdict::Above, Verdict::Below, Verdict::Indistinguishable, Verdict::NotTested}) {
+  for (const Verdict v : {Verdict::Above, Verdict::Below, Verdict::Indistinguishable, Verdict::Undecidable,
+                          Verdict::NotTested}) {
     if (verdict_name(v) == name) return v;
   }
   throw Error("unknown verdict '" + std::string(name) + "'");
 }
 
-Verdict decide_verdict(double difference, double p_adjusted, double alpha) {
-  if (!std::isfinite(difference) || std::isnan(p_adjusted) || p_adjusted > alpha || difference == 0)
-    return Verdict::Indistinguishable;
+Verdict decide_verdict(double difference, double p_adjusted, double alpha, double holm_floor) {
+  if (!std::isfinite(difference) || std::isnan(p_adjusted) || p_adjusted > alpha || difference == 0) {
+    // Not "no difference" when the design could never have shown one: say so.
+    return holm_floor > alpha ? Verdict::Undecidable : Verdict::Indistinguishable;
+  }
   return difference > 0 ? Verdict::Above : Verdict::Below;
 }
 

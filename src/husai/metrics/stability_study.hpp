@@ -11,7 +11,10 @@
 //
 // Verdict rule (decide_verdict), the same for every comparison: "above" when trained - group > 0 and the
 // two-sided permutation p, Holm-adjusted over the family, is <= alpha; "below" when the difference is < 0
-// under the same test; else "indistinguishable". Symmetric on purpose: the earlier rule needed a one-sided
+// under the same test; else "undecidable" when no data could have passed (the family's smallest attainable
+// Holm-adjusted p, family size x the smallest attainable permutation p, exceeds alpha: too few seeds for the
+// family, and "indistinguishable" would read as evidence of no difference), else "indistinguishable".
+// Symmetric on purpose: the earlier rule needed a one-sided
 // Holm-adjusted p for "above" but only an unadjusted two-sided p for "below", so a family could report
 // "below" on weaker evidence than "above".
 //
@@ -54,12 +57,14 @@ struct ComparisonGroup {
   std::vector<StudyDictionary> dicts;
 };
 
-enum class Verdict { Above, Below, Indistinguishable, NotTested };
-std::string_view verdict_name(Verdict v);  // "above", "below", "indistinguishable", "not_tested"
+enum class Verdict { Above, Below, Indistinguishable, Undecidable, NotTested };
+// "above", "below", "indistinguishable", "undecidable", "not_tested"
+std::string_view verdict_name(Verdict v);
 Verdict parse_verdict(std::string_view name);
 
-// The one verdict rule (see the header comment). NaN inputs give Indistinguishable.
-Verdict decide_verdict(double difference, double p_adjusted, double alpha);
+// The one verdict rule (see the header comment). NaN inputs give Indistinguishable. holm_floor: the smallest
+// Holm-adjusted p the family could produce (0 = not known).
+Verdict decide_verdict(double difference, double p_adjusted, double alpha, double holm_floor = 0);
 
 // Metric names: decoder metrics, then the same for the encoder with suffix "_enc".
 const std::vector<std::string>& study_metrics();
@@ -97,6 +102,9 @@ struct GroupComparison {
       std::numeric_limits<double>::quiet_NaN();  // smallest one-sided p the permutation test can give
   std::string family;                            // "nulls" or "surrogate"
   int64_t family_size = 0;                       // tests Holm adjusted over
+  // The smallest Holm-adjusted p any data could give in this family: family_size x the smallest attainable
+  // permutation p of its members (every adjusted p is at least family_size x the smallest raw p).
+  double holm_floor = std::numeric_limits<double>::quiet_NaN();
   double p_adjusted =
       std::numeric_limits<double>::quiet_NaN();  // two-sided permutation p, Holm-adjusted over the family
   Verdict verdict = Verdict::NotTested;

@@ -68,7 +68,13 @@ TEST(StabilityStudy, VerdictRuleOnFixedInputs) {
   EXPECT_EQ(decide_verdict(0.0, 0.001, 0.05), Verdict::Indistinguishable);
   EXPECT_EQ(decide_verdict(std::nan(""), 0.001, 0.05), Verdict::Indistinguishable);
   EXPECT_EQ(decide_verdict(0.2, std::nan(""), 0.05), Verdict::Indistinguishable);
-  for (const Verdict v : {Verdict::Above, Verdict::Below, Verdict::Indistinguishable, Verdict::NotTested}) {
+  // A design that could never pass (smallest attainable Holm-adjusted p above alpha) is undecidable, not
+  // indistinguishable; one that could have passed but did not stays indistinguishable.
+  EXPECT_EQ(decide_verdict(0.1, 0.4, 0.05, 0.378), Verdict::Undecidable);
+  EXPECT_EQ(decide_verdict(0.1, 0.4, 0.05, 0.04), Verdict::Indistinguishable);
+  EXPECT_EQ(decide_verdict(0.1, 0.01, 0.05, 0.0), Verdict::Above);
+  for (const Verdict v : {Verdict::Above, Verdict::Below, Verdict::Indistinguishable, Verdict::Undecidable,
+                          Verdict::NotTested}) {
     EXPECT_EQ(parse_verdict(verdict_name(v)), v);
   }
 }
@@ -92,6 +98,7 @@ TEST(StabilityStudy, PlantedStructureIsAboveAndHolmSpansMetricsAndNulls) {
       EXPECT_NEAR(c.min_attainable_p, 1.0 / 3003.0, 1e-15);  // C(15, 5)
       EXPECT_EQ(c.family, "nulls");
       EXPECT_EQ(c.family_size, 2 * tested);
+      EXPECT_NEAR(c.holm_floor, static_cast<double>(2 * tested) / 3003.0, 1e-15);
       EXPECT_EQ(c.verdict, Verdict::Above) << metric << " " << c.group;
       raw.push_back(c.permutation.p_value_two_sided);
     }
@@ -105,6 +112,23 @@ TEST(StabilityStudy, PlantedStructureIsAboveAndHolmSpansMetricsAndNulls) {
   // Untested metrics are described, never decided.
   EXPECT_EQ(s.metric("shared_frac_05").comparisons[0].verdict, Verdict::NotTested);
   EXPECT_TRUE(std::isnan(s.metric("shared_frac_05").comparisons[0].p_adjusted));
+}
+
+TEST(StabilityStudy, TooFewSeedsForTheFamilyIsUndecidable) {
+  // 2 trained seeds against 3 null dictionaries: the smallest exact permutation p is 1 / C(5, 2) = 0.1 >
+  // alpha before any correction, so even perfectly separated groups cannot be decided.
+  const int64_t d = 16, f = 24;
+  const std::vector<double> base = gaussian(f * d, 1);
+  std::vector<StudyDictionary> trained;
+  for (int64_t i = 0; i < 2; ++i)
+    trained.push_back(noisy_copy(base, f, d, 0.05, 100 + static_cast<uint64_t>(i), "t" + std::to_string(i)));
+  std::vector<ComparisonGroup> groups = {random_group("geo", true, 3, f, d, 900)};
+  const StabilityStudy s = run_stability_study(trained, groups, quick_options());
+  const GroupComparison& c = s.metric("pwmcc").comparisons[0];
+  EXPECT_GT(c.difference.estimate, 0.3);
+  EXPECT_NEAR(c.min_attainable_p, 0.1, 1e-15);
+  EXPECT_GT(c.holm_floor, 0.05);
+  EXPECT_EQ(c.verdict, Verdict::Undecidable);
 }
 
 TEST(StabilityStudy, BelowUsesTheSameRule) {
