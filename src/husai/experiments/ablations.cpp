@@ -199,6 +199,7 @@ int run_ablations(ExperimentContext& ctx) {
       "pass); a "
       "reused cache entry reports the time recorded when it was built.\n";
   md += "\n## Stability against training steps\n\n" + cr.markdown;
+  md += surrogate_caveat(c);
   ctx.write_text("summary.md", md);
   const std::string ttl = fmt::format("d_sae {}", c.get_int("ablations.k_sweep_d_sae"));
   ctx.figure("similarity_vs_k", sweep_figure("similarity vs k (" + ttl + ")", "k", data_k, false));

@@ -195,6 +195,7 @@ int run_adaptive(ExperimentContext& ctx) {
                  csv_text({"phase", "k", "null", "trained", "null_mean", "delta", "delta_lo", "delta_hi",
                            "p_permutation", "p_holm_across_candidates", "ev_held_out", "l0"},
                           rows));
+  md += surrogate_caveat(c);
   ctx.write_text("summary.md", md);
   std::string data = "$d << EOD\n";
   for (const auto& row : rows) {

@@ -152,6 +152,7 @@ int run_benchmark_slice_experiment(ExperimentContext& ctx) {
       "{}; {}.\n",
       metric, fmt_num(s.trained), fmt_ci(s.trained_lo, s.trained_hi), s.null_name, fmt_num(s.null_mean),
       fmt_ci(s.null_lo, s.null_hi), fmt_num(s.delta), fmt_ci(s.delta_lo, s.delta_hi), s.verdict);
+  md += surrogate_caveat(c);
   ctx.write_text("summary.md", md);
   return 0;
 }

@@ -255,6 +255,7 @@ int run_consistency_sweep(ExperimentContext& ctx) {
       "that. Per-ratio comparisons are in `compare/ratio_<i>/`.\n",
       pick["ratio"].get<double>(), max_drop, fmt_num(sp.delta), fmt_ci(sp.delta_lo, sp.delta_hi),
       sp.trained - s0.trained);
+  md += surrogate_caveat(c);
   ctx.write_text("summary.md", md);
   std::string xtics = "set xtics (";
   for (size_t i = 0; i < ratios.size(); ++i) xtics += fmt::format("{}'{}' {}", i ? ", " : "", ratios[i], i);

@@ -179,6 +179,16 @@ StabilitySummary summarize_stability(const nlohmann::json& stability, const std:
   return summarize(study_from_json(stability), metric);
 }
 
+std::string surrogate_caveat(const Config& experiment_config) {
+  if (experiment_config.get_string("compare.surrogate") != "none") return "";
+  return "\n**What these verdicts can claim.** No surrogate-data control was run (`compare.surrogate: "
+         "none`): "
+         "*above* means more alike across seeds than the most conservative geometry-matched null, not that "
+         "the features reflect the data. SAEs trained on Gaussian data with the activations' mean and "
+         "covariance can be as alike or more (TopK k 32 in phase4a); set `compare.surrogate: gaussian` to "
+         "test that.\n";
+}
+
 ConvergenceReport convergence_report(const std::vector<std::pair<std::string, nlohmann::json>>& curves) {
   ConvergenceReport r;
   if (curves.empty()) {

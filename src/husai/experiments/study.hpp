@@ -51,6 +51,11 @@ nlohmann::json compare_seeds(ExperimentContext& ctx, const std::string& sae_run_
                              const std::vector<int64_t>& seeds, const std::string& activations_path,
                              const std::string& out_rel, const std::string& model_dir = "");
 
+// What the verdicts of an experiment can claim, for its summary: without the surrogate-data control
+// (compare.surrogate none) "above" means reproducible beyond the geometry-matched null, which is not
+// evidence of data features (TopK k 32 beats its null and still loses to its surrogate: docs/RESULTS.md).
+std::string surrogate_caveat(const Config& experiment_config);
+
 // Markdown and a figure of stability-against-steps curves (name, the `convergence` section compare writes
 // into stability.json when its inputs keep snapshots), for an experiment's
 // summary: a table of every point, one line per curve with its plateau test, and the gnuplot data + plot
