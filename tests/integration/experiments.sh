@@ -160,6 +160,13 @@ set -e
 grun=$(ls -d "$R"/release-gate/*/ | tail -1)
 /usr/bin/python3 -c "
 import json; r = json.load(open('$grun/results.json')); assert r['pass_all'] is False, r['pass_all']
+g = {x['gate']: x for x in r['gates']}
+assert set(g) == {'random_model', 'data_features', 'reconstruction', 'generalisation', 'causal'}, list(g)
+assert g['reconstruction']['status'] == 'fail'
+# data_features follows the source's surrogate verdict (phase4a runs the control by default).
+p4 = json.load(open('$run/results.json'))['conditions']['topk']['stability']['pwmcc']
+want = 'pass' if p4['surrogate']['verdict_kind'] == 'above' and p4['surrogate']['delta_ci'][0] > 0 else 'fail'
+assert g['data_features']['status'] == want, (g['data_features'], p4['surrogate'])
 print('release-gate: a failed gate gives pass_all false, exit 0 without and 2 with --fail-on-gate-fail')"
 
 # audit and the registry commands.

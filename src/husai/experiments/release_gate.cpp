@@ -1,6 +1,7 @@
 // release-gate: thresholds from config over the latest matching result (found through the registry).
-// Gates (CONTRACTS "Experiments"): random_model, reconstruction, generalisation, causal; gates on external
-// benchmarks are reported as not applicable here.
+// Gates (CONTRACTS "Experiments"): random_model, reconstruction, generalisation, causal, plus data_features
+// (above the surrogate-data control, issue 11); gates on external benchmarks are reported as not applicable
+// here.
 
 #include <cmath>
 #include <filesystem>
@@ -77,6 +78,24 @@ int run_gate(ExperimentContext& ctx) {
                   metric, fmt_num(s.trained), s.null_name, fmt_num(s.null_mean), fmt_num(s.delta),
                   fmt_ci(s.delta_lo, s.delta_hi), s.verdict_kind),
       s.delta_lo, 0.0));
+  // data_features: beating the nulls says the dictionaries are reproducible, not that they reflect the data;
+  // that needs the surrogate-data control (the same family trained on Gaussian data with the activations'
+  // mean and covariance). Without it the gate fails: the claim is not checked.
+  if (s.surrogate_verdict_kind.empty()) {
+    gates.push_back(gate("data_features", false,
+                         "the source comparison ran no surrogate-data control (compare.surrogate none): "
+                         "reproducibility beyond the nulls is not evidence of data features",
+                         std::numeric_limits<double>::quiet_NaN(), 0.0));
+  } else {
+    gates.push_back(gate(
+        "data_features", s.surrogate_verdict_kind == "above" && s.surrogate_lo > 0,
+        fmt::format("{} trained on the activations minus trained on Gaussian surrogate data: {} (CI {}), "
+                    "verdict {}; needs verdict above (two-sided permutation p, Holm over the surrogate "
+                    "family) and lower bound > 0",
+                    metric, fmt_num(s.surrogate_delta), fmt_ci(s.surrogate_lo, s.surrogate_hi),
+                    s.surrogate_verdict_kind),
+        s.surrogate_lo, 0.0));
+  }
   const nlohmann::json& m = cond.at("metrics").at("mean");
   const double ev = m.at("ev_held_out").get<double>();
   const double floor = c.get_double("gate.reconstruction_ev_floor");
