@@ -190,7 +190,7 @@ Config surrogate_config(const std::vector<SaeModel>& saes, const std::vector<std
 // Trains the input SAEs' family on Gaussian surrogate data with the activations' mean and covariance (same
 // number of rows, same config, same seeds) into dir/run; returns the surrogate SAEs' dictionaries.
 ComparisonGroup surrogate_group(const CompareOptions& options, const ActivationFile& acts,
-                                const CovarianceNull& moments, Config config, const std::string& dir) {
+                                const CovarianceNull& moments, const Config& config, const std::string& dir) {
   fs::create_directories(dir);
   const std::string acts_path = (fs::path(dir) / "activations.safetensors").string();
   {
@@ -311,8 +311,8 @@ nlohmann::json run_compare(const CompareOptions& options) {
   if (!options.surrogate.empty()) {
     if (!options.quiet)
       std::fprintf(stderr, "compare: training the surrogate control (%s)\n", options.surrogate.c_str());
-    groups.push_back(surrogate_group(options, *acts, *cov, std::move(*surrogate_cfg),
-                                     (fs::path(dir) / "surrogate").string()));
+    groups.push_back(
+        surrogate_group(options, *acts, *cov, *surrogate_cfg, (fs::path(dir) / "surrogate").string()));
   }
 
   StudyOptions so;
