@@ -40,6 +40,9 @@ assert cv["plateaued"] == (-cv["margin"] <= ch["ci_bca"][0] and ch["ci_bca"][1] 
 print(f"convergence: pwmcc {[round(p['pwmcc'], 3) for p in cv['points']]} at {steps}, plateaued {cv['plateaued']}")
 PY
 grep -q "## Stability against training steps" cmp/summary.md || { echo "FAIL: no convergence section" >&2; exit 1; }
+# Folders of different runs (800 and 200 steps) share no snapshots: the comparison still runs and says so.
+"$HUSAI" compare --quiet wide/seed42 narrow/seed1 --bootstrap 200 --no-figures --out cmp_mixed
+grep -q "Not computed" cmp_mixed/summary.md || { echo "FAIL: mixed runs: no note on the missing curve" >&2; exit 1; }
 
 # Surrogate-data control: five seeds (5 vs 5 surrogate SAEs: the smallest two-sided exact p is 2/252, so Holm
 # over the two tested decoder metrics can reach 0.016). Planted data: the real dictionaries agree, the

@@ -346,7 +346,15 @@ nlohmann::json run_compare(const CompareOptions& options) {
       std::all_of(options.sae_dirs.begin(), options.sae_dirs.end(),
                   [](const auto& d) { return fs::is_directory(fs::path(d) / "checkpoints"); });
   if (all_have_snapshots) {
-    const std::vector<SaeCheckpointSet> sets = list_sae_checkpoints(options.sae_dirs);
+    // Folders from different runs may keep different snapshots: then there is no common curve, which is
+    // said in the summary rather than failing the comparison.
+    std::vector<SaeCheckpointSet> sets;
+    try {
+      sets = list_sae_checkpoints(options.sae_dirs);
+    } catch (const Error& e) {
+      ctx.extra_markdown += std::string("\n## Stability against training steps\n\nNot computed: ") +
+                            e.what() + " (the inputs do not share their stability snapshots).\n";
+    }
     if (sets.size() >= 2) {
       std::vector<std::vector<FeatureSet>> dicts;
       std::vector<int64_t> steps;
