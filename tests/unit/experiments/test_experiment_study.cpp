@@ -150,3 +150,53 @@ TEST(AdaptiveChoice, LargestLowerBoundAmongCandidatesAboveTheEvFloor) {
 
 }  // namespace
 }  // namespace husai
+
+namespace husai {
+namespace {
+
+nlohmann::json curve(double last_lo, double last_hi, bool plateaued) {
+  nlohmann::json points = nlohmann::json::array();
+  const double values[] = {0.40, 0.42, 0.43};
+  const int64_t steps[] = {250, 500, 1000};
+  for (int i = 0; i < 3; ++i) {
+    points.push_back({{"step", steps[i]},
+                      {"fraction", static_cast<double>(steps[i]) / 1000.0},
+                      {"pwmcc", values[i]},
+                      {"pwmcc_ci_bca", {values[i] - 0.01, values[i] + 0.01}},
+                      {"matched_mean_cos", values[i] - 0.02},
+                      {"matched_mean_cos_ci_bca", {nullptr, nullptr}}});
+  }
+  return {{"points", points},
+          {"last_change", {{"estimate", 0.01}, {"ci_bca", {last_lo, last_hi}}}},
+          {"margin", 0.01},
+          {"plateaued", plateaued}};
+}
+
+TEST(ConvergenceReport, TablesEveryPointAndStatesEachPlateauTest) {
+  const ConvergenceReport r =
+      convergence_report({{"topk", curve(0.005, 0.015, false)}, {"relu", curve(-0.004, 0.006, true)}});
+  EXPECT_NE(r.markdown.find("| topk | 500 | 0.500 | 0.4200 [0.4100, 0.4300] | 0.4000 [n/a, n/a] |"),
+            std::string::npos)
+      << r.markdown;
+  EXPECT_NE(
+      r.summary.find("- topk: last change of pwmcc +0.0100 [0.0050, 0.0150]: NOT shown to have plateaued"),
+      std::string::npos)
+      << r.summary;
+  EXPECT_NE(r.summary.find("- relu: last change of pwmcc +0.0100 [-0.0040, 0.0060]: plateaued"),
+            std::string::npos);
+  ASSERT_EQ(r.last_change.size(), 2u);
+  EXPECT_EQ(r.last_change[1].first, "relu");
+  EXPECT_DOUBLE_EQ(r.last_change[1].second, 0.01);
+  // One gnuplot data block per curve, both plotted.
+  EXPECT_NE(r.figure_data.find("$c0 << EOD\n250 0.4 0.39"), std::string::npos) << r.figure_data;
+  EXPECT_NE(r.figure_data.find("$c1 using 1:2:3:4 with yerrorlines title 'relu'"), std::string::npos);
+}
+
+TEST(ConvergenceReport, NoCurveSaysNoSnapshotsWereKept) {
+  const ConvergenceReport r = convergence_report({});
+  EXPECT_TRUE(r.figure_data.empty());
+  EXPECT_NE(r.markdown.find("No snapshots were kept"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace husai
