@@ -15,6 +15,7 @@
 #include "husai/core/gemm.hpp"
 #include "husai/core/rng.hpp"
 #include "husai/core/threading.hpp"
+#include "husai/sae/architecture.hpp"
 #include "husai/sae/encoder_kernel.hpp"
 #include "husai/sae/sae.hpp"
 
@@ -83,7 +84,7 @@ BENCHMARK(BM_EncoderGemm_EigenSgemm)->Unit(benchmark::kMillisecond)->UseRealTime
 
 void BM_TopKTrainStep(benchmark::State& state) {
   husai::SaeConfig cfg;
-  cfg.arch = husai::SaeArch::TopK;
+  cfg.arch = &husai::sae_architecture("topk");
   cfg.d_in = kD;
   cfg.d_sae = kL;
   cfg.k = kK;

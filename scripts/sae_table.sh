@@ -7,7 +7,8 @@
 set -euo pipefail
 HUSAI=$1; ACTS=$2; MODEL=$3; OUT=$4
 mkdir -p "$OUT"
-for arch in relu topk batchtopk jumprelu matryoshka; do
+mapfile -t ARCHS < <("$HUSAI" architectures --names)
+for arch in "${ARCHS[@]}"; do
   # Reuse an earlier SAE only when it was trained on these activations (cfg.json names its activation file).
   if [[ ! -f "$OUT/$arch/seed42/metrics.json" ]] || ! grep -qF "\"$ACTS\"" "$OUT/$arch/seed42/cfg.json"; then
     rm -rf "$OUT/$arch"
@@ -19,14 +20,14 @@ for arch in relu topk batchtopk jumprelu matryoshka; do
   "$HUSAI" eval-sae --quiet --overwrite --sae "$OUT/$arch/seed42" --activations "$ACTS" --model "$MODEL" \
     --out "$OUT/$arch/eval.json"
 done
-/usr/bin/python3 - "$OUT" <<'PY'
+/usr/bin/python3 - "$OUT" "${ARCHS[@]}" <<'PY'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
 print("| architecture | L0 | explained variance | dead fraction | CE loss score | KL div score | answer acc (spliced) | train time | plateau (dEV last 10%) |")
 print("|---|---|---|---|---|---|---|---|---|")
 ok = True
-for arch in ["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]:
+for arch in sys.argv[2:]:
     d = out / arch
     e = json.load(open(d / "eval.json"))
     m, s = e["metrics"], e["splice"]

@@ -8,9 +8,48 @@
 #include "common.hpp"
 #include "husai/core/error.hpp"
 #include "husai/data/synthetic.hpp"
+#include "husai/sae/architecture.hpp"
 #include "husai/train/sae_run.hpp"
 
 namespace husai::cli {
+namespace {
+
+// One line per architecture of the table: training name, SAELens inference architecture, summary.
+std::string architecture_list() {
+  std::string out = "Architectures (sae.architecture; SAELens architecture of the exported folder):\n";
+  for (const SaeArchitecture* a : sae_architectures()) {
+    out += "  " + std::string(a->name) + std::string(a->name.size() < 11 ? 11 - a->name.size() : 1, ' ') +
+           "-> " + std::string(a->inference->name) +
+           std::string(a->inference->name.size() < 9 ? 9 - a->inference->name.size() : 1, ' ') +
+           std::string(a->summary) + "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+Runner register_architectures(CLI::App& app) {
+  CLI::App* sub = app.add_subcommand(
+      "architectures",
+      "List the SAE architectures train-sae knows (the architecture table), with the SAELens "
+      "architecture each exports and its config keys.");
+  auto names_only = std::make_shared<bool>(false);
+  sub->add_flag("--names", *names_only, "print only the names, one per line (for scripts)");
+  return [names_only] {
+    if (*names_only) {
+      for (const SaeArchitecture* a : sae_architectures()) std::printf("%s\n", std::string(a->name).c_str());
+      return 0;
+    }
+    std::printf("%s", architecture_list().c_str());
+    for (const SaeArchitecture* a : sae_architectures()) {
+      std::string keys;
+      for (const SaeKey& k : a->keys) keys += (keys.empty() ? "" : ", ") + std::string(k.path);
+      std::printf("  %s keys: %s\n", std::string(a->name).c_str(),
+                  keys.empty() ? "(none of its own)" : keys.c_str());
+    }
+    return 0;
+  };
+}
 
 Runner register_train_sae(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
@@ -29,12 +68,15 @@ Runner register_train_sae(CLI::App& app) {
   add_config_options(sub, o->config);
   sub->add_option("--activations", o->activations, "safetensors file with the activation rows")->required();
   add_config_flag(sub, o->config, "--key", "data.key", "tensor name in the activation file");
-  add_config_flag(sub, o->config, "--architecture", "sae.architecture",
-                  "relu|topk|batchtopk|jumprelu|matryoshka");
+  std::string names;
+  for (const SaeArchitecture* a : sae_architectures())
+    names += (names.empty() ? "" : "|") + std::string(a->name);
+  add_config_flag(sub, o->config, "--architecture", "sae.architecture", names + " (husai architectures)");
   add_config_flag(sub, o->config, "--d-sae", "sae.d_sae", "number of latents");
   add_config_flag(sub, o->config, "--expansion", "sae.expansion", "d_sae / d_in");
   add_config_flag(sub, o->config, "--k", "sae.k", "active latents per row");
-  add_config_flag(sub, o->config, "--l1", "sae.l1_coefficient", "L1 coefficient (relu)");
+  add_config_flag(sub, o->config, "--l1", "sae.l1_coefficient",
+                  "L1 coefficient (architectures with an L1 penalty)");
   add_config_flag(sub, o->config, "--steps", "training.steps", "optimizer steps");
   add_config_flag(sub, o->config, "--epochs", "training.epochs",
                   "passes over the training rows (instead of --steps)");
@@ -48,7 +90,10 @@ Runner register_train_sae(CLI::App& app) {
   add_config_flag(sub, o->config, "--checkpoint-every", "training.checkpoint_every",
                   "steps between checkpoints");
   add_output_options(sub, o->output, "run folder to write");
-  sub->footer("Config keys (YAML sections, or --set section.key=value):\n" + sae_config_schema().describe());
+  sub->footer(architecture_list() +
+              "\nConfig keys (YAML sections, or --set section.key=value; [..] names the "
+              "architectures that read a key):\n" +
+              sae_config_schema().describe());
   return [o] {
     apply_common(o->common);
     const Config config = build_config(sae_config_schema(), o->config);

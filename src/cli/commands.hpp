@@ -13,6 +13,7 @@ Runner register_eval_transformer(CLI::App& app);
 Runner register_extract(CLI::App& app);
 Runner register_demo(CLI::App& app);
 Runner register_train_sae(CLI::App& app);
+Runner register_architectures(CLI::App& app);
 Runner register_synth(CLI::App& app);
 Runner register_eval_sae(CLI::App& app);
 Runner register_compare(CLI::App& app);

@@ -32,6 +32,7 @@ int run_cli(int argc, char** argv) {
   add(husai::cli::register_extract);
   add(husai::cli::register_demo);
   add(husai::cli::register_train_sae);
+  add(husai::cli::register_architectures);
   add(husai::cli::register_synth);
   add(husai::cli::register_eval_sae);
   add(husai::cli::register_compare);

@@ -104,6 +104,7 @@ sae("sae_shape", {"d_in": 9})
 sae("sae_type", {"d_in": "8"})
 sae("sae_k", {"k": 99})
 sae("sae_arch", {"architecture": "crosscoder"})
+sae("sae_gated", {"architecture": "gated"})  # a topk folder's tensors: no b_gate / r_mag / b_mag
 sae("sae_notjson", cfg_text="{\"d_in\": 8,")
 sae("sae_noweights", weights=False)
 os.remove("sae_noweights/cfg.json")
@@ -154,6 +155,7 @@ expect_error sae_weight_shape eval_ws.json "sae_shape/sae_weights.safetensors" "
 expect_error sae_cfg_mistyped eval_ct.json "sae_type/cfg.json" "key 'd_in'" -- "$HUSAI" eval-sae --sae sae_type --activations good.safetensors --out eval_ct.json
 expect_error sae_cfg_k_range eval_ck.json "sae_k/cfg.json" "key 'k'" "exceeds d_sae = 16" -- "$HUSAI" eval-sae --sae sae_k --activations good.safetensors --out eval_ck.json
 expect_error sae_cfg_architecture eval_ca.json "sae_arch/cfg.json" "key 'architecture'" "crosscoder" -- "$HUSAI" eval-sae --sae sae_arch --activations good.safetensors --out eval_ca.json
+expect_error sae_gated_tensors eval_gt.json "sae_gated/sae_weights.safetensors" "tensor 'b_gate' not found" -- "$HUSAI" eval-sae --sae sae_gated --activations good.safetensors --out eval_gt.json
 expect_error sae_cfg_not_json eval_cj.json "sae_notjson/cfg.json" "invalid JSON" -- "$HUSAI" eval-sae --sae sae_notjson --activations good.safetensors --out eval_cj.json
 
 # ------------------------------------------------------------------------------------------------- config
@@ -163,6 +165,7 @@ expect_error config_mistyped out_ct "cfg_type.yaml:3" "model.d_model" "sixty-fou
 expect_error config_p_lt_2 out_cp "cfg_range.yaml:2" "task.modulus" "[2, 100000]" -- "${T[@]}" --config cfg_range.yaml --out out_cp
 expect_error config_p_flag out_cf "--modulus" "task.modulus" -- "$HUSAI" train-transformer --quiet --modulus 1 --out out_cf
 expect_error config_heads out_chd "divisible" "model.d_model" "model.n_heads" -- "${T[@]}" --set model.d_model=30 --set model.n_heads=4 --out out_chd
+expect_error config_architecture out_ar "sae.architecture" "crosscoder" "gated" -- "$HUSAI" train-sae --quiet --activations good.safetensors --architecture crosscoder --out out_ar
 expect_error config_k_gt_d_sae out_kd "sae.k" "exceeds d_sae = 16" -- "$HUSAI" train-sae --quiet --activations good.safetensors --d-sae 16 --k 32 --out out_kd
 expect_error config_syntax out_cy "cfg_syntax.yaml" -- "${T[@]}" --config cfg_syntax.yaml --out out_cy
 expect_error config_set_twice out_c2 "cfg_twice.yaml:3" "training.lr" "set twice" -- "${T[@]}" --config cfg_twice.yaml --out out_c2

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# train-sae end to end on planted-dictionary data: recovery (topk, batchtopk, relu), identical bytes (final SAEs
+# train-sae end to end on planted-dictionary data: recovery (topk, batchtopk, relu, gated), identical bytes (final SAEs
 # and stability snapshots) for 1 vs 2 threads, for several seeds in one pass vs separate runs (each seed its own
 # data order, and one shared order), and after kill -9 + --resume; every bad input refused with a clear error
 # and nothing written.
@@ -14,6 +14,25 @@ for arch in topk batchtopk relu; do
   "$HUSAI" "${common[@]}" --architecture "$arch" --steps 1500 --threads 1 --out "rec_$arch"
   /usr/bin/python3 "$HERE/sae_recovery.py" synth.safetensors "rec_$arch/seed42" 0.9
 done
+# gated: its L1 penalises the gate pre-activations, a different quantity from relu's latents, so it takes its own
+# coefficient (6 gives L0 ~3, the planted number of active features).
+gated=("${common[@]}" --architecture gated --l1 6)
+"$HUSAI" "${gated[@]}" --steps 1500 --threads 1 --out rec_gated
+/usr/bin/python3 "$HERE/sae_recovery.py" synth.safetensors rec_gated/seed42 0.9
+# gated after kill -9 + --resume: the same bytes as an uninterrupted run.
+"$HUSAI" "${gated[@]}" --steps 400 --checkpoint-every 25 --threads 2 --out g1
+"$HUSAI" "${gated[@]}" --steps 400 --checkpoint-every 25 --threads 2 --out gk &
+pid=$!
+for delay in 0.15 0.2; do
+  sleep "$delay"; kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  "$HUSAI" "${gated[@]}" --steps 400 --checkpoint-every 25 --threads 2 --out gk --resume &
+  pid=$!
+done
+wait "$pid"
+for f in seed42/sae_weights.safetensors seed42/cfg.json seed42/metrics.jsonl trainer_state.safetensors; do
+  cmp "g1/$f" "gk/$f" || { echo "FAIL: gated $f differs after kill -9 + resume" >&2; exit 1; }
+done
+echo "gated kill -9 + resume: identical bytes"
 
 args=("${common[@]}" --architecture topk --steps 400 --checkpoint-every 25 --set sae.dead_window=5000)
 "$HUSAI" "${args[@]}" --threads 1 --out t1

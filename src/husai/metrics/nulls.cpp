@@ -15,6 +15,7 @@
 #include "husai/core/rng.hpp"
 #include "husai/core/tensor.hpp"
 #include "husai/core/threading.hpp"
+#include "husai/sae/architecture.hpp"
 #include "husai/sae/sae.hpp"
 
 namespace husai {
@@ -67,20 +68,22 @@ std::vector<float> transform_dictionary(const float* W_dec, int64_t d_sae, int64
   return out;
 }
 
-SaeArch training_arch_of(const SaeModel& sae) {
+// The training architecture of an SAE: husai's own metadata when present, else the first architecture of the
+// table that exports this inference kind (for an SAE trained elsewhere), else relu (only W_dec / W_enc are
+// drawn, and every architecture initialises those alike).
+const SaeArchitecture& training_arch_of(const SaeModel& sae) {
   const nlohmann::json& cfg = sae.cfg;
   if (cfg.is_object() && cfg.contains("metadata") && cfg["metadata"].is_object() &&
       cfg["metadata"].contains("training_architecture") &&
       cfg["metadata"]["training_architecture"].is_string()) {
     try {
-      return parse_sae_arch(cfg["metadata"]["training_architecture"].get<std::string>());
+      return sae_architecture(cfg["metadata"]["training_architecture"].get<std::string>());
     } catch (const Error&) {
       // not one of husai's names: fall back to the inference architecture
     }
   }
-  if (sae.architecture == "topk") return SaeArch::TopK;
-  if (sae.architecture == "jumprelu") return SaeArch::JumpReLU;
-  return SaeArch::ReLU;  // standard and gated: the same initialisation of W_dec / W_enc
+  const SaeArchitecture* a = sae_architecture_exporting(sae.architecture);
+  return a != nullptr ? *a : sae_architecture("relu");
 }
 
 }  // namespace
@@ -125,7 +128,7 @@ std::vector<float> gaussian_null_decoder(int64_t d_sae, int64_t d_in, uint64_t s
 
 SaeModel untrained_null_sae(const SaeModel& like, uint64_t seed) {
   SaeConfig cfg;
-  cfg.arch = training_arch_of(like);
+  cfg.arch = &training_arch_of(like);
   cfg.d_in = like.d_in;
   cfg.d_sae = like.d_sae;
   const SaeLayout layout = make_sae_layout(cfg);
@@ -140,8 +143,12 @@ SaeModel untrained_null_sae(const SaeModel& like, uint64_t seed) {
   sae.W_dec.assign(params.begin() + layout.W_dec, params.begin() + layout.W_dec + like.d_in * like.d_sae);
   sae.b_enc.assign(params.begin() + layout.b_enc, params.begin() + layout.b_enc + like.d_sae);
   sae.b_dec = b_dec;
-  if (layout.n_log_threshold > 0 && sae.architecture == "jumprelu") {
-    sae.threshold.assign(static_cast<size_t>(like.d_sae), static_cast<float>(cfg.init_threshold));
+  // The inference tensors the architecture derives from its own parameters, as a freshly initialised SAE
+  // exports them (a JumpReLU threshold at its init value), when it exports the same kind as `like`. State
+  // kept outside the parameters (a running threshold) stays as `like` has it.
+  if (!cfg.arch->extra_tensors.empty() && cfg.arch->export_tensors != nullptr &&
+      cfg.arch->inference->name == sae.architecture) {
+    cfg.arch->export_tensors(cfg, layout, params.data(), SaeRunningState{}, sae);
   }
   return sae;
 }

@@ -3,12 +3,14 @@
 //   loss = (1/B) sum_b ||x_hat_b - x_b||^2 + aux_coefficient * AuxK        (AuxK as in topk.cpp)
 // Rows may get more or fewer than k latents; the mean is k. The selection does not exist at inference, so a
 // running threshold theta tracks the smallest kept activation (theta += threshold_lr * (min kept - theta),
-// set directly on the first step; see sae_after_step in the trainer) and is saved as a JumpReLU threshold:
-// at inference f = z * [z > theta].
+// set directly on the first step: update_running_threshold, the after-step hook) and is saved as a JumpReLU
+// threshold: at inference f = z * [z > theta].
 
 #include <algorithm>
 
 #include "husai/core/threading.hpp"
+#include "husai/io/config.hpp"
+#include "husai/sae/architecture.hpp"
 #include "husai/sae/dense_path.hpp"
 #include "husai/sae/sparse_path.hpp"
 
@@ -95,12 +97,68 @@ SaeLossParts batchtopk_loss_backward(const SaeConfig& cfg, const SaeView<const T
   return sae_detail::sparse_loss_backward(cfg, p, g, batch, ws, {cfg.d_sae}, {1.0});
 }
 
-#define HUSAI_INSTANTIATE(T)                                                                                 \
-  template SaeLossParts batchtopk_loss_backward<T>(const SaeConfig&, const SaeView<const T>&,                \
-                                                   const SaeView<T>*, const SaeBatch<T>&, SaeWorkspace<T>&); \
+#define HUSAI_INSTANTIATE(T) \
   template void sae_detail::select_topk_batch<T>(const T*, int64_t, int64_t, int64_t, SaeWorkspace<T>&);
 HUSAI_INSTANTIATE(float)
 HUSAI_INSTANTIATE(double)
 #undef HUSAI_INSTANTIATE
+
+namespace sae_detail {
+
+SaeKey threshold_lr_key() {
+  return {"sae.threshold_lr",
+          [](ConfigSchema& s) -> FieldSpec& {
+            return s.add_float("sae.threshold_lr", SaeConfig{}.threshold_lr, "running-threshold update rate")
+                .greater_than(0.0)
+                .max(1.0);
+          },
+          [](const Config& c, SaeConfig& m) { m.threshold_lr = c.get_double("sae.threshold_lr"); }};
+}
+
+void update_running_threshold(const SaeConfig& cfg, const SaeLossParts& parts, const SaeWorkspace<float>& ws,
+                              SaeRunningState& state) {
+  if (parts.l0 <= 0) return;  // nothing kept: no smallest kept activation to track
+  if (!state.threshold_set) {
+    state.threshold = ws.min_active;
+    state.threshold_set = true;
+  } else {
+    state.threshold += cfg.threshold_lr * (ws.min_active - state.threshold);
+  }
+}
+
+void export_running_threshold(const SaeConfig& cfg, const SaeLayout& /*layout*/, const float* /*params*/,
+                              const SaeRunningState& state, SaeModel& sae) {
+  sae.extra["threshold"].assign(static_cast<size_t>(cfg.d_sae), static_cast<float>(state.threshold));
+}
+
+void running_threshold_metadata(const SaeConfig& /*cfg*/, const SaeRunningState& state,
+                                nlohmann::json& meta) {
+  meta["running_threshold"] = state.threshold;
+}
+
+}  // namespace sae_detail
+
+const SaeArchitecture& batchtopk_architecture() {
+  static const SaeArchitecture arch = [] {
+    SaeArchitecture a;
+    a.name = "batchtopk";
+    a.summary =
+        "the k * B largest activations of the batch, running threshold at inference (Bussmann et al. 2024)";
+    a.inference = &sae_detail::jumprelu_inference_kind();
+    a.writes_all_grads = true;
+    a.running_threshold = true;
+    a.keys = sae_detail::topk_family_keys();
+    a.keys.push_back(sae_detail::threshold_lr_key());
+
+    a.loss_backward_f32 = batchtopk_loss_backward<float>;
+    a.loss_backward_f64 = batchtopk_loss_backward<double>;
+    a.validate = sae_detail::validate_topk_family;
+    a.after_step = sae_detail::update_running_threshold;
+    a.export_tensors = sae_detail::export_running_threshold;
+    a.export_metadata = sae_detail::running_threshold_metadata;
+    return a;
+  }();
+  return arch;
+}
 
 }  // namespace husai

@@ -11,7 +11,17 @@
 #include "husai/core/threading.hpp"
 #include "husai/sae/sae.hpp"
 
+namespace husai {
+struct SaeKey;
+}
+
 namespace husai::sae_detail {
+
+// The L1 penalty's keys (sae.l1_coefficient, sae.l1_warmup_steps), shared by every architecture with an L1
+// penalty on its latents (relu.cpp).
+std::vector<SaeKey> l1_penalty_keys();
+// lambda_t = l1_coefficient * min(1, step / l1_warmup_steps).
+double l1_coefficient_at(const SaeConfig& cfg, int64_t step);
 
 // ws.xc = x - b_dec (or x), ws.z = xc W_enc + b_enc  [B, L].
 template <typename T>

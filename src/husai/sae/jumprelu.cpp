@@ -17,7 +17,12 @@
 
 #include <cmath>
 
+#include "husai/core/error.hpp"
+#include "husai/io/config.hpp"
+#include "husai/io/safetensors.hpp"
+#include "husai/sae/architecture.hpp"
 #include "husai/sae/dense_path.hpp"
+#include "husai/sae/sparse_path.hpp"
 
 namespace husai {
 
@@ -30,7 +35,7 @@ SaeLossParts jumprelu_loss_backward(const SaeConfig& cfg, const SaeView<const T>
   const int64_t L = cfg.d_sae;
   encoder_pre(cfg, p, batch.x, B, ws);
   std::vector<T> theta(static_cast<size_t>(L));
-  for (int64_t i = 0; i < L; ++i) theta[static_cast<size_t>(i)] = std::exp(p.log_threshold[i]);
+  for (int64_t i = 0; i < L; ++i) theta[static_cast<size_t>(i)] = std::exp(p.extra[i]);
   ws.f.resize(static_cast<size_t>(B * L));
   parallel_chunks(B, 256, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -137,7 +142,7 @@ SaeLossParts jumprelu_loss_backward(const SaeConfig& cfg, const SaeView<const T>
         dth += dtheta_rows[static_cast<size_t>(r * L + i)];
         dn += tanh_dec[static_cast<size_t>(r * L + i)];
       }
-      g->log_threshold[i] = dth * theta[static_cast<size_t>(i)];
+      g->extra[i] = dth * theta[static_cast<size_t>(i)];
       const T n = dec_norm[static_cast<size_t>(i)];
       if (cfg.tanh_penalty && n > T(0)) {
         for (int64_t d = 0; d < D; ++d) g->W_dec[i * D + d] += dn * p.W_dec[i * D + d] / n;
@@ -147,11 +152,124 @@ SaeLossParts jumprelu_loss_backward(const SaeConfig& cfg, const SaeView<const T>
   return out;
 }
 
-template SaeLossParts jumprelu_loss_backward<float>(const SaeConfig&, const SaeView<const float>&,
-                                                    const SaeView<float>*, const SaeBatch<float>&,
-                                                    SaeWorkspace<float>&);
-template SaeLossParts jumprelu_loss_backward<double>(const SaeConfig&, const SaeView<const double>&,
-                                                     const SaeView<double>*, const SaeBatch<double>&,
-                                                     SaeWorkspace<double>&);
+namespace {
+
+// SAELens jumprelu: f = z * [z > threshold] (and z > 0), z = xc W_enc + b_enc.
+void jumprelu_activate(const SaeModel& sae, float* z, int64_t n_rows) {
+  const int64_t L = sae.d_sae;
+  const std::vector<float>& threshold = sae.extra.at("threshold");
+  for (int64_t r = 0; r < n_rows; ++r) {
+    float* zr = z + r * L;
+    for (int64_t i = 0; i < L; ++i) {
+      const float v = zr[i] + sae.b_enc[static_cast<size_t>(i)];
+      zr[i] = v > threshold[static_cast<size_t>(i)] && v > 0.0f ? v : 0.0f;
+    }
+  }
+}
+
+// threshold [d_sae], or log_threshold (older SAELens training checkpoints).
+void jumprelu_read(const nlohmann::json& /*cfg*/, const std::string& /*cfg_path*/, const SafetensorsFile& f,
+                   SaeModel& sae) {
+  std::vector<float>& threshold = sae.extra["threshold"];
+  if (f.has("threshold")) {
+    threshold = saelens_tensor(f, "threshold", {sae.d_sae});
+  } else if (f.has("log_threshold")) {
+    threshold = saelens_tensor(f, "log_threshold", {sae.d_sae});
+    for (float& t : threshold) t = std::exp(t);
+  } else {
+    f.get("threshold");  // throws, naming the available tensors
+  }
+}
+
+const SaeInferenceKind kJumpReLU = [] {
+  SaeInferenceKind k;
+  k.name = "jumprelu";
+  k.tensors = {"threshold"};
+  k.read = jumprelu_read;
+  k.activate = jumprelu_activate;
+  return k;
+}();
+
+std::vector<SaeKey> jumprelu_keys() {
+  return {
+      {"sae.l0_coefficient",
+       [](ConfigSchema& s) -> FieldSpec& {
+         return s.add_float("sae.l0_coefficient", SaeConfig{}.l0_coefficient, "sparsity penalty weight")
+             .min(0.0);
+       },
+       [](const Config& c, SaeConfig& m) { m.l0_coefficient = c.get_double("sae.l0_coefficient"); }},
+      {"sae.jumprelu_penalty",
+       [](ConfigSchema& s) -> FieldSpec& {
+         return s.add_enum("sae.jumprelu_penalty", SaeConfig{}.tanh_penalty ? "tanh" : "step",
+                           {"step", "tanh"}, "L0 step penalty or tanh penalty");
+       },
+       [](const Config& c, SaeConfig& m) {
+         m.tanh_penalty = c.get_string("sae.jumprelu_penalty") == "tanh";
+       }},
+      {"sae.jumprelu_tanh_scale",
+       [](ConfigSchema& s) -> FieldSpec& {
+         return s
+             .add_float("sae.jumprelu_tanh_scale", SaeConfig{}.tanh_scale,
+                        "tanh penalty: c in tanh(c |f| ||W_dec,i||)")
+             .greater_than(0.0);
+       },
+       [](const Config& c, SaeConfig& m) { m.tanh_scale = c.get_double("sae.jumprelu_tanh_scale"); }},
+      {"sae.jumprelu_bandwidth",
+       [](ConfigSchema& s) -> FieldSpec& {
+         return s
+             .add_float("sae.jumprelu_bandwidth", SaeConfig{}.bandwidth, "straight-through kernel bandwidth")
+             .greater_than(0.0);
+       },
+       [](const Config& c, SaeConfig& m) { m.bandwidth = c.get_double("sae.jumprelu_bandwidth"); }},
+      {"sae.jumprelu_init_threshold",
+       [](ConfigSchema& s) -> FieldSpec& {
+         return s.add_float("sae.jumprelu_init_threshold", SaeConfig{}.init_threshold, "threshold at init")
+             .greater_than(0.0);
+       },
+       [](const Config& c, SaeConfig& m) { m.init_threshold = c.get_double("sae.jumprelu_init_threshold"); }},
+  };
+}
+
+void validate_jumprelu(const SaeConfig& cfg) {
+  if (cfg.bandwidth <= 0 || cfg.init_threshold <= 0)
+    throw Error("jumprelu bandwidth and init_threshold must be > 0");
+}
+
+void init_jumprelu(const SaeConfig& cfg, const SaeLayout& layout, float* params) {
+  for (int64_t i = 0; i < layout.n_extra; ++i)
+    params[layout.extra + i] = static_cast<float>(std::log(cfg.init_threshold));
+}
+
+void export_jumprelu(const SaeConfig& cfg, const SaeLayout& layout, const float* params,
+                     const SaeRunningState& /*state*/, SaeModel& sae) {
+  std::vector<float>& threshold = sae.extra["threshold"];
+  threshold.resize(static_cast<size_t>(cfg.d_sae));
+  for (int64_t i = 0; i < cfg.d_sae; ++i)
+    threshold[static_cast<size_t>(i)] = std::exp(params[layout.extra + i]);
+}
+
+}  // namespace
+
+const SaeInferenceKind& sae_detail::jumprelu_inference_kind() {
+  return kJumpReLU;
+}
+
+const SaeArchitecture& jumprelu_architecture() {
+  static const SaeArchitecture arch = [] {
+    SaeArchitecture a;
+    a.name = "jumprelu";
+    a.summary = "ReLU with a learned per-latent threshold, L0 or tanh penalty (Rajamanoharan et al. 2024)";
+    a.inference = &kJumpReLU;
+    a.extra_tensors = {"log_threshold"};
+    a.keys = jumprelu_keys();
+    a.loss_backward_f32 = jumprelu_loss_backward<float>;
+    a.loss_backward_f64 = jumprelu_loss_backward<double>;
+    a.validate = validate_jumprelu;
+    a.init = init_jumprelu;
+    a.export_tensors = export_jumprelu;
+    return a;
+  }();
+  return arch;
+}
 
 }  // namespace husai

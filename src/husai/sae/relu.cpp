@@ -13,9 +13,43 @@
 #include <cmath>
 
 #include "husai/core/lanes.hpp"
+#include "husai/io/config.hpp"
+#include "husai/sae/architecture.hpp"
 #include "husai/sae/dense_path.hpp"
 
 namespace husai {
+
+namespace sae_detail {
+
+double l1_coefficient_at(const SaeConfig& cfg, int64_t step) {
+  const double warm =
+      cfg.l1_warmup_steps > 0
+          ? std::min(1.0, static_cast<double>(step) / static_cast<double>(cfg.l1_warmup_steps))
+          : 1.0;
+  return cfg.l1_coefficient * warm;
+}
+
+std::vector<SaeKey> l1_penalty_keys() {
+  return {
+      {"sae.l1_coefficient",
+       [](ConfigSchema& s) -> FieldSpec& {
+         return s
+             .add_float("sae.l1_coefficient", SaeConfig{}.l1_coefficient, "L1 weight (decoder-norm weighted)")
+             .min(0.0);
+       },
+       [](const Config& c, SaeConfig& m) { m.l1_coefficient = c.get_double("sae.l1_coefficient"); }},
+      {"sae.l1_warmup_steps",
+       [](ConfigSchema& s) -> FieldSpec& {
+         return s
+             .add_int("sae.l1_warmup_steps", SaeConfig{}.l1_warmup_steps,
+                      "steps over which the L1 weight ramps up from 0")
+             .min(0);
+       },
+       [](const Config& c, SaeConfig& m) { m.l1_warmup_steps = c.get_int("sae.l1_warmup_steps"); }},
+  };
+}
+
+}  // namespace sae_detail
 
 template <typename T>
 SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
@@ -40,11 +74,7 @@ SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p,
     for (int64_t d = 0; d < D; ++d) s += p.W_dec[i * D + d] * p.W_dec[i * D + d];
     dec_norm[static_cast<size_t>(i)] = std::sqrt(s);
   }
-  const double warm =
-      cfg.l1_warmup_steps > 0
-          ? std::min(1.0, static_cast<double>(batch.step) / static_cast<double>(cfg.l1_warmup_steps))
-          : 1.0;
-  const double lambda = cfg.l1_coefficient * warm;
+  const double lambda = l1_coefficient_at(cfg, batch.step);
 
   SaeLossParts out;
   if (g != nullptr) ws.grad_out.resize(static_cast<size_t>(B * D));
@@ -103,11 +133,40 @@ SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p,
   return out;
 }
 
-template SaeLossParts relu_loss_backward<float>(const SaeConfig&, const SaeView<const float>&,
-                                                const SaeView<float>*, const SaeBatch<float>&,
-                                                SaeWorkspace<float>&);
-template SaeLossParts relu_loss_backward<double>(const SaeConfig&, const SaeView<const double>&,
-                                                 const SaeView<double>*, const SaeBatch<double>&,
-                                                 SaeWorkspace<double>&);
+namespace {
+
+// SAELens "standard": f = ReLU(xc W_enc + b_enc).
+void standard_activate(const SaeModel& sae, float* z, int64_t n_rows) {
+  const int64_t L = sae.d_sae;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    float* zr = z + r * L;
+    for (int64_t i = 0; i < L; ++i) zr[i] = std::max(zr[i] + sae.b_enc[static_cast<size_t>(i)], 0.0f);
+  }
+}
+
+const SaeInferenceKind kStandard = [] {
+  SaeInferenceKind k;
+  k.name = "standard";
+  k.activate = standard_activate;
+  return k;
+}();
+
+}  // namespace
+
+const SaeArchitecture& relu_architecture() {
+  static const SaeArchitecture arch = [] {
+    SaeArchitecture a;
+    a.name = "relu";
+    a.summary = "ReLU + L1 on decoder-norm-weighted latents (SAELens standard; Anthropic, April 2024)";
+    a.inference = &kStandard,
+    // ReLU + L1 trains best with a smaller step than the other architectures' 1e-3.;
+        a.default_lr = 5e-4;
+    a.keys = sae_detail::l1_penalty_keys();
+    a.loss_backward_f32 = relu_loss_backward<float>;
+    a.loss_backward_f64 = relu_loss_backward<double>;
+    return a;
+  }();
+  return arch;
+}
 
 }  // namespace husai

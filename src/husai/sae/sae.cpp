@@ -1,5 +1,7 @@
 #include "husai/sae/sae.hpp"
 
+#include "husai/sae/architecture.hpp"
+
 #include <cmath>
 #include <numeric>
 
@@ -10,78 +12,11 @@
 
 namespace husai {
 
-std::string_view sae_arch_name(SaeArch arch) {
-  switch (arch) {
-    case SaeArch::ReLU:
-      return "relu";
-    case SaeArch::TopK:
-      return "topk";
-    case SaeArch::BatchTopK:
-      return "batchtopk";
-    case SaeArch::JumpReLU:
-      return "jumprelu";
-    case SaeArch::Matryoshka:
-      return "matryoshka";
-  }
-  return "?";
-}
-
-SaeArch parse_sae_arch(std::string_view name) {
-  for (SaeArch a :
-       {SaeArch::ReLU, SaeArch::TopK, SaeArch::BatchTopK, SaeArch::JumpReLU, SaeArch::Matryoshka}) {
-    if (name == sae_arch_name(a)) return a;
-  }
-  throw Error("unknown SAE architecture '" + std::string(name) +
-              "' (known: relu, topk, batchtopk, jumprelu, matryoshka)");
-}
-
-bool sae_arch_is_topk_family(SaeArch arch) {
-  return arch == SaeArch::TopK || arch == SaeArch::BatchTopK || arch == SaeArch::Matryoshka;
-}
-
-bool sae_arch_has_running_threshold(SaeArch arch) {
-  return arch == SaeArch::BatchTopK || arch == SaeArch::Matryoshka;
-}
-
-std::string_view sae_inference_architecture(SaeArch arch) {
-  switch (arch) {
-    case SaeArch::ReLU:
-      return "standard";
-    case SaeArch::TopK:
-      return "topk";
-    default:
-      return "jumprelu";
-  }
-}
-
 void SaeConfig::validate() const {
   if (d_in <= 0 || d_sae <= 0) throw Error("d_in and d_sae must be positive");
   if (d_sae > (int64_t{1} << 31) - 1) throw Error("d_sae too large");
-  if (sae_arch_is_topk_family(arch)) {
-    if (k < 1) throw Error("k must be >= 1").key("sae.k");
-    if (k > d_sae) {
-      throw Error("k = " + std::to_string(k) + " exceeds d_sae = " + std::to_string(d_sae) +
-                  ": a row cannot have more active latents than the dictionary has")
-          .key("sae.k");
-    }
-  }
-  if (arch == SaeArch::Matryoshka) {
-    if (group_sizes.empty())
-      throw Error("matryoshka needs at least one group size").key("sae.matryoshka_groups");
-    int64_t sum = 0;
-    for (int64_t g : group_sizes) {
-      if (g < 1) throw Error("matryoshka group sizes must be >= 1").key("sae.matryoshka_groups");
-      sum += g;
-    }
-    if (sum != d_sae) {
-      throw Error("matryoshka group sizes sum to " + std::to_string(sum) + ", but d_sae is " +
-                  std::to_string(d_sae))
-          .key("sae.matryoshka_groups");
-    }
-  }
-  if (arch == SaeArch::JumpReLU && (bandwidth <= 0 || init_threshold <= 0)) {
-    throw Error("jumprelu bandwidth and init_threshold must be > 0");
-  }
+  if (arch == nullptr) throw Error("internal: SaeConfig without an architecture");
+  if (arch->validate != nullptr) arch->validate(*this);
 }
 
 SaeLayout make_sae_layout(const SaeConfig& cfg) {
@@ -92,9 +27,9 @@ SaeLayout make_sae_layout(const SaeConfig& cfg) {
   l.W_dec = D * L;
   l.b_enc = 2 * D * L;
   l.b_dec = l.b_enc + L;
-  l.log_threshold = l.b_dec + D;
-  l.n_log_threshold = cfg.arch == SaeArch::JumpReLU ? L : 0;
-  l.total = l.log_threshold + l.n_log_threshold;
+  l.extra = l.b_dec + D;
+  l.n_extra = static_cast<int64_t>(cfg.arch->extra_tensors.size()) * L;
+  l.total = l.extra + l.n_extra;
   return l;
 }
 
@@ -105,23 +40,11 @@ SaeLossParts sae_loss_backward(const SaeConfig& cfg, const SaeLayout& layout, co
   SaeView<T> g;
   if (grads != nullptr) {
     // The sparse path writes every gradient entry itself (no pass over the whole buffer first).
-    if (!sae_arch_is_topk_family(cfg.arch)) std::fill(grads, grads + layout.total, T(0));
+    if (!cfg.arch->writes_all_grads) std::fill(grads, grads + layout.total, T(0));
     g = make_sae_view(layout, grads);
   }
   const SaeView<T>* gp = grads != nullptr ? &g : nullptr;
-  switch (cfg.arch) {
-    case SaeArch::ReLU:
-      return relu_loss_backward(cfg, p, gp, batch, ws);
-    case SaeArch::TopK:
-      return topk_loss_backward(cfg, p, gp, batch, ws);
-    case SaeArch::BatchTopK:
-      return batchtopk_loss_backward(cfg, p, gp, batch, ws);
-    case SaeArch::JumpReLU:
-      return jumprelu_loss_backward(cfg, p, gp, batch, ws);
-    case SaeArch::Matryoshka:
-      return matryoshka_loss_backward(cfg, p, gp, batch, ws);
-  }
-  throw Error("internal: unknown architecture");
+  return cfg.arch->loss_backward<T>()(cfg, p, gp, batch, ws);
 }
 
 void init_sae_params(const SaeConfig& cfg, const SaeLayout& layout, float* params, uint64_t seed,
@@ -147,9 +70,7 @@ void init_sae_params(const SaeConfig& cfg, const SaeLayout& layout, float* param
     }
   }
   std::copy(b_dec.begin(), b_dec.end(), params + layout.b_dec);
-  for (int64_t i = 0; i < layout.n_log_threshold; ++i) {
-    params[layout.log_threshold + i] = static_cast<float>(std::log(cfg.init_threshold));
-  }
+  if (cfg.arch->init != nullptr) cfg.arch->init(cfg, layout, params);
 }
 
 void remove_parallel_decoder_grad(const SaeConfig& cfg, const SaeLayout& layout, const float* params,

@@ -4,12 +4,13 @@
 // pieces (parameter layout, initialisation, the decoder-norm constraint, input-scaling fold).
 //
 // Shape letters: B = batch rows, D = d_in, L = d_sae (latents), K = k active latents per row.
-// Weight layout as SAELens: W_enc [D,L], W_dec [L,D], b_enc [L], b_dec [D]; JumpReLU trains log_threshold [L]
-// (saved as threshold = exp(log_threshold)).
+// Weight layout as SAELens: W_enc [D,L], W_dec [L,D], b_enc [L], b_dec [D], then each architecture's own
+// [L] tensors (JumpReLU trains log_threshold, saved as threshold = exp(log_threshold)).
 //
 // Losses are per batch, SAELens v6 conventions: mse = (1/B) sum_b ||x_hat_b - x_b||^2 (summed over D, mean
 // over rows); the sparsity / auxiliary terms are listed in each architecture's file. What differs between
-// architectures is only what its file says; the trainer calls sae_loss_backward() and sae_after_step().
+// architectures is only what its file says (its SaeArchitecture entry, architecture.hpp); the trainer calls
+// sae_loss_backward() and the entry's after_step.
 
 #include <cstdint>
 #include <string>
@@ -18,17 +19,12 @@
 
 namespace husai {
 
-enum class SaeArch { ReLU, TopK, BatchTopK, JumpReLU, Matryoshka };
-
-std::string_view sae_arch_name(SaeArch arch);       // "relu", "topk", "batchtopk", "jumprelu", "matryoshka"
-SaeArch parse_sae_arch(std::string_view name);      // throws husai::Error on an unknown name
-bool sae_arch_is_topk_family(SaeArch arch);         // topk, batchtopk, matryoshka: the sparse path
-bool sae_arch_has_running_threshold(SaeArch arch);  // batchtopk, matryoshka: saved as JumpReLU threshold
-std::string_view sae_inference_architecture(SaeArch arch);  // SAELens name: standard / topk / jumprelu
+struct SaeArchitecture;  // architecture.hpp: the table every architecture registers in
+const SaeArchitecture& default_sae_architecture();  // topk
 
 // The defaults here are the only ones: the train-sae config schema (train/sae_run.cpp) reads them.
 struct SaeConfig {
-  SaeArch arch = SaeArch::TopK;
+  const SaeArchitecture* arch = &default_sae_architecture();
   int64_t d_in = 0;
   int64_t d_sae = 0;
   bool apply_b_dec_to_input = true;
@@ -39,7 +35,7 @@ struct SaeConfig {
   int64_t dead_window = 100000;       // samples without firing after which a latent counts as dead
   double threshold_lr = 0.01;        // batchtopk running threshold: theta += lr (min kept activation - theta)
   std::vector<int64_t> group_sizes;  // matryoshka: sizes of the nested groups, summing to d_sae
-  // ReLU + L1.
+  // L1 penalty (every architecture whose keys include sae_detail::l1_penalty_keys()).
   double l1_coefficient = 2.0;
   int64_t l1_warmup_steps = 200;  // coefficient ramps linearly from 0 over these steps
   // JumpReLU.
@@ -50,14 +46,16 @@ struct SaeConfig {
   double tanh_scale = 4.0;       // c
 
   int64_t resolved_k_aux() const { return k_aux > 0 ? k_aux : d_in / 2; }
-  // Throws husai::Error when settings contradict each other (k > d_sae, groups not summing to d_sae, ...).
+  // Throws husai::Error when settings contradict each other (k > d_sae, groups not summing to d_sae, ...):
+  // the common checks, then the architecture's own.
   void validate() const;
 };
 
-// Offsets of each tensor in the flat parameter buffer (and in its gradient and Adam moments).
+// Offsets of each tensor in the flat parameter buffer (and in its gradient and Adam moments): the common
+// four, then the architecture's own [d_sae] tensors (SaeArchitecture::extra_tensors) one after another.
 struct SaeLayout {
-  int64_t W_enc = 0, W_dec = 0, b_enc = 0, b_dec = 0, log_threshold = 0;
-  int64_t n_log_threshold = 0;  // d_sae for JumpReLU, else 0
+  int64_t W_enc = 0, W_dec = 0, b_enc = 0, b_dec = 0, extra = 0;
+  int64_t n_extra = 0;  // d_sae * the number of extra tensors
   int64_t total = 0;
 };
 SaeLayout make_sae_layout(const SaeConfig& cfg);
@@ -68,7 +66,7 @@ struct SaeView {
   T* W_dec = nullptr;
   T* b_enc = nullptr;
   T* b_dec = nullptr;
-  T* log_threshold = nullptr;  // JumpReLU only
+  T* extra = nullptr;  // the architecture's own tensors (jumprelu: log_threshold); null when none
 };
 template <typename T>
 SaeView<T> make_sae_view(const SaeLayout& layout, T* flat) {
@@ -77,7 +75,7 @@ SaeView<T> make_sae_view(const SaeLayout& layout, T* flat) {
   v.W_dec = flat + layout.W_dec;
   v.b_enc = flat + layout.b_enc;
   v.b_dec = flat + layout.b_dec;
-  v.log_threshold = layout.n_log_threshold > 0 ? flat + layout.log_threshold : nullptr;
+  v.extra = layout.n_extra > 0 ? flat + layout.extra : nullptr;
   return v;
 }
 
@@ -129,31 +127,15 @@ struct SaeWorkspace {
 };
 
 // Loss of one batch and, when `grads` is non-null, its gradient (written, not accumulated) into the flat
-// buffer `grads` laid out as `layout`. Deterministic and independent of the thread count.
+// buffer `grads` laid out as `layout`: the architecture's loss_backward. Deterministic and independent of
+// the thread count.
 template <typename T>
 SaeLossParts sae_loss_backward(const SaeConfig& cfg, const SaeLayout& layout, const T* params, T* grads,
                                const SaeBatch<T>& batch, SaeWorkspace<T>& ws);
 
-// Per-architecture entry points (dispatched by sae_loss_backward; exposed for tests).
-template <typename T>
-SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
-                                const SaeBatch<T>& batch, SaeWorkspace<T>& ws);
-template <typename T>
-SaeLossParts jumprelu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
-                                    const SaeBatch<T>& batch, SaeWorkspace<T>& ws);
-template <typename T>
-SaeLossParts topk_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
-                                const SaeBatch<T>& batch, SaeWorkspace<T>& ws);
-template <typename T>
-SaeLossParts batchtopk_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
-                                     const SaeBatch<T>& batch, SaeWorkspace<T>& ws);
-template <typename T>
-SaeLossParts matryoshka_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
-                                      const SaeBatch<T>& batch, SaeWorkspace<T>& ws);
-
 // Initialisation: W_dec rows random unit vectors (Philox(seed)), W_enc = W_dec^T, b_enc = 0, b_dec = `b_dec`
-// (geometric median or mean of the data, computed once and shared by all seeds), log_threshold =
-// log(init_threshold).
+// (geometric median or mean of the data, computed once and shared by all seeds); then the architecture's
+// init (jumprelu: log_threshold = log(init_threshold)).
 void init_sae_params(const SaeConfig& cfg, const SaeLayout& layout, float* params, uint64_t seed,
                      const std::vector<float>& b_dec);
 

@@ -11,6 +11,7 @@
 #include "husai/core/text.hpp"
 #include "husai/core/threading.hpp"
 #include "husai/io/safetensors.hpp"
+#include "husai/sae/architecture.hpp"
 
 namespace husai {
 namespace {
@@ -25,8 +26,10 @@ void expect_size(const std::vector<float>& v, int64_t n, const char* name, const
   }
 }
 
-std::vector<float> tensor_f32(const SafetensorsFile& f, const std::string& name,
-                              const std::vector<int64_t>& shape) {
+}  // namespace
+
+std::vector<float> saelens_tensor(const SafetensorsFile& f, const std::string& name,
+                                  const std::vector<int64_t>& shape) {
   const TensorData& t = f.get(name);
   if (t.shape != shape) {
     auto text = [](const std::vector<int64_t>& s) {
@@ -39,6 +42,8 @@ std::vector<float> tensor_f32(const SafetensorsFile& f, const std::string& name,
   }
   return t.to_f32();
 }
+
+namespace {
 
 // cfg.json must be a JSON object; anything else (an array, a number, invalid JSON) is refused here so that
 // the lookups below never meet a value of the wrong type.
@@ -56,7 +61,9 @@ nlohmann::json parse_cfg_json(std::string_view text, const std::string& path) {
 
 // A positive integer key ("d_in", "d_sae", "k"). Every key read from cfg.json goes through a typed helper, so
 // a mistyped value is a husai::Error naming the key rather than a nlohmann type_error from deep inside.
-int64_t cfg_int(const nlohmann::json& cfg, const std::string& key, const std::string& path) {
+}  // namespace
+
+int64_t saelens_cfg_int(const nlohmann::json& cfg, const std::string& key, const std::string& path) {
   if (!cfg.contains(key) || !cfg.at(key).is_number_integer()) {
     throw Error("cfg.json lacks an integer '" + key + "'").file(path).key(key);
   }
@@ -68,6 +75,14 @@ int64_t cfg_int(const nlohmann::json& cfg, const std::string& key, const std::st
         .key(key);
   }
   return v.get<int64_t>();
+}
+
+namespace {
+
+const SaeInferenceKind& kind_of(const std::string& architecture, const std::string& where) {
+  const SaeInferenceKind* kind = find_sae_inference_kind(architecture);
+  if (kind == nullptr) throw Error("internal: no inference kind '" + architecture + "'").file(where);
+  return *kind;
 }
 
 // An optional string key; null counts as absent (SAELens writes null for unset options).
@@ -95,34 +110,21 @@ SaeModel saelens_from_parts(const std::string& dir, std::string_view cfg_text, c
   SaeModel m;
   m.source_format = "saelens";
   m.cfg = parse_cfg_json(cfg_text, cfg_path);
-  m.d_in = cfg_int(m.cfg, "d_in", cfg_path);
-  m.d_sae = cfg_int(m.cfg, "d_sae", cfg_path);
+  m.d_in = saelens_cfg_int(m.cfg, "d_in", cfg_path);
+  m.d_sae = saelens_cfg_int(m.cfg, "d_sae", cfg_path);
   m.architecture = cfg_string(m.cfg, "architecture", "standard", cfg_path);
   // Pre-v6 SAELens wrote TopK SAEs as architecture "standard" with activation_fn_str "topk".
   if (m.architecture == "standard" && cfg_string(m.cfg, "activation_fn_str", "relu", cfg_path) == "topk") {
     m.architecture = "topk";
   }
-  if (m.architecture != "standard" && m.architecture != "topk" && m.architecture != "jumprelu" &&
-      m.architecture != "gated") {
-    throw Error("unsupported SAE architecture '" + m.architecture +
-                "' (husai reads standard, topk, jumprelu, gated)")
+  const SaeInferenceKind* kind = find_sae_inference_kind(m.architecture);
+  if (kind == nullptr) {
+    std::string known;
+    for (const SaeInferenceKind* k : sae_inference_kinds())
+      known += (known.empty() ? "" : ", ") + std::string(k->name);
+    throw Error("unsupported SAE architecture '" + m.architecture + "' (husai reads " + known + ")")
         .file(cfg_path)
         .key("architecture");
-  }
-  if (m.architecture == "topk") {
-    if (m.cfg.contains("k") && !m.cfg.at("k").is_null()) {
-      m.k = cfg_int(m.cfg, "k", cfg_path);
-    } else if (m.cfg.contains("activation_fn_kwargs") && m.cfg.at("activation_fn_kwargs").is_object() &&
-               m.cfg.at("activation_fn_kwargs").contains("k")) {
-      m.k = cfg_int(m.cfg.at("activation_fn_kwargs"), "k", cfg_path);
-    } else {
-      throw Error("topk SAE without 'k' in cfg.json").file(cfg_path).key("k");
-    }
-    if (m.k > m.d_sae) {
-      throw Error("topk k = " + std::to_string(m.k) + " exceeds d_sae = " + std::to_string(m.d_sae))
-          .file(cfg_path)
-          .key("k");
-    }
   }
   m.apply_b_dec_to_input = cfg_bool(m.cfg, "apply_b_dec_to_input", true, cfg_path);
   const std::string norm = cfg_string(m.cfg, "normalize_activations", "none", cfg_path);
@@ -133,25 +135,16 @@ SaeModel saelens_from_parts(const std::string& dir, std::string_view cfg_text, c
         .file(cfg_path)
         .key("normalize_activations");
   }
-  m.W_enc = tensor_f32(f, "W_enc", {m.d_in, m.d_sae});
-  m.W_dec = tensor_f32(f, "W_dec", {m.d_sae, m.d_in});
-  m.b_enc = m.architecture == "gated" ? std::vector<float>(static_cast<size_t>(m.d_sae), 0.0f)
-                                      : tensor_f32(f, "b_enc", {m.d_sae});
-  m.b_dec = tensor_f32(f, "b_dec", {m.d_in});
-  if (m.architecture == "jumprelu") {
-    if (f.has("threshold")) {
-      m.threshold = tensor_f32(f, "threshold", {m.d_sae});
-    } else if (f.has("log_threshold")) {
-      m.threshold = tensor_f32(f, "log_threshold", {m.d_sae});
-      for (float& t : m.threshold) t = std::exp(t);
-    } else {
-      f.get("threshold");  // throws, naming the available tensors
-    }
-  }
-  if (m.architecture == "gated") {
-    m.b_gate = tensor_f32(f, "b_gate", {m.d_sae});
-    m.b_mag = tensor_f32(f, "b_mag", {m.d_sae});
-    m.r_mag = tensor_f32(f, "r_mag", {m.d_sae});
+  m.W_enc = saelens_tensor(f, "W_enc", {m.d_in, m.d_sae});
+  m.W_dec = saelens_tensor(f, "W_dec", {m.d_sae, m.d_in});
+  m.b_enc = kind->has_b_enc ? saelens_tensor(f, "b_enc", {m.d_sae})
+                            : std::vector<float>(static_cast<size_t>(m.d_sae), 0.0f);
+  m.b_dec = saelens_tensor(f, "b_dec", {m.d_in});
+  if (kind->read != nullptr) {
+    kind->read(m.cfg, cfg_path, f, m);
+  } else {
+    for (std::string_view name : kind->tensors)
+      m.extra[std::string(name)] = saelens_tensor(f, std::string(name), {m.d_sae});
   }
   m.validate(dir);
   return m;
@@ -173,13 +166,14 @@ SaeModel sparsify_from_parts(const std::string& dir, std::string_view cfg_text, 
   }
   m.d_sae = enc.shape[0];
   m.d_in = enc.shape[1];
-  if (m.cfg.contains("d_in") && !m.cfg.at("d_in").is_null() && cfg_int(m.cfg, "d_in", cfg_path) != m.d_in) {
+  if (m.cfg.contains("d_in") && !m.cfg.at("d_in").is_null() &&
+      saelens_cfg_int(m.cfg, "d_in", cfg_path) != m.d_in) {
     throw Error("cfg.json d_in " + m.cfg.at("d_in").dump() + " disagrees with encoder.weight [M, " +
                 std::to_string(m.d_in) + "]")
         .file(cfg_path)
         .key("d_in");
   }
-  m.k = cfg_int(m.cfg, "k", cfg_path);
+  m.k = saelens_cfg_int(m.cfg, "k", cfg_path);
   if (m.k > m.d_sae) {
     throw Error("topk k = " + std::to_string(m.k) + " exceeds the " + std::to_string(m.d_sae) +
                 " latents of encoder.weight")
@@ -193,9 +187,9 @@ SaeModel sparsify_from_parts(const std::string& dir, std::string_view cfg_text, 
       m.W_enc[static_cast<size_t>(d * m.d_sae + i)] = enc_w[static_cast<size_t>(i * m.d_in + d)];
     }
   }
-  m.b_enc = tensor_f32(f, "encoder.bias", {m.d_sae});
-  m.W_dec = tensor_f32(f, "W_dec", {m.d_sae, m.d_in});
-  m.b_dec = tensor_f32(f, "b_dec", {m.d_in});
+  m.b_enc = saelens_tensor(f, "encoder.bias", {m.d_sae});
+  m.W_dec = saelens_tensor(f, "W_dec", {m.d_sae, m.d_in});
+  m.b_dec = saelens_tensor(f, "b_dec", {m.d_in});
   m.validate(dir);
   return m;
 }
@@ -209,16 +203,14 @@ void SaeModel::validate(const std::string& where) const {
   expect_size(W_dec, d_sae * d_in, "W_dec", where);
   expect_size(b_enc, d_sae, "b_enc", where);
   expect_size(b_dec, d_in, "b_dec", where);
-  if (architecture == "topk" && (k < 1 || k > d_sae)) {
-    throw Error("topk k = " + std::to_string(k) + " outside [1, d_sae = " + std::to_string(d_sae) + "]")
-        .file(where);
+  const SaeInferenceKind* kind = find_sae_inference_kind(architecture);
+  if (kind == nullptr) throw Error("unknown SAE architecture '" + architecture + "'").file(where);
+  for (std::string_view name : kind->tensors) {
+    const auto it = extra.find(std::string(name));
+    if (it == extra.end()) throw Error("tensor '" + std::string(name) + "' is missing").file(where);
+    expect_size(it->second, d_sae, std::string(name).c_str(), where);
   }
-  if (architecture == "jumprelu") expect_size(threshold, d_sae, "threshold", where);
-  if (architecture == "gated") {
-    expect_size(b_gate, d_sae, "b_gate", where);
-    expect_size(b_mag, d_sae, "b_mag", where);
-    expect_size(r_mag, d_sae, "r_mag", where);
-  }
+  if (kind->validate != nullptr) kind->validate(*this, where);
 }
 
 void SaeModel::encode(const float* x, int64_t n_rows, float* latents) const {
@@ -229,37 +221,9 @@ void SaeModel::encode(const float* x, int64_t n_rows, float* latents) const {
     xc[static_cast<size_t>(j)] = apply_b_dec_to_input ? x[j] - b_dec[static_cast<size_t>(j % D)] : x[j];
   }
   gemm<float>(false, false, n_rows, L, D, 1.0f, xc.data(), D, W_enc.data(), L, 0.0f, latents, L);
-  parallel_chunks(n_rows, 64, [&](int64_t r0, int64_t r1) {
-    std::vector<int32_t> cand(static_cast<size_t>(L));
-    std::vector<float> keep;
-    for (int64_t r = r0; r < r1; ++r) {
-      float* z = latents + r * L;
-      if (architecture == "standard") {
-        for (int64_t i = 0; i < L; ++i) z[i] = std::max(z[i] + b_enc[static_cast<size_t>(i)], 0.0f);
-      } else if (architecture == "jumprelu") {
-        for (int64_t i = 0; i < L; ++i) {
-          const float v = z[i] + b_enc[static_cast<size_t>(i)];
-          z[i] = v > threshold[static_cast<size_t>(i)] && v > 0.0f ? v : 0.0f;
-        }
-      } else if (architecture == "gated") {
-        for (int64_t i = 0; i < L; ++i) {
-          const float gate = z[i] + b_gate[static_cast<size_t>(i)];
-          const float mag = z[i] * std::exp(r_mag[static_cast<size_t>(i)]) + b_mag[static_cast<size_t>(i)];
-          z[i] = gate > 0.0f ? std::max(mag, 0.0f) : 0.0f;
-        }
-      } else {  // topk
-        for (int64_t i = 0; i < L; ++i) z[i] += b_enc[static_cast<size_t>(i)];
-        std::iota(cand.begin(), cand.end(), 0);
-        std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(),
-                         [z](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
-        keep.assign(static_cast<size_t>(k), 0.0f);
-        for (int64_t j = 0; j < k; ++j) keep[static_cast<size_t>(j)] = z[cand[static_cast<size_t>(j)]];
-        std::fill(z, z + L, 0.0f);
-        for (int64_t j = 0; j < k; ++j)
-          z[cand[static_cast<size_t>(j)]] = std::max(keep[static_cast<size_t>(j)], 0.0f);
-      }
-    }
-  });
+  const SaeInferenceKind& kind = kind_of(architecture, "SAE");
+  parallel_chunks(n_rows, 64,
+                  [&](int64_t r0, int64_t r1) { kind.activate(*this, latents + r0 * L, r1 - r0); });
 }
 
 std::vector<float> SaeModel::encode(const float* x, int64_t n_rows) const {
@@ -303,13 +267,11 @@ void write_saelens_folder(const std::string& dir, const SaeModel& sae, const nlo
   SafetensorsFile f;
   f.put("W_enc", TensorData::f32({sae.d_in, sae.d_sae}, sae.W_enc.data()));
   f.put("W_dec", TensorData::f32({sae.d_sae, sae.d_in}, sae.W_dec.data()));
-  f.put("b_enc", TensorData::f32({sae.d_sae}, sae.b_enc.data()));
+  const SaeInferenceKind& kind = kind_of(sae.architecture, dir);
+  if (kind.has_b_enc) f.put("b_enc", TensorData::f32({sae.d_sae}, sae.b_enc.data()));
   f.put("b_dec", TensorData::f32({sae.d_in}, sae.b_dec.data()));
-  if (sae.architecture == "jumprelu") f.put("threshold", TensorData::f32({sae.d_sae}, sae.threshold.data()));
-  if (sae.architecture == "gated") {
-    f.put("b_gate", TensorData::f32({sae.d_sae}, sae.b_gate.data()));
-    f.put("b_mag", TensorData::f32({sae.d_sae}, sae.b_mag.data()));
-    f.put("r_mag", TensorData::f32({sae.d_sae}, sae.r_mag.data()));
+  for (std::string_view name : kind.tensors) {
+    f.put(std::string(name), TensorData::f32({sae.d_sae}, sae.extra.at(std::string(name)).data()));
   }
   f.save(path_join(dir, "sae_weights.safetensors"));
   nlohmann::json cfg = {{"architecture", sae.architecture},
@@ -321,10 +283,7 @@ void write_saelens_folder(const std::string& dir, const SaeModel& sae, const nlo
                         {"normalize_activations", "none"},
                         {"reshape_activations", "none"},
                         {"metadata", metadata}};
-  if (sae.architecture == "topk") {
-    cfg["k"] = sae.k;
-    cfg["rescale_acts_by_decoder_norm"] = false;
-  }
+  if (kind.write_cfg != nullptr) kind.write_cfg(sae, cfg);
   write_file_atomic(path_join(dir, "cfg.json"), cfg.dump(2) + "\n");
 }
 

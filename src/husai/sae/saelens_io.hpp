@@ -4,23 +4,24 @@
 //
 // Reads:
 //   * SAELens folders (written by husai or anyone): DIR/cfg.json + DIR/sae_weights.safetensors with
-//     W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_enc [d_sae], b_dec [d_in], and threshold [d_sae]
-//     (or log_threshold) for jumprelu, b_gate / b_mag / r_mag for gated. Architectures: standard, topk (k
-//     from cfg "k", or the pre-v6 activation_fn_str "topk" with activation_fn_kwargs.k), jumprelu, gated. Any
-//     float dtype on disk (F32, F16, BF16, F64) is converted to float. normalize_activations must be "none".
+//     W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_enc [d_sae], b_dec [d_in], and each architecture's own
+//     [d_sae] tensors. The architectures (SAELens "architecture" values) are the inference kinds of the
+//     architecture table (architecture.hpp): standard, topk (k from cfg "k", or the pre-v6 activation_fn_str
+//     "topk" with activation_fn_kwargs.k), jumprelu (threshold, or log_threshold), and those added since.
+//     Any float dtype on disk (F32, F16, BF16, F64) is converted to float. normalize_activations must be
+//     "none".
 //   * EleutherAI sparsify folders: DIR/sae.safetensors with encoder.weight [M, d_in], encoder.bias [M],
 //     W_dec [M, d_in], b_dec [d_in], and DIR/cfg.json with "k" (and "d_in"): a topk SAE with
 //     f = TopK(ReLU((x - b_dec) W_enc + b_enc)), the same latents as SAELens' topk.
 // Writes SAELens v6 folders (write_saelens_folder).
 //
 // Inference (rows are row-major, float):
-//   xc = x - b_dec when apply_b_dec_to_input, else x;   z = xc W_enc + b_enc
-//   standard: f = ReLU(z)                 topk: f = ReLU(TopK_k(z)) per row (ties to the lower latent index)
-//   jumprelu: f = z * [z > threshold]     gated: f = [xc W_enc + b_gate > 0] * ReLU(xc W_enc * exp(r_mag) +
-//   b_mag) decode: x_hat = f W_dec + b_dec
+//   xc = x - b_dec when apply_b_dec_to_input, else x;   f = the kind's activation of xc W_enc (it adds its
+//   own biases), e.g. standard: f = ReLU(xc W_enc + b_enc); decode: x_hat = f W_dec + b_dec
 // Results do not depend on the thread count.
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,17 +33,17 @@ namespace husai {
 class SafetensorsFile;
 
 struct SaeModel {
-  std::string architecture = "standard";  // SAELens name: standard | topk | jumprelu | gated
+  std::string architecture = "standard";  // SAELens name: an inference kind of architecture.hpp
   int64_t d_in = 0;
   int64_t d_sae = 0;
   int64_t k = 0;  // topk only
   bool apply_b_dec_to_input = true;
-  std::vector<float> W_enc;                       // [d_in, d_sae]
-  std::vector<float> W_dec;                       // [d_sae, d_in]
-  std::vector<float> b_enc;                       // [d_sae]
-  std::vector<float> b_dec;                       // [d_in]
-  std::vector<float> threshold;                   // [d_sae], jumprelu
-  std::vector<float> b_gate, b_mag, r_mag;        // [d_sae], gated
+  std::vector<float> W_enc;  // [d_in, d_sae]
+  std::vector<float> W_dec;  // [d_sae, d_in]
+  std::vector<float> b_enc;  // [d_sae] (zeros for kinds without b_enc)
+  std::vector<float> b_dec;  // [d_in]
+  std::map<std::string, std::vector<float>>
+      extra;  // the kind's own [d_sae] tensors by name (jumprelu: threshold)
   nlohmann::json cfg = nlohmann::json::object();  // cfg.json as read (empty for models built in memory)
   std::string source_format;                      // "saelens", "sparsify", or "" (built in memory)
 
@@ -61,6 +62,12 @@ struct SaeModel {
 // value must not overflow d_in * d_sae.
 inline constexpr int64_t kMaxSaeDim = int64_t{1} << 24;
 
+// Pieces for the inference kinds' readers: an integer cfg.json key in [1, kMaxSaeDim] (errors name the file
+// and key), and a tensor of the given shape as float (errors name the file and tensor).
+int64_t saelens_cfg_int(const nlohmann::json& cfg, const std::string& key, const std::string& path);
+std::vector<float> saelens_tensor(const SafetensorsFile& f, const std::string& name,
+                                  const std::vector<int64_t>& shape);
+
 // Loads a SAELens or sparsify folder (see above). Errors name the folder, the file and, for cfg.json, the
 // key.
 SaeModel load_sae(const std::string& dir);
@@ -73,8 +80,8 @@ SaeModel sparsify_from_parts(const std::string& dir, std::string_view cfg_json,
                              const SafetensorsFile& weights);
 
 // Writes DIR/cfg.json (SAELens v6 keys: architecture, d_in, d_sae, dtype "float32", device "cpu",
-// apply_b_dec_to_input, normalize_activations "none", reshape_activations "none", k for topk, and
-// `metadata` as given) and DIR/sae_weights.safetensors (F32), each atomically. Creates DIR.
+// apply_b_dec_to_input, normalize_activations "none", reshape_activations "none", the kind's own keys (k for
+// topk), and `metadata` as given) and DIR/sae_weights.safetensors (F32), each atomically. Creates DIR.
 void write_saelens_folder(const std::string& dir, const SaeModel& sae, const nlohmann::json& metadata);
 
 }  // namespace husai

@@ -11,9 +11,33 @@
 
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "husai/sae/sae.hpp"
+#include "husai/sae/saelens_io.hpp"
+
+namespace husai {
+struct SaeKey;
+struct SaeInferenceKind;
+struct SaeRunningState;
+}  // namespace husai
 
 namespace husai::sae_detail {
+
+// What the TopK family (topk, batchtopk, matryoshka) shares besides the sparse path: the keys sae.k,
+// sae.k_aux, sae.aux_coefficient, sae.dead_window (topk.cpp), the check 1 <= k <= d_sae (topk.cpp), and for
+// the batch-level selections the running threshold: its key sae.threshold_lr, update, export as a JumpReLU
+// threshold and cfg.json entry (batchtopk.cpp).
+std::vector<SaeKey> topk_family_keys();
+void validate_topk_family(const SaeConfig& cfg);
+SaeKey threshold_lr_key();
+void update_running_threshold(const SaeConfig& cfg, const SaeLossParts& parts, const SaeWorkspace<float>& ws,
+                              SaeRunningState& state);
+void export_running_threshold(const SaeConfig& cfg, const SaeLayout& layout, const float* params,
+                              const SaeRunningState& state, SaeModel& sae);
+void running_threshold_metadata(const SaeConfig& cfg, const SaeRunningState& state, nlohmann::json& meta);
+// The inference kind batch-level selections export to (jumprelu.cpp).
+const SaeInferenceKind& jumprelu_inference_kind();
 
 // Given the active latents of each row in ws.row_ptr / ws.idx (ascending within a row) / ws.act (> 0) and
 // ws.xc, computes the reconstruction of every nested prefix [0, prefix_ends[j]) of the dictionary with weight

@@ -16,9 +16,13 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <numeric>
 
+#include "husai/core/error.hpp"
 #include "husai/core/lanes.hpp"
 #include "husai/core/threading.hpp"
+#include "husai/io/config.hpp"
+#include "husai/sae/architecture.hpp"
 #include "husai/sae/dense_path.hpp"
 #include "husai/sae/encoder_kernel.hpp"
 #include "husai/sae/sparse_path.hpp"
@@ -468,15 +472,145 @@ SaeLossParts topk_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p,
   return sae_detail::sparse_loss_backward(cfg, p, g, batch, ws, {cfg.d_sae}, {1.0});
 }
 
-#define HUSAI_INSTANTIATE(T)                                                                                \
-  template SaeLossParts topk_loss_backward<T>(const SaeConfig&, const SaeView<const T>&, const SaeView<T>*, \
-                                              const SaeBatch<T>&, SaeWorkspace<T>&);                        \
-  template SaeLossParts sae_detail::sparse_loss_backward<T>(                                                \
-      const SaeConfig&, const SaeView<const T>&, const SaeView<T>*, const SaeBatch<T>&, SaeWorkspace<T>&,   \
-      const std::vector<int64_t>&, const std::vector<double>&);                                             \
+#define HUSAI_INSTANTIATE(T)                                                                              \
+  template SaeLossParts sae_detail::sparse_loss_backward<T>(                                              \
+      const SaeConfig&, const SaeView<const T>&, const SaeView<T>*, const SaeBatch<T>&, SaeWorkspace<T>&, \
+      const std::vector<int64_t>&, const std::vector<double>&);                                           \
   template void sae_detail::select_topk_per_row<T>(const T*, int64_t, int64_t, int64_t, SaeWorkspace<T>&);
 HUSAI_INSTANTIATE(float)
 HUSAI_INSTANTIATE(double)
 #undef HUSAI_INSTANTIATE
+
+namespace sae_detail {
+
+std::vector<SaeKey> topk_family_keys() {
+  return {
+      {"sae.k",
+       [](ConfigSchema& s) -> FieldSpec& {
+         return s
+             .add_int("sae.k", SaeConfig{}.k,
+                      "active latents per row (mean per row for batch-level selections)")
+             .min(1);
+       },
+       [](const Config& c, SaeConfig& m) { m.k = c.get_int("sae.k"); }},
+      {"sae.k_aux",
+       [](ConfigSchema& s) -> FieldSpec& {
+         return s.add_int("sae.k_aux", nullptr, "AuxK latents per row; null = d_in / 2").nullable().min(1);
+       },
+       [](const Config& c, SaeConfig& m) { m.k_aux = c.is_null("sae.k_aux") ? 0 : c.get_int("sae.k_aux"); }},
+      {"sae.aux_coefficient",
+       [](ConfigSchema& s) -> FieldSpec& {
+         return s
+             .add_float("sae.aux_coefficient", SaeConfig{}.aux_coefficient, "AuxK weight (0 disables AuxK)")
+             .min(0.0);
+       },
+       [](const Config& c, SaeConfig& m) { m.aux_coefficient = c.get_double("sae.aux_coefficient"); }},
+      {"sae.dead_window",
+       [](ConfigSchema& s) -> FieldSpec& {
+         return s
+             .add_int("sae.dead_window", SaeConfig{}.dead_window,
+                      "samples without firing after which a latent is dead (AuxK)")
+             .min(1);
+       },
+       [](const Config& c, SaeConfig& m) { m.dead_window = c.get_int("sae.dead_window"); }},
+  };
+}
+
+void validate_topk_family(const SaeConfig& cfg) {
+  if (cfg.k < 1) throw Error("k must be >= 1").key("sae.k");
+  if (cfg.k > cfg.d_sae) {
+    throw Error("k = " + std::to_string(cfg.k) + " exceeds d_sae = " + std::to_string(cfg.d_sae) +
+                ": a row cannot have more active latents than the dictionary has")
+        .key("sae.k");
+  }
+}
+
+}  // namespace sae_detail
+
+namespace {
+
+// SAELens topk: f = ReLU(TopK_k(xc W_enc + b_enc)) per row, ties to the lower latent index.
+void topk_activate(const SaeModel& sae, float* z, int64_t n_rows) {
+  const int64_t L = sae.d_sae;
+  const int64_t k = sae.k;
+  std::vector<int32_t> cand(static_cast<size_t>(L));
+  std::vector<float> keep(static_cast<size_t>(k));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    float* zr = z + r * L;
+    for (int64_t i = 0; i < L; ++i) zr[i] += sae.b_enc[static_cast<size_t>(i)];
+    std::iota(cand.begin(), cand.end(), 0);
+    std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(),
+                     [zr](int32_t a, int32_t b) { return zr[a] > zr[b] || (zr[a] == zr[b] && a < b); });
+    for (int64_t j = 0; j < k; ++j) keep[static_cast<size_t>(j)] = zr[cand[static_cast<size_t>(j)]];
+    std::fill(zr, zr + L, 0.0f);
+    for (int64_t j = 0; j < k; ++j)
+      zr[cand[static_cast<size_t>(j)]] = std::max(keep[static_cast<size_t>(j)], 0.0f);
+  }
+}
+
+// k from cfg "k", or the pre-v6 activation_fn_kwargs.k.
+void topk_read(const nlohmann::json& cfg, const std::string& cfg_path, const SafetensorsFile& /*weights*/,
+               SaeModel& sae) {
+  if (cfg.contains("k") && !cfg.at("k").is_null()) {
+    sae.k = saelens_cfg_int(cfg, "k", cfg_path);
+  } else if (cfg.contains("activation_fn_kwargs") && cfg.at("activation_fn_kwargs").is_object() &&
+             cfg.at("activation_fn_kwargs").contains("k")) {
+    sae.k = saelens_cfg_int(cfg.at("activation_fn_kwargs"), "k", cfg_path);
+  } else {
+    throw Error("topk SAE without 'k' in cfg.json").file(cfg_path).key("k");
+  }
+  if (sae.k > sae.d_sae) {
+    throw Error("topk k = " + std::to_string(sae.k) + " exceeds d_sae = " + std::to_string(sae.d_sae))
+        .file(cfg_path)
+        .key("k");
+  }
+}
+
+void topk_validate(const SaeModel& sae, const std::string& where) {
+  if (sae.k < 1 || sae.k > sae.d_sae) {
+    throw Error("topk k = " + std::to_string(sae.k) + " outside [1, d_sae = " + std::to_string(sae.d_sae) +
+                "]")
+        .file(where);
+  }
+}
+
+void topk_write_cfg(const SaeModel& sae, nlohmann::json& cfg) {
+  cfg["k"] = sae.k;
+  cfg["rescale_acts_by_decoder_norm"] = false;
+}
+
+const SaeInferenceKind kTopK = [] {
+  SaeInferenceKind k;
+  k.name = "topk";
+  k.read = topk_read;
+  k.validate = topk_validate;
+  k.write_cfg = topk_write_cfg;
+  k.activate = topk_activate;
+  return k;
+}();
+
+void topk_export(const SaeConfig& cfg, const SaeLayout& /*layout*/, const float* /*params*/,
+                 const SaeRunningState& /*state*/, SaeModel& sae) {
+  sae.k = cfg.k;
+}
+
+}  // namespace
+
+const SaeArchitecture& topk_architecture() {
+  static const SaeArchitecture arch = [] {
+    SaeArchitecture a;
+    a.name = "topk";
+    a.summary = "the k largest pre-activations per row, AuxK on dead latents (Gao et al. 2024; SAELens topk)";
+    a.inference = &kTopK;
+    a.writes_all_grads = true;
+    a.keys = sae_detail::topk_family_keys();
+    a.loss_backward_f32 = topk_loss_backward<float>;
+    a.loss_backward_f64 = topk_loss_backward<double>;
+    a.validate = sae_detail::validate_topk_family;
+    a.export_tensors = topk_export;
+    return a;
+  }();
+  return arch;
+}
 
 }  // namespace husai

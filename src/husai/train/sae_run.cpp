@@ -22,6 +22,7 @@
 #include "husai/io/safetensors.hpp"
 #include "husai/io/sha256.hpp"
 #include "husai/metrics/sae_eval.hpp"
+#include "husai/sae/architecture.hpp"
 #include "husai/sae/saelens_io.hpp"
 #include "husai/train/sae_trainer.hpp"
 
@@ -41,54 +42,17 @@ std::string exact(double v) {
   return fmt::format("{:.17g}", v);
 }
 
-struct ArchDefaults {
-  double lr;
-};
-ArchDefaults arch_defaults(SaeArch arch) {
-  // ReLU + L1 trains best with a smaller step; every other architecture uses 1e-3.
-  return {arch == SaeArch::ReLU ? 5e-4 : 1e-3};
-}
-
 SaeTrainSettings settings_from(const Config& c, int64_t d_in, int64_t n_train) {
   SaeTrainSettings s;
   SaeConfig& m = s.sae;
-  m.arch = parse_sae_arch(c.get_string("sae.architecture"));
+  m.arch = &sae_architecture(c.get_string("sae.architecture"));
   m.d_in = d_in;
   m.d_sae =
       c.is_null("sae.d_sae")
           ? static_cast<int64_t>(std::llround(c.get_double("sae.expansion") * static_cast<double>(d_in)))
           : c.get_int("sae.d_sae");
   m.apply_b_dec_to_input = c.get_bool("sae.apply_b_dec_to_input");
-  m.k = c.get_int("sae.k");
-  m.k_aux = c.is_null("sae.k_aux") ? 0 : c.get_int("sae.k_aux");
-  m.aux_coefficient = c.get_double("sae.aux_coefficient");
-  m.dead_window = c.get_int("sae.dead_window");
-  m.threshold_lr = c.get_double("sae.threshold_lr");
-  m.l1_coefficient = c.get_double("sae.l1_coefficient");
-  m.l1_warmup_steps = c.get_int("sae.l1_warmup_steps");
-  m.bandwidth = c.get_double("sae.jumprelu_bandwidth");
-  m.init_threshold = c.get_double("sae.jumprelu_init_threshold");
-  m.l0_coefficient = c.get_double("sae.l0_coefficient");
-  m.tanh_penalty = c.get_string("sae.jumprelu_penalty") == "tanh";
-  m.tanh_scale = c.get_double("sae.jumprelu_tanh_scale");
-  if (m.arch == SaeArch::Matryoshka) {
-    if (c.is_null("sae.matryoshka_groups")) {
-      // Default: doubling groups d_sae/16, /16, /8, /4, /2 (the rest), as in Bussmann et al.
-      int64_t left = m.d_sae;
-      std::vector<int64_t> g;
-      for (int64_t part : {16, 16, 8, 4}) {
-        const int64_t size = std::max<int64_t>(1, m.d_sae / part);
-        if (size < left) {
-          g.push_back(size);
-          left -= size;
-        }
-      }
-      g.push_back(left);
-      m.group_sizes = g;
-    } else {
-      m.group_sizes = c.get_int_list("sae.matryoshka_groups");
-    }
-  }
+  apply_sae_architecture_keys(c, m);
   s.batch_size = c.get_int("training.batch_size");
   if (!c.is_null("training.epochs")) {
     if (c.source("training.steps").kind != ValueSource::Kind::kDefault) {
@@ -100,7 +64,7 @@ SaeTrainSettings settings_from(const Config& c, int64_t d_in, int64_t n_train) {
   } else {
     s.steps = c.get_int("training.steps");
   }
-  s.adam.lr = c.is_null("training.lr") ? arch_defaults(m.arch).lr : c.get_double("training.lr");
+  s.adam.lr = c.is_null("training.lr") ? m.arch->default_lr : c.get_double("training.lr");
   const std::vector<double> betas = c.get_double_list("training.betas");
   s.adam.beta1 = betas[0];
   s.adam.beta2 = betas[1];
@@ -150,7 +114,7 @@ SaeLogRow log_from_json(const nlohmann::json& j) {
 }
 
 void write_curves(const std::string& dir, const SaeTrainer& t) {
-  const bool thr = sae_arch_has_running_threshold(t.settings().sae.arch);
+  const bool thr = t.settings().sae.arch->running_threshold;
   const bool cons = t.settings().consistency_active();
   for (const SaeSeedState& s : t.seeds()) {
     std::string out;
@@ -189,8 +153,8 @@ void save_state(const std::string& dir, const SaeTrainer& t, const std::string& 
     for (const SaeLogRow& r : s.history)
       history.push_back(log_json(r, true, t.settings().consistency_active()));
     f.metadata[p + "history"] = history.dump();
-    f.metadata[p + "threshold"] = exact(s.threshold);
-    f.metadata[p + "threshold_set"] = s.threshold_set ? "1" : "0";
+    f.metadata[p + "threshold"] = exact(s.running.threshold);
+    f.metadata[p + "threshold_set"] = s.running.threshold_set ? "1" : "0";
     seeds.push_back(s.seed);
   }
   f.metadata["format"] = "husai-sae-trainer-state";
@@ -242,8 +206,8 @@ void read_state_fields(const std::string& path, SaeTrainer& t, const std::string
     load("adam_m", s.adam_m);
     load("adam_v", s.adam_v);
     s.since_fired = f.get(p + "since_fired").to_i64();
-    s.threshold = std::stod(meta(p + "threshold"));
-    s.threshold_set = meta(p + "threshold_set") == "1";
+    s.running.threshold = std::stod(meta(p + "threshold"));
+    s.running.threshold_set = meta(p + "threshold_set") == "1";
     s.history.clear();
     for (const auto& j : nlohmann::json::parse(meta(p + "history"))) s.history.push_back(log_from_json(j));
   }
@@ -271,10 +235,9 @@ SaeModel export_model(const SaeTrainer& t, const SaeSeedState& s, double scale) 
   const SaeConfig& cfg = t.settings().sae;
   const SaeLayout& l = t.layout();
   SaeModel m;
-  m.architecture = std::string(sae_inference_architecture(cfg.arch));
+  m.architecture = std::string(cfg.arch->inference->name);
   m.d_in = cfg.d_in;
   m.d_sae = cfg.d_sae;
-  m.k = cfg.arch == SaeArch::TopK ? cfg.k : 0;
   m.apply_b_dec_to_input = cfg.apply_b_dec_to_input;
   const float* p = s.params.data();
   const auto sf = static_cast<float>(scale);
@@ -287,13 +250,7 @@ SaeModel export_model(const SaeTrainer& t, const SaeSeedState& s, double scale) 
     for (float& w : m.W_dec) w /= sf;
     for (float& b : m.b_dec) b /= sf;
   }
-  if (cfg.arch == SaeArch::JumpReLU) {
-    m.threshold.resize(static_cast<size_t>(cfg.d_sae));
-    for (int64_t i = 0; i < cfg.d_sae; ++i)
-      m.threshold[static_cast<size_t>(i)] = std::exp(p[l.log_threshold + i]);
-  } else if (sae_arch_has_running_threshold(cfg.arch)) {
-    m.threshold.assign(static_cast<size_t>(cfg.d_sae), static_cast<float>(s.threshold));
-  }
+  if (cfg.arch->export_tensors != nullptr) cfg.arch->export_tensors(cfg, l, p, s.running, m);
   return m;
 }
 
@@ -309,7 +266,7 @@ struct ExportContext {
 // cfg.json metadata of one seed's SAE after `step` steps: the final export and the stability snapshots.
 nlohmann::json seed_metadata(const ExportContext& e, const SaeSeedState& s, int64_t step) {
   nlohmann::json meta = e.config.resolved();
-  meta["training_architecture"] = sae_arch_name(e.settings.sae.arch);
+  meta["training_architecture"] = e.settings.sae.arch->name;
   meta["seed"] = s.seed;
   meta["steps"] = step;
   meta["d_sae"] = e.settings.sae.d_sae;
@@ -324,8 +281,8 @@ nlohmann::json seed_metadata(const ExportContext& e, const SaeSeedState& s, int6
   meta["activations_sha256"] = e.acts.sha256;
   meta["activation_scaling_factor"] = e.scale;
   meta["activation_scaling_folded"] = true;
-  if (sae_arch_has_running_threshold(e.settings.sae.arch)) meta["running_threshold"] = s.threshold;
-  if (e.settings.sae.arch == SaeArch::Matryoshka) meta["matryoshka_groups"] = e.settings.sae.group_sizes;
+  if (e.settings.sae.arch->export_metadata != nullptr)
+    e.settings.sae.arch->export_metadata(e.settings.sae, s.running, meta);
   meta["producer"] = "husai";
   return meta;
 }
@@ -384,33 +341,12 @@ nlohmann::json plateau_info(const std::vector<SaeLogRow>& h) {
 ConfigSchema sae_config_schema() {
   ConfigSchema s;
   const SaeConfig d{};  // the one source of the SAE defaults
-  s.add_enum("sae.architecture", "topk", {"relu", "topk", "batchtopk", "jumprelu", "matryoshka"},
-             "training architecture");
+  std::vector<std::string> names;
+  for (const SaeArchitecture* a : sae_architectures()) names.emplace_back(a->name);
+  s.add_enum("sae.architecture", std::string(d.arch->name), names, "training architecture");
   s.add_int("sae.d_sae", nullptr, "latents; null = expansion * d_in").nullable().min(1).max(1 << 24);
   s.add_float("sae.expansion", 8.0, "d_sae / d_in when d_sae is null").greater_than(0.0);
-  s.add_int("sae.k", d.k, "active latents per row (topk; mean per row for batchtopk, matryoshka)").min(1);
-  s.add_int("sae.k_aux", nullptr, "AuxK latents per row; null = d_in / 2").nullable().min(1);
-  s.add_float("sae.aux_coefficient", d.aux_coefficient, "AuxK weight (0 disables AuxK)").min(0.0);
-  s.add_int("sae.dead_window", d.dead_window, "samples without firing after which a latent is dead (AuxK)")
-      .min(1);
-  s.add_float("sae.threshold_lr", d.threshold_lr, "batchtopk/matryoshka running-threshold update rate")
-      .greater_than(0.0)
-      .max(1.0);
-  s.add_int_list("sae.matryoshka_groups", nullptr,
-                 "nested group sizes summing to d_sae; null = d_sae/16, /16, /8, /4, rest")
-      .nullable()
-      .min(1);
-  s.add_float("sae.l1_coefficient", d.l1_coefficient, "relu: L1 weight (decoder-norm weighted)").min(0.0);
-  s.add_int("sae.l1_warmup_steps", d.l1_warmup_steps, "relu: steps over which the L1 weight ramps up from 0")
-      .min(0);
-  s.add_float("sae.l0_coefficient", d.l0_coefficient, "jumprelu: sparsity penalty weight").min(0.0);
-  s.add_enum("sae.jumprelu_penalty", "step", {"step", "tanh"}, "jumprelu: L0 step penalty or tanh penalty");
-  s.add_float("sae.jumprelu_tanh_scale", d.tanh_scale, "jumprelu tanh penalty: c in tanh(c |f| ||W_dec,i||)")
-      .greater_than(0.0);
-  s.add_float("sae.jumprelu_bandwidth", d.bandwidth, "jumprelu: straight-through kernel bandwidth")
-      .greater_than(0.0);
-  s.add_float("sae.jumprelu_init_threshold", d.init_threshold, "jumprelu: threshold at init")
-      .greater_than(0.0);
+  declare_sae_architecture_keys(s);  // each architecture's own keys (sae/architecture.hpp)
   s.add_bool("sae.apply_b_dec_to_input", d.apply_b_dec_to_input,
              "subtract b_dec from the input before encoding (SAELens)");
   s.add_bool("sae.normalize_decoder", true,
@@ -585,7 +521,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
 
   install_stop_handlers();
   const int64_t start_step = trainer.step();
-  Progress progress("train-sae " + std::string(sae_arch_name(settings.sae.arch)) + " x" +
+  Progress progress("train-sae " + std::string(settings.sae.arch->name) + " x" +
                         std::to_string(settings.seeds.size()) + " seed(s)",
                     settings.steps, options.quiet);
   const auto t0 = std::chrono::steady_clock::now();
@@ -653,7 +589,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
     nlohmann::json metrics = {{"schema_version", kSchemaVersion},
                               {"seed", s.seed},
                               {"architecture", model.architecture},
-                              {"training_architecture", sae_arch_name(settings.sae.arch)},
+                              {"training_architecture", settings.sae.arch->name},
                               {"d_in", D},
                               {"d_sae", settings.sae.d_sae},
                               {"steps", trainer.step()},

@@ -145,14 +145,7 @@ SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x) {
     int64_t& c = s.since_fired[static_cast<size_t>(i)];
     c = ws_.fired[static_cast<size_t>(i)] != 0 ? 0 : c + B;
   }
-  if (sae_arch_has_running_threshold(cfg.arch) && parts.l0 > 0) {
-    if (!s.threshold_set) {
-      s.threshold = ws_.min_active;
-      s.threshold_set = true;
-    } else {
-      s.threshold += cfg.threshold_lr * (ws_.min_active - s.threshold);
-    }
-  }
+  if (cfg.arch->after_step != nullptr) cfg.arch->after_step(cfg, parts, ws_, s.running);
   SaeLogRow row;
   row.step = step;
   row.samples = step * B;
@@ -164,7 +157,7 @@ SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x) {
   row.l0 = parts.l0;
   row.explained_variance = parts.explained_variance;
   row.frac_dead = static_cast<double>(n_dead) / static_cast<double>(cfg.d_sae);
-  row.threshold = s.threshold;
+  row.threshold = s.running.threshold;
   row.consistency_alignment = alignment;
   return row;
 }

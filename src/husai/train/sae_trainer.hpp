@@ -19,6 +19,7 @@
 #include <optional>
 #include <vector>
 
+#include "husai/sae/architecture.hpp"
 #include "husai/sae/sae.hpp"
 #include "husai/train/adamw.hpp"
 #include "husai/train/consistency.hpp"
@@ -60,8 +61,7 @@ struct SaeSeedState {
   uint64_t seed = 0;
   std::vector<float> params, adam_m, adam_v;
   std::vector<int64_t> since_fired;  // samples since each latent last fired
-  double threshold = 0;
-  bool threshold_set = false;
+  SaeRunningState running;           // the architecture's state beyond its parameters (batchtopk's threshold)
   std::vector<SaeLogRow> history;
 };
 

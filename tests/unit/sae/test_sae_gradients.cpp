@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gradcheck.hpp"
+#include "husai/sae/architecture.hpp"
 #include "husai/sae/sae.hpp"
 
 namespace husai {
@@ -23,9 +24,9 @@ struct Problem {
   std::vector<uint8_t> dead;
 };
 
-Problem make_problem(SaeArch arch) {
+Problem make_problem(std::string_view arch) {
   Problem pr;
-  pr.cfg.arch = arch;
+  pr.cfg.arch = &sae_architecture(arch);
   pr.cfg.d_in = kD;
   pr.cfg.d_sae = kL;
   pr.cfg.k = 3;
@@ -39,9 +40,10 @@ Problem make_problem(SaeArch arch) {
   pr.layout = make_sae_layout(pr.cfg);
   pr.params.resize(static_cast<size_t>(pr.layout.total));
   gradcheck::fill_normal(pr.params, 11, 0.5);
-  for (int64_t i = 0; i < pr.layout.n_log_threshold; ++i) {
-    pr.params[static_cast<size_t>(pr.layout.log_threshold + i)] =
-        std::log(0.2 + 0.05 * static_cast<double>(i));
+  if (arch == "jumprelu") {
+    for (int64_t i = 0; i < pr.layout.n_extra; ++i) {
+      pr.params[static_cast<size_t>(pr.layout.extra + i)] = std::log(0.2 + 0.05 * static_cast<double>(i));
+    }
   }
   pr.x.resize(static_cast<size_t>(kB * kD));
   gradcheck::fill_normal(pr.x, 12, 1.0);
@@ -50,7 +52,8 @@ Problem make_problem(SaeArch arch) {
   return pr;
 }
 
-// Checks every parameter except log_threshold against central differences of the loss itself.
+// Checks every parameter (but JumpReLU's log_threshold, whose gradient is a straight-through estimate)
+// against central differences of the loss itself.
 void check_all(Problem& pr, const std::string& name, bool with_dead) {
   SaeWorkspace<double> ws;
   SaeBatch<double> batch{pr.x.data(), kB, 2, with_dead ? pr.dead.data() : nullptr};
@@ -66,37 +69,51 @@ void check_all(Problem& pr, const std::string& name, bool with_dead) {
   auto f = [&] {
     return sae_loss_backward<double>(pr.cfg, pr.layout, pr.params.data(), nullptr, batch, ws).loss;
   };
-  const int64_t n = pr.layout.log_threshold;  // everything before log_threshold
+  const int64_t n = pr.cfg.arch->name == "jumprelu" ? pr.layout.extra : pr.layout.total;
   gradcheck::expect_gradient_matches(name, f, pr.params.data(), grads.data(), n, 1, 1e-6, 1e-5);
 }
 
 TEST(SaeGradients, ReluL1WithWarmup) {
-  Problem pr = make_problem(SaeArch::ReLU);
+  Problem pr = make_problem("relu");
   check_all(pr, "relu", false);
 }
 
 TEST(SaeGradients, TopK) {
-  Problem pr = make_problem(SaeArch::TopK);
+  Problem pr = make_problem("topk");
   check_all(pr, "topk", false);
 }
 
 TEST(SaeGradients, TopKWithAuxK) {
-  Problem pr = make_problem(SaeArch::TopK);
+  Problem pr = make_problem("topk");
   check_all(pr, "topk_auxk", true);
 }
 
 TEST(SaeGradients, BatchTopKWithAuxK) {
-  Problem pr = make_problem(SaeArch::BatchTopK);
+  Problem pr = make_problem("batchtopk");
   check_all(pr, "batchtopk_auxk", true);
 }
 
 TEST(SaeGradients, MatryoshkaWithAuxK) {
-  Problem pr = make_problem(SaeArch::Matryoshka);
+  Problem pr = make_problem("matryoshka");
   check_all(pr, "matryoshka_auxk", true);
 }
 
+// Gated: the magnitude path, the gate path (L1 with warm-up and the auxiliary loss through the frozen
+// decoder), and the shared W_enc; r_mag and b_mag included.
+TEST(SaeGradients, GatedWithWarmup) {
+  Problem pr = make_problem("gated");
+  check_all(pr, "gated", false);
+}
+
+TEST(SaeGradients, GatedNoBdecOnInput) {
+  Problem pr = make_problem("gated");
+  pr.cfg.apply_b_dec_to_input = false;
+  gradcheck::fill_normal(pr.params, 13, 0.8);  // r_mag away from 0 too
+  check_all(pr, "gated_no_bdec_input", false);
+}
+
 TEST(SaeGradients, NoBdecOnInput) {
-  Problem pr = make_problem(SaeArch::TopK);
+  Problem pr = make_problem("topk");
   pr.cfg.apply_b_dec_to_input = false;
   check_all(pr, "topk_no_bdec_input", true);
 }
@@ -104,7 +121,7 @@ TEST(SaeGradients, NoBdecOnInput) {
 // JumpReLU: exact gradients for every parameter but the threshold; the threshold's straight-through gradient
 // equals the exact gradient of the surrogate documented in jumprelu.cpp, computed here independently.
 void check_jumprelu(bool tanh_penalty) {
-  Problem pr = make_problem(SaeArch::JumpReLU);
+  Problem pr = make_problem("jumprelu");
   pr.cfg.tanh_penalty = tanh_penalty;
   const std::string name = tanh_penalty ? "jumprelu_tanh" : "jumprelu_step";
   check_all(pr, name, false);
@@ -120,7 +137,7 @@ void check_jumprelu(bool tanh_penalty) {
     double s = 0;
     for (int64_t d = 0; d < kD; ++d) s += p.W_dec[i * kD + d] * p.W_dec[i * kD + d];
     norm[i] = std::sqrt(s);
-    theta0[i] = std::exp(p.log_threshold[i]);
+    theta0[i] = std::exp(p.extra[i]);
   }
   for (int64_t r = 0; r < kB; ++r) {
     for (int64_t i = 0; i < kL; ++i) {
@@ -157,7 +174,7 @@ void check_jumprelu(bool tanh_penalty) {
     double s = 0;
     for (int64_t r = 0; r < kB; ++r) {
       for (int64_t i = 0; i < kL; ++i) {
-        const double th = std::exp(p.log_threshold[i]);
+        const double th = std::exp(p.extra[i]);
         const double h = h_eps(z[r * kL + i] - th);
         s += G[r * kL + i] * theta0[i] * h;
         if (!tanh_penalty) s += coef * h;
@@ -165,8 +182,8 @@ void check_jumprelu(bool tanh_penalty) {
     }
     return s;
   };
-  gradcheck::expect_gradient_matches(name + "_threshold_surrogate", surrogate, p.log_threshold,
-                                     grads.data() + pr.layout.log_threshold, kL, 1, 1e-6, 1e-5);
+  gradcheck::expect_gradient_matches(name + "_threshold_surrogate", surrogate, p.extra,
+                                     grads.data() + pr.layout.extra, kL, 1, 1e-6, 1e-5);
 }
 
 TEST(SaeGradients, JumpReluStepSurrogate) {

@@ -84,7 +84,7 @@ TEST(Consistency, TrainerHook) {
   for (size_t i = 0; i < ref.size(); ++i) ref[i] = static_cast<float>(rng.normal(100000 + i));
   auto settings = [&](double lambda, bool with_ref) {
     SaeTrainSettings s;
-    s.sae.arch = SaeArch::TopK;
+    s.sae.arch = &sae_architecture("topk");
     s.sae.d_in = D;
     s.sae.d_sae = 16;
     s.sae.k = 2;

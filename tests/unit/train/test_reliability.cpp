@@ -68,7 +68,7 @@ TEST(DivergenceGuard, TransformerStopsAtTheStepWhoseLossIsNotFinite) {
 TEST(DivergenceGuard, SaeStopsBeforeUpdatingWithANonFiniteLoss) {
   const SynthData data = make_synthetic(SynthSpec{8, 16, 2, 512, 3});
   SaeTrainSettings s;
-  s.sae.arch = SaeArch::TopK;
+  s.sae.arch = &sae_architecture("topk");
   s.sae.d_in = 8;
   s.sae.d_sae = 16;
   s.sae.k = 2;

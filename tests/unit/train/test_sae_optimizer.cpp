@@ -19,7 +19,7 @@
 
 namespace {
 
-using husai::SaeArch;
+using husai::SaeArchitecture;
 
 struct State {
   std::vector<float> p, g, m, v;
@@ -47,7 +47,7 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-void check(SaeArch arch, bool clip, bool renorm, int threads) {
+void check(const SaeArchitecture* arch, bool clip, bool renorm, int threads) {
   husai::SaeConfig cfg;
   cfg.arch = arch;
   cfg.d_in = 37;
@@ -93,12 +93,12 @@ void check(SaeArch arch, bool clip, bool renorm, int threads) {
 }
 
 TEST(SaeOptimizer, FusedStepMatchesThePlainSequenceBitForBit) {
-  for (const SaeArch arch : {SaeArch::TopK, SaeArch::ReLU, SaeArch::JumpReLU}) {
+  for (const SaeArchitecture* arch : husai::sae_architectures()) {
     for (const bool clip : {false, true}) {
       for (const bool renorm : {false, true}) {
         for (const int threads : {1, 2}) {
-          SCOPED_TRACE(::testing::Message() << "arch " << husai::sae_arch_name(arch) << " clip " << clip
-                                            << " renorm " << renorm << " threads " << threads);
+          SCOPED_TRACE(::testing::Message() << "arch " << arch->name << " clip " << clip << " renorm "
+                                            << renorm << " threads " << threads);
           check(arch, clip, renorm, threads);
         }
       }

@@ -50,7 +50,7 @@ TEST(SaeSnapshotPoints, LayoutPaths) {
 TEST(SaeDataOrder, DefaultIsEachSeedsOwnOrder) {
   const SynthData data = make_synthetic(SynthSpec{16, 24, 2, 2000, 3});
   SaeTrainSettings s;
-  s.sae.arch = SaeArch::TopK;
+  s.sae.arch = &sae_architecture("topk");
   s.sae.d_in = 16;
   s.sae.d_sae = 32;
   s.sae.k = 2;
