@@ -123,8 +123,8 @@ std::string sae_architecture_names();
 // Every inference kind some architecture exports, plus those husai only reads; by SAELens name.
 const std::vector<const SaeInferenceKind*>& sae_inference_kinds();
 const SaeInferenceKind* find_sae_inference_kind(std::string_view name);  // nullptr when unknown
-// The training architecture whose export is this inference kind (the first in table order), for an SAE read
-// from disk without husai's metadata; nullptr when none.
+// The training architecture whose export is this inference kind (the one of the same name, else the first in
+// table order), for an SAE read from disk without husai's metadata; nullptr when none.
 const SaeArchitecture* sae_architecture_exporting(std::string_view inference_name);
 
 // The entries of the sae section of train-sae's config schema that the architectures declare.

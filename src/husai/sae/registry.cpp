@@ -62,6 +62,10 @@ const SaeInferenceKind* find_sae_inference_kind(std::string_view name) {
 }
 
 const SaeArchitecture* sae_architecture_exporting(std::string_view inference_name) {
+  // The architecture of the same name first (jumprelu, not batchtopk, for a SAELens jumprelu folder).
+  for (const SaeArchitecture* a : sae_architectures()) {
+    if (a->name == inference_name && a->inference->name == inference_name) return a;
+  }
   for (const SaeArchitecture* a : sae_architectures()) {
     if (a->inference->name == inference_name) return a;
   }
