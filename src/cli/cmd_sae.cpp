@@ -68,10 +68,8 @@ Runner register_train_sae(CLI::App& app) {
   add_config_options(sub, o->config);
   sub->add_option("--activations", o->activations, "safetensors file with the activation rows")->required();
   add_config_flag(sub, o->config, "--key", "data.key", "tensor name in the activation file");
-  std::string names;
-  for (const SaeArchitecture* a : sae_architectures())
-    names += (names.empty() ? "" : "|") + std::string(a->name);
-  add_config_flag(sub, o->config, "--architecture", "sae.architecture", names + " (husai architectures)");
+  add_config_flag(sub, o->config, "--architecture", "sae.architecture",
+                  sae_architecture_names("|") + " (husai architectures)");
   add_config_flag(sub, o->config, "--d-sae", "sae.d_sae", "number of latents");
   add_config_flag(sub, o->config, "--expansion", "sae.expansion", "d_sae / d_in");
   add_config_flag(sub, o->config, "--k", "sae.k", "active latents per row");

@@ -68,9 +68,9 @@ std::vector<float> transform_dictionary(const float* W_dec, int64_t d_sae, int64
   return out;
 }
 
-// The training architecture of an SAE: husai's own metadata when present, else the first architecture of the
-// table that exports this inference kind (for an SAE trained elsewhere), else relu (only W_dec / W_enc are
-// drawn, and every architecture initialises those alike).
+// The training architecture of an SAE: husai's own metadata when present, else the one the table names for
+// its inference kind (sae_architecture_exporting; an SAE trained elsewhere), else relu (only W_dec / W_enc
+// are drawn, and every architecture initialises those alike).
 const SaeArchitecture& training_arch_of(const SaeModel& sae) {
   const nlohmann::json& cfg = sae.cfg;
   if (cfg.is_object() && cfg.contains("metadata") && cfg["metadata"].is_object() &&

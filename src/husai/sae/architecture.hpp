@@ -118,7 +118,7 @@ const std::vector<const SaeArchitecture*>& sae_architectures();
 // By training name; throws husai::Error listing the known names.
 const SaeArchitecture& sae_architecture(std::string_view name);
 // "relu, topk, ...": for help texts and errors.
-std::string sae_architecture_names();
+std::string sae_architecture_names(std::string_view separator = ", ");
 
 // Every inference kind some architecture exports, plus those husai only reads; by SAELens name.
 const std::vector<const SaeInferenceKind*>& sae_inference_kinds();

@@ -5,7 +5,10 @@
 //
 // B = batch rows, D = d_in, L = d_sae.
 
+#include <cmath>
 #include <vector>
+
+#include "husai/core/lanes.hpp"
 
 #include "husai/core/gemm.hpp"
 #include "husai/core/threading.hpp"
@@ -23,10 +26,11 @@ std::vector<SaeKey> l1_penalty_keys();
 // lambda_t = l1_coefficient * min(1, step / l1_warmup_steps).
 double l1_coefficient_at(const SaeConfig& cfg, int64_t step);
 
-// ws.xc = x - b_dec (or x), ws.z = xc W_enc + b_enc  [B, L].
+// ws.xc = x - b_dec (or x), ws.z = xc W_enc + b_enc  [B, L]; without b_enc when add_b_enc is false (gated
+// adds its own biases to xc W_enc).
 template <typename T>
-void encoder_pre(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B,
-                 SaeWorkspace<T>& ws) {
+void encoder_pre(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B, SaeWorkspace<T>& ws,
+                 bool add_b_enc = true) {
   const int64_t D = cfg.d_in;
   const int64_t L = cfg.d_sae;
   ws.xc.resize(static_cast<size_t>(B * D));
@@ -37,10 +41,63 @@ void encoder_pre(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, in
         ws.xc[static_cast<size_t>(r * D + d)] =
             cfg.apply_b_dec_to_input ? x[r * D + d] - p.b_dec[d] : x[r * D + d];
       }
-      for (int64_t i = 0; i < L; ++i) ws.z[static_cast<size_t>(r * L + i)] = p.b_enc[i];
+      for (int64_t i = 0; i < L; ++i) ws.z[static_cast<size_t>(r * L + i)] = add_b_enc ? p.b_enc[i] : T(0);
     }
   });
   gemm<T>(false, false, B, L, D, T(1), ws.xc.data(), D, p.W_enc, L, T(1), ws.z.data(), L);
+}
+
+// ||W_dec,i|| per latent (each a sum over d in order).
+template <typename T>
+std::vector<T> decoder_row_norms(const SaeConfig& cfg, const SaeView<const T>& p) {
+  const int64_t D = cfg.d_in;
+  std::vector<T> norm(static_cast<size_t>(cfg.d_sae));
+  for (int64_t i = 0; i < cfg.d_sae; ++i) {
+    T s = T(0);
+    for (int64_t d = 0; d < D; ++d) s += p.W_dec[i * D + d] * p.W_dec[i * D + d];
+    norm[static_cast<size_t>(i)] = std::sqrt(s);
+  }
+  return norm;
+}
+
+// Per latent the sum of f [B, L] over rows (column_sums, fixed order), returned; ws.fired[i] = 1 when latent
+// i is active in some row. f >= 0, so a sum is positive exactly when one of its entries is.
+template <typename T>
+std::vector<T> mark_fired(const T* f, int64_t B, int64_t L, SaeWorkspace<T>& ws) {
+  std::vector<T> f_sum(static_cast<size_t>(L));
+  column_sums<T>(f, B, L, L, f_sum.data(), false);
+  ws.fired.resize(static_cast<size_t>(L));
+  for (int64_t i = 0; i < L; ++i)
+    ws.fired[static_cast<size_t>(i)] = f_sum[static_cast<size_t>(i)] > T(0) ? 1 : 0;
+  return f_sum;
+}
+
+// The latents active in f (f > 0) and the norm-weighted L1 sum_b sum_i w_bi norm_i, over a batch [B, L]: per
+// row first (branch-free: which latents fire is data-dependent, so branches would mispredict), then the rows
+// added in row order.
+struct RowSparsity {
+  double weighted_l1 = 0;
+  int64_t active = 0;
+};
+template <typename T>
+RowSparsity row_sparsity(const T* f, const T* w, const T* norm, int64_t B, int64_t L) {
+  std::vector<double> row_l1(static_cast<size_t>(B));
+  std::vector<int64_t> row_nnz(static_cast<size_t>(B));
+  parallel_chunks(B, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* fr = f + r * L;
+      int32_t count = 0;
+      for (int64_t i = 0; i < L; ++i) count += static_cast<int32_t>(fr[i] > T(0));
+      row_l1[static_cast<size_t>(r)] = static_cast<double>(dot_lanes(w + r * L, norm, L));
+      row_nnz[static_cast<size_t>(r)] = count;
+    }
+  });
+  RowSparsity out;
+  for (int64_t r = 0; r < B; ++r) {
+    out.weighted_l1 += row_l1[static_cast<size_t>(r)];
+    out.active += row_nnz[static_cast<size_t>(r)];
+  }
+  return out;
 }
 
 // x_hat = f W_dec + b_dec  [B, D].

@@ -26,7 +26,6 @@
 #include <cmath>
 
 #include "husai/core/gemm.hpp"
-#include "husai/core/lanes.hpp"
 #include "husai/core/threading.hpp"
 #include "husai/sae/architecture.hpp"
 #include "husai/sae/dense_path.hpp"
@@ -48,14 +47,7 @@ SaeLossParts gated_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p
   for (int64_t i = 0; i < L; ++i) exp_r[static_cast<size_t>(i)] = std::exp(r_mag[i]);
 
   // u = xc W_enc into ws.z; ws.df = ReLU(pi_gate); ws.f = f.
-  ws.xc.resize(static_cast<size_t>(B * D));
-  parallel_chunks(B, 256, [&](int64_t r0, int64_t r1) {
-    for (int64_t j = r0 * D; j < r1 * D; ++j) {
-      ws.xc[static_cast<size_t>(j)] = cfg.apply_b_dec_to_input ? batch.x[j] - p.b_dec[j % D] : batch.x[j];
-    }
-  });
-  ws.z.resize(static_cast<size_t>(B * L));
-  gemm<T>(false, false, B, L, D, T(1), ws.xc.data(), D, p.W_enc, L, T(0), ws.z.data(), L);
+  encoder_pre(cfg, p, batch.x, B, ws, /*add_b_enc=*/false);
   ws.f.resize(static_cast<size_t>(B * L));
   ws.df.resize(static_cast<size_t>(B * L));
   parallel_chunks(B, 256, [&](int64_t r0, int64_t r1) {
@@ -83,9 +75,7 @@ SaeLossParts gated_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p
   ws.aux_residual.resize(static_cast<size_t>(B * D));
   decoder_dense(cfg, frozen, ws.df.data(), B, ws.aux_residual.data());
 
-  std::vector<T> dec_norm(static_cast<size_t>(L));
-  for (int64_t i = 0; i < L; ++i)
-    dec_norm[static_cast<size_t>(i)] = std::sqrt(dot_lanes(p.W_dec + i * D, p.W_dec + i * D, D));
+  const std::vector<T> dec_norm = decoder_row_norms(cfg, p);
   const double lambda = l1_coefficient_at(cfg, batch.step);
 
   SaeLossParts out;
@@ -95,32 +85,12 @@ SaeLossParts gated_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p
   }
   out.mse = mse_and_grad(batch.x, ws.x_hat.data(), B, D, g != nullptr ? ws.grad_out.data() : nullptr);
   out.aux = mse_and_grad(batch.x, ws.aux_residual.data(), B, D, g != nullptr ? ws.aux_grad.data() : nullptr);
-  std::vector<double> row_l1(static_cast<size_t>(B));
-  std::vector<int64_t> row_nnz(static_cast<size_t>(B));
-  parallel_chunks(B, 256, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const T* f = ws.f.data() + r * L;
-      int32_t count = 0;
-      for (int64_t i = 0; i < L; ++i) count += static_cast<int32_t>(f[i] > T(0));
-      row_nnz[static_cast<size_t>(r)] = count;
-      row_l1[static_cast<size_t>(r)] =
-          static_cast<double>(dot_lanes(ws.df.data() + r * L, dec_norm.data(), L));
-    }
-  });
-  double weighted_l1 = 0;
-  int64_t nnz = 0;
-  for (int64_t r = 0; r < B; ++r) {
-    weighted_l1 += row_l1[static_cast<size_t>(r)];
-    nnz += row_nnz[static_cast<size_t>(r)];
-  }
-  std::vector<T> f_sum(static_cast<size_t>(L));
-  column_sums<T>(ws.f.data(), B, L, L, f_sum.data(), false);
-  ws.fired.resize(static_cast<size_t>(L));
-  for (int64_t i = 0; i < L; ++i)
-    ws.fired[static_cast<size_t>(i)] = f_sum[static_cast<size_t>(i)] > T(0) ? 1 : 0;
-  out.sparsity = lambda * weighted_l1 / static_cast<double>(B);
+  // L0 counts f; the L1 weighs the gate path ReLU(pi_gate).
+  const RowSparsity rows = row_sparsity(ws.f.data(), ws.df.data(), dec_norm.data(), B, L);
+  mark_fired(ws.f.data(), B, L, ws);
+  out.sparsity = lambda * rows.weighted_l1 / static_cast<double>(B);
   out.loss = out.mse + out.sparsity + out.aux;
-  out.l0 = static_cast<double>(nnz) / static_cast<double>(B);
+  out.l0 = static_cast<double>(rows.active) / static_cast<double>(B);
   out.explained_variance = batch_explained_variance(batch.x, ws.x_hat.data(), B, D);
   if (g == nullptr) return out;
 

@@ -47,12 +47,7 @@ SaeLossParts jumprelu_loss_backward(const SaeConfig& cfg, const SaeView<const T>
   });
   ws.x_hat.resize(static_cast<size_t>(B * D));
   decoder_dense(cfg, p, ws.f.data(), B, ws.x_hat.data());
-  std::vector<T> dec_norm(static_cast<size_t>(L));
-  for (int64_t i = 0; i < L; ++i) {
-    T s = T(0);
-    for (int64_t d = 0; d < D; ++d) s += p.W_dec[i * D + d] * p.W_dec[i * D + d];
-    dec_norm[static_cast<size_t>(i)] = std::sqrt(s);
-  }
+  const std::vector<T> dec_norm = decoder_row_norms(cfg, p);
 
   SaeLossParts out;
   if (g != nullptr) ws.grad_out.resize(static_cast<size_t>(B * D));
@@ -84,12 +79,8 @@ SaeLossParts jumprelu_loss_backward(const SaeConfig& cfg, const SaeView<const T>
     penalty += row_penalty[static_cast<size_t>(r)];
     nnz += row_nnz[static_cast<size_t>(r)];
   }
-  // Active latents have f = z > theta > 0, so a latent fired exactly when its column sum is positive.
-  std::vector<T> f_sum(static_cast<size_t>(L));
-  column_sums<T>(ws.f.data(), B, L, L, f_sum.data(), false);
-  ws.fired.resize(static_cast<size_t>(L));
-  for (int64_t i = 0; i < L; ++i)
-    ws.fired[static_cast<size_t>(i)] = f_sum[static_cast<size_t>(i)] > T(0) ? 1 : 0;
+  // Active latents have f = z > theta > 0.
+  mark_fired(ws.f.data(), B, L, ws);
   out.sparsity = cfg.l0_coefficient * penalty / static_cast<double>(B);
   out.loss = out.mse + out.sparsity;
   out.l0 = static_cast<double>(nnz) / static_cast<double>(B);

@@ -28,10 +28,12 @@ const SaeArchitecture& default_sae_architecture() {
   return topk_architecture();
 }
 
-std::string sae_architecture_names() {
+std::string sae_architecture_names(std::string_view separator) {
   std::string out;
-  for (const SaeArchitecture* a : sae_architectures())
-    out += (out.empty() ? "" : ", ") + std::string(a->name);
+  for (const SaeArchitecture* a : sae_architectures()) {
+    if (!out.empty()) out += separator;
+    out += a->name;
+  }
   return out;
 }
 

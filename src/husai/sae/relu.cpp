@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "husai/core/lanes.hpp"
 #include "husai/io/config.hpp"
 #include "husai/sae/architecture.hpp"
 #include "husai/sae/dense_path.hpp"
@@ -68,45 +67,17 @@ SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p,
   ws.x_hat.resize(static_cast<size_t>(B * D));
   decoder_dense(cfg, p, ws.f.data(), B, ws.x_hat.data());
 
-  std::vector<T> dec_norm(static_cast<size_t>(L));
-  for (int64_t i = 0; i < L; ++i) {
-    T s = T(0);
-    for (int64_t d = 0; d < D; ++d) s += p.W_dec[i * D + d] * p.W_dec[i * D + d];
-    dec_norm[static_cast<size_t>(i)] = std::sqrt(s);
-  }
+  const std::vector<T> dec_norm = decoder_row_norms(cfg, p);
   const double lambda = l1_coefficient_at(cfg, batch.step);
 
   SaeLossParts out;
   if (g != nullptr) ws.grad_out.resize(static_cast<size_t>(B * D));
   out.mse = mse_and_grad(batch.x, ws.x_hat.data(), B, D, g != nullptr ? ws.grad_out.data() : nullptr);
-  // Per row (branch-free: which latents fire is data-dependent, so branches would mispredict): the count of
-  // active latents and the norm-weighted L1; per latent the sum over rows (column_sums, fixed order).
-  std::vector<double> row_l1(static_cast<size_t>(B));
-  std::vector<int64_t> row_nnz(static_cast<size_t>(B));
-  parallel_chunks(B, 256, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const T* f = ws.f.data() + r * L;
-      int32_t count = 0;
-      for (int64_t i = 0; i < L; ++i) count += static_cast<int32_t>(f[i] > T(0));
-      row_l1[static_cast<size_t>(r)] = static_cast<double>(dot_lanes(f, dec_norm.data(), L));
-      row_nnz[static_cast<size_t>(r)] = count;
-    }
-  });
-  double weighted_l1 = 0;
-  int64_t nnz = 0;
-  for (int64_t r = 0; r < B; ++r) {
-    weighted_l1 += row_l1[static_cast<size_t>(r)];
-    nnz += row_nnz[static_cast<size_t>(r)];
-  }
-  std::vector<T> f_sum(static_cast<size_t>(L), T(0));
-  column_sums<T>(ws.f.data(), B, L, L, f_sum.data(), false);
-  ws.fired.resize(static_cast<size_t>(L));
-  // A sum of non-negative values is positive exactly when one of them is.
-  for (int64_t i = 0; i < L; ++i)
-    ws.fired[static_cast<size_t>(i)] = f_sum[static_cast<size_t>(i)] > T(0) ? 1 : 0;
-  out.sparsity = lambda * weighted_l1 / static_cast<double>(B);
+  const RowSparsity rows = row_sparsity(ws.f.data(), ws.f.data(), dec_norm.data(), B, L);
+  const std::vector<T> f_sum = mark_fired(ws.f.data(), B, L, ws);
+  out.sparsity = lambda * rows.weighted_l1 / static_cast<double>(B);
   out.loss = out.mse + out.sparsity;
-  out.l0 = static_cast<double>(nnz) / static_cast<double>(B);
+  out.l0 = static_cast<double>(rows.active) / static_cast<double>(B);
   out.explained_variance = batch_explained_variance(batch.x, ws.x_hat.data(), B, D);
   if (g == nullptr) return out;
 
