@@ -32,6 +32,11 @@ Runner register_eval_sae(CLI::App& app) {
   sub->add_option("--sae", o->eval.sae_dir, "SAE folder (cfg.json + sae_weights.safetensors)")->required();
   sub->add_option("--activations", o->eval.activations_path, "activation file (husai extract)")->required();
   sub->add_option("--key", o->eval.key, "tensor name in the activation file (default: activations)");
+  sub->add_option("--target-activations", o->eval.target_activations_path,
+                  "a transcoder's output-site rows (required for transcoders): metrics against them, and "
+                  "with --model the transcoder spliced in place of that site");
+  sub->add_option("--target-key", o->eval.target_key,
+                  "tensor name in the target file (default: activations)");
   sub->add_option("-m,--model", o->eval.model_dir, "transformer run folder the activations came from");
   sub->add_option("-o,--out", o->out, "output JSON file")->required();
   sub->add_flag("--overwrite", o->overwrite, "replace an existing output file");
@@ -45,6 +50,7 @@ Runner register_eval_sae(CLI::App& app) {
     write_file_atomic(o->out, result.dump(2) + "\n");
     if (!o->common.quiet) {
       const auto& m = result["metrics"];
+      if (m.contains("fvu")) std::printf("fvu %.4f  ", m["fvu"].get<double>());
       std::printf("explained_variance %.4f  l0 %.2f  frac_dead %.4f  mse %.4g",
                   m["explained_variance"].get<double>(), m["l0"].get<double>(), m["frac_dead"].get<double>(),
                   m["mse"].get<double>());

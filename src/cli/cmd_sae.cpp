@@ -54,19 +54,24 @@ Runner register_architectures(CLI::App& app) {
 Runner register_train_sae(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
       "train-sae",
-      "Train sparse autoencoders on an activation file, several seeds in one pass (runbook step C). Writes "
+      "Train sparse autoencoders on an activation file, several seeds in one pass (runbook step C); with "
+      "--target-activations, transcoders that predict another site from it (any architecture). Writes "
       "--out/seed<S>/ SAELens folders (cfg.json, sae_weights.safetensors) with metrics.json(l), plus "
       "split.safetensors, trainer_state.safetensors and manifest.json.");
   struct Opts {
     CommonOptions common;
     ConfigOptions config;
     OutputOptions output;
-    std::string activations;
+    std::string activations, target, target_key = "activations";
   };
   auto o = std::make_shared<Opts>();
   add_common(sub, o->common);
   add_config_options(sub, o->config);
   sub->add_option("--activations", o->activations, "safetensors file with the activation rows")->required();
+  sub->add_option("--target-activations", o->target,
+                  "train transcoders: rows of another site to predict from --activations (row r pairs with "
+                  "row r; e.g. husai extract --site resid_mid --target-site mlp_out)");
+  sub->add_option("--target-key", o->target_key, "tensor name in the target file (default: activations)");
   add_config_flag(sub, o->config, "--key", "data.key", "tensor name in the activation file");
   add_config_flag(sub, o->config, "--architecture", "sae.architecture",
                   sae_architecture_names("|") + " (husai architectures)");
@@ -97,6 +102,8 @@ Runner register_train_sae(CLI::App& app) {
     const Config config = build_config(sae_config_schema(), o->config);
     TrainSaeOptions opts;
     opts.activations_path = o->activations;
+    opts.target_activations_path = o->target;
+    opts.target_key = o->target_key;
     opts.out_dir = o->output.out;
     opts.existing = existing_policy(o->output);
     opts.quiet = o->common.quiet;
@@ -133,6 +140,9 @@ Runner register_synth(CLI::App& app) {
   sub->add_option("--active", o->spec.active, "features per row")->required();
   sub->add_option("--rows", o->spec.rows, "number of rows")->required();
   sub->add_option("--seed", o->spec.seed, "seed (default 0)");
+  sub->add_flag("--transcoder", o->spec.transcoder,
+                "also write `targets` [rows, d_in] and `target_dictionary`: the same codes on a second "
+                "planted dictionary (train-sae --target-activations FILE --target-key targets)");
   sub->add_option("-o,--out", o->out, "output .safetensors file")->required();
   sub->add_flag("--overwrite", o->overwrite, "replace an existing output file");
   return [o] {

@@ -1,7 +1,9 @@
 // train-transformer, eval-transformer and extract: runbook steps A and B.
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "commands.hpp"
 #include "common.hpp"
@@ -101,6 +103,8 @@ Runner register_extract(CLI::App& app) {
   struct Opts {
     CommonOptions common;
     std::string model, site = "resid_post", position = "answer", out;
+    std::string target_site, target_out;
+    std::optional<int64_t> target_layer;
     int64_t layer = -1;
     bool overwrite = false;
   };
@@ -113,21 +117,45 @@ Runner register_extract(CLI::App& app) {
   sub->add_option("--position", o->position,
                   "answer (the '=' position) | all | <index> (negative from the end)");
   sub->add_option("-o,--out", o->out, "output .safetensors file")->required();
+  auto* target_site =
+      sub->add_option("--target-site", o->target_site,
+                      "also write a second hook point from the same forward passes (a transcoder's target, "
+                      "e.g. --site resid_mid --target-site mlp_out)")
+          ->check(CLI::IsMember({"resid_pre", "resid_mid", "attn_out", "mlp_out", "resid_post"}));
+  sub->add_option("--target-layer", o->target_layer, "block of --target-site (default: --layer)")
+      ->needs(target_site);
+  sub->add_option("--target-out", o->target_out, "output .safetensors file of --target-site")
+      ->needs(target_site);
+  target_site->needs("--target-out");
   sub->add_flag("--overwrite", o->overwrite, "replace an existing output file");
   return [o] {
     apply_common(o->common);
-    if (!o->overwrite && std::filesystem::exists(o->out)) {
-      throw Error("output file exists; pass --overwrite to replace it").file(o->out);
+    for (const std::string& path : {o->out, o->target_out}) {
+      if (!path.empty() && !o->overwrite && std::filesystem::exists(path)) {
+        throw Error("output file exists; pass --overwrite to replace it").file(path);
+      }
+    }
+    if (!o->target_out.empty() &&
+        std::filesystem::absolute(o->target_out) == std::filesystem::absolute(o->out)) {
+      throw Error("--target-out names the same file as --out").file(o->out);
     }
     const LoadedModel model = load_model_dir(o->model);
     ExtractSpec spec;
     spec.layer = o->layer;
     spec.site = parse_hook_site(o->site);
     spec.position = o->position;
-    const ExtractSummary s = extract_activations(model, spec, o->out, o->common.quiet);
+    if (!o->target_site.empty()) {
+      spec.target_site = parse_hook_site(o->target_site);
+      spec.target_layer = o->target_layer;
+    }
+    const ExtractSummary s = extract_activations(model, spec, o->out, o->common.quiet, o->target_out);
     if (!o->common.quiet) {
       std::printf("wrote %lld x %lld activations (%s, position %s) to %s\n", static_cast<long long>(s.rows),
                   static_cast<long long>(s.d_model), s.hook_name.c_str(), s.position.c_str(), o->out.c_str());
+      if (!s.target_hook_name.empty()) {
+        std::printf("wrote %lld x %lld target activations (%s) to %s\n", static_cast<long long>(s.rows),
+                    static_cast<long long>(s.d_model), s.target_hook_name.c_str(), o->target_out.c_str());
+      }
     }
     return 0;
   };

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-# Mean over planted features of the best |cos| with a learned decoder row (stdlib only): DICT_FILE SAE_DIR [MIN].
+# Mean over planted features of the best |cos| with a learned decoder row (stdlib only): DICT_FILE[:KEY] SAE_DIR [MIN].
+# KEY: the planted dictionary's tensor (default `dictionary`; `target_dictionary` for a transcoder).
 import json,sys,struct,array,math
 def load(p):
     b=open(p,'rb').read(); n=struct.unpack('<Q',b[:8])[0]; h=json.loads(b[8:8+n]); out={}
@@ -9,7 +10,8 @@ def load(p):
     return out
 def rows(t):
     a,(r,c)=t; return [a[i*c:(i+1)*c] for i in range(r)]
-D=rows(load(sys.argv[1])['dictionary']); W=rows(load(sys.argv[2]+'/sae_weights.safetensors')['W_dec'])
+path,_,key=sys.argv[1].partition(':')
+D=rows(load(path)[key or 'dictionary']); W=rows(load(sys.argv[2]+'/sae_weights.safetensors')['W_dec'])
 Wn=[[x/math.sqrt(sum(y*y for y in w)) for x in w] for w in W]
 best=[max(abs(sum(a*b for a,b in zip(d,w))) for w in Wn) for d in D]
 m=json.load(open(sys.argv[2]+'/metrics.json'))

@@ -10,6 +10,31 @@
 
 namespace husai {
 
+namespace {
+
+// n_features random unit rows of width d_in from one Philox stream.
+std::vector<float> unit_rows(const SynthSpec& spec, const char* stream) {
+  const int64_t D = spec.d_in;
+  std::vector<float> rows(static_cast<size_t>(spec.n_features * D));
+  const Philox rng(spec.seed, stream_id(stream));
+  for (int64_t j = 0; j < spec.n_features; ++j) {
+    double n2 = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const double v = rng.normal(static_cast<uint64_t>(j * D + d));
+      rows[static_cast<size_t>(j * D + d)] = static_cast<float>(v);
+      n2 += v * v;
+    }
+    const double inv = 1.0 / std::sqrt(n2);
+    for (int64_t d = 0; d < D; ++d) {
+      float& v = rows[static_cast<size_t>(j * D + d)];
+      v = static_cast<float>(static_cast<double>(v) * inv);
+    }
+  }
+  return rows;
+}
+
+}  // namespace
+
 SynthData make_synthetic(const SynthSpec& spec) {
   if (spec.d_in < 1 || spec.n_features < 1 || spec.rows < 1 || spec.active < 1) {
     throw Error("synth: --d-in, --n-features, --rows and --active must be >= 1");
@@ -20,22 +45,12 @@ SynthData make_synthetic(const SynthSpec& spec) {
   }
   const int64_t D = spec.d_in;
   SynthData out;
-  out.dictionary.resize(static_cast<size_t>(spec.n_features * D));
-  const Philox dict_rng(spec.seed, stream_id("synth.dictionary"));
-  for (int64_t j = 0; j < spec.n_features; ++j) {
-    double n2 = 0;
-    for (int64_t d = 0; d < D; ++d) {
-      const double v = dict_rng.normal(static_cast<uint64_t>(j * D + d));
-      out.dictionary[static_cast<size_t>(j * D + d)] = static_cast<float>(v);
-      n2 += v * v;
-    }
-    const double inv = 1.0 / std::sqrt(n2);
-    for (int64_t d = 0; d < D; ++d) {
-      float& v = out.dictionary[static_cast<size_t>(j * D + d)];
-      v = static_cast<float>(static_cast<double>(v) * inv);
-    }
-  }
+  out.dictionary = unit_rows(spec, "synth.dictionary");
   out.activations.assign(static_cast<size_t>(spec.rows * D), 0.0f);
+  if (spec.transcoder) {
+    out.target_dictionary = unit_rows(spec, "synth.target_dictionary");
+    out.targets.assign(out.activations.size(), 0.0f);
+  }
   const Philox pick(spec.seed, stream_id("synth.support"));
   const Philox mag(spec.seed, stream_id("synth.magnitude"));
   // Each row owns a disjoint counter range, so rows are independent of each other and of the thread count.
@@ -54,6 +69,11 @@ SynthData make_synthetic(const SynthSpec& spec) {
         const double c = 0.5 + mag.uniform_f64(static_cast<uint64_t>(r) * kDrawsPerRow + a);
         const float* dj = out.dictionary.data() + chosen[a] * D;
         for (int64_t d = 0; d < D; ++d) row[d] += static_cast<float>(c) * dj[d];
+        if (spec.transcoder) {
+          const float* ej = out.target_dictionary.data() + chosen[a] * D;
+          float* yr = out.targets.data() + r * D;
+          for (int64_t d = 0; d < D; ++d) yr[d] += static_cast<float>(c) * ej[d];
+        }
       }
     }
   });
@@ -64,6 +84,10 @@ void write_synthetic(const std::string& path, const SynthSpec& spec, const Synth
   SafetensorsFile f;
   f.put("activations", TensorData::f32({spec.rows, spec.d_in}, data.activations.data()));
   f.put("dictionary", TensorData::f32({spec.n_features, spec.d_in}, data.dictionary.data()));
+  if (spec.transcoder) {
+    f.put("targets", TensorData::f32({spec.rows, spec.d_in}, data.targets.data()));
+    f.put("target_dictionary", TensorData::f32({spec.n_features, spec.d_in}, data.target_dictionary.data()));
+  }
   f.metadata = {{"producer", "husai synth"},
                 {"hook_name", "synthetic"},
                 {"d_in", std::to_string(spec.d_in)},

@@ -1,24 +1,8 @@
 #include "husai/metrics/sae_eval.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <vector>
-
-namespace husai {
-
-ReconstructionMetrics sae_reconstruction_metrics(const SaeModel& sae, const float* x, int64_t n_rows,
-                                                 int64_t batch_rows) {
-  ReconstructionAccumulator acc(sae.d_in, sae.d_sae);
-  for (int64_t start = 0; start < n_rows; start += batch_rows) {
-    const int64_t n = std::min(batch_rows, n_rows - start);
-    const float* xb = x + start * sae.d_in;
-    const std::vector<float> f = sae.encode(xb, n);
-    const std::vector<float> x_hat = sae.decode(f.data(), n);
-    acc.add(xb, x_hat.data(), f.data(), n);
-  }
-  return acc.finish();
-}
-
-}  // namespace husai
 
 #include "husai/core/error.hpp"
 #include "husai/io/activations.hpp"
@@ -26,6 +10,63 @@ ReconstructionMetrics sae_reconstruction_metrics(const SaeModel& sae, const floa
 #include "husai/model/model_io.hpp"
 
 namespace husai {
+
+ReconstructionMetrics sae_reconstruction_metrics(const SaeModel& sae, const float* x, int64_t n_rows,
+                                                 int64_t batch_rows, const float* target) {
+  if (target == nullptr && sae.out_dim() != sae.d_in) {
+    throw Error("a transcoder with d_out " + std::to_string(sae.out_dim()) + " != d_in " +
+                std::to_string(sae.d_in) + " needs its target rows");
+  }
+  ReconstructionAccumulator acc(sae.out_dim(), sae.d_sae);
+  for (int64_t start = 0; start < n_rows; start += batch_rows) {
+    const int64_t n = std::min(batch_rows, n_rows - start);
+    const float* xb = x + start * sae.d_in;
+    const float* yb = target != nullptr ? target + start * sae.out_dim() : xb;
+    const std::vector<float> f = sae.encode(xb, n);
+    const std::vector<float> x_hat = sae.decode(f.data(), n);
+    acc.add(yb, x_hat.data(), f.data(), n);
+  }
+  return acc.finish();
+}
+
+namespace {
+
+void check_same_model(const ActivationFile& acts, const LoadedModel& model) {
+  if (acts.metadata.count("model_sha256") && acts.metadata.at("model_sha256") != model.model_sha256) {
+    throw Error("the activations were extracted from another model (model_sha256 " +
+                acts.metadata.at("model_sha256").substr(0, 12) + ", --model has " +
+                model.model_sha256.substr(0, 12) + ")")
+        .file(acts.path);
+  }
+}
+
+// The target file of a transcoder: as many rows as the input file, the transcoder's output width.
+ActivationFile load_target(const EvalSaeOptions& options, const SaeModel& sae, const ActivationFile& acts) {
+  if (!sae.transcoder) {
+    throw Error("--target-activations is for transcoders; " + options.sae_dir +
+                " is an SAE (it reconstructs its own input)")
+        .key("--target-activations");
+  }
+  if (options.target_activations_path.empty()) {
+    throw Error("is a transcoder (output " + (sae.hook_name_out.empty() ? "unknown" : sae.hook_name_out) +
+                "): give its target rows with --target-activations")
+        .file(options.sae_dir);
+  }
+  ActivationFile target = load_activation_file(options.target_activations_path, options.target_key);
+  if (target.n_rows != acts.n_rows) {
+    throw Error("the target has " + std::to_string(target.n_rows) + " rows, the activations " +
+                std::to_string(acts.n_rows) + ": row r of one must be row r of the other")
+        .file(target.path);
+  }
+  if (target.d_in != sae.out_dim()) {
+    throw Error("target rows have width " + std::to_string(target.d_in) + " but the transcoder in " +
+                options.sae_dir + " writes d_out " + std::to_string(sae.out_dim()))
+        .file(target.path);
+  }
+  return target;
+}
+
+}  // namespace
 
 nlohmann::json evaluate_sae(const EvalSaeOptions& options) {
   const SaeModel sae = load_sae(options.sae_dir);
@@ -35,7 +76,10 @@ nlohmann::json evaluate_sae(const EvalSaeOptions& options) {
                 " expects d_in " + std::to_string(sae.d_in))
         .file(options.activations_path);
   }
-  const ReconstructionMetrics rec = sae_reconstruction_metrics(sae, acts.x.data(), acts.n_rows);
+  std::optional<ActivationFile> target;
+  if (sae.transcoder || !options.target_activations_path.empty()) target = load_target(options, sae, acts);
+  const ReconstructionMetrics rec =
+      sae_reconstruction_metrics(sae, acts.x.data(), acts.n_rows, 4096, target ? target->x.data() : nullptr);
   nlohmann::json out = {
       {"schema_version", 1},
       {"sae",
@@ -51,19 +95,36 @@ nlohmann::json evaluate_sae(const EvalSaeOptions& options) {
         {"n_rows", acts.n_rows}}},
       {"metrics", rec.to_json()},
   };
+  if (target) {
+    out["sae"]["transcoder"] = true;
+    out["sae"]["d_out"] = sae.out_dim();
+    out["sae"]["hook_name_out"] = sae.hook_name_out;
+    out["target_activations"] = {{"path", options.target_activations_path},
+                                 {"key", options.target_key},
+                                 {"sha256", target->sha256},
+                                 {"hook_name", target->hook_name},
+                                 {"n_rows", target->n_rows}};
+    out["metrics"]["fvu"] = 1.0 - rec.explained_variance;
+  }
   if (options.model_dir.empty()) {
     out["splice"] = nullptr;
     out["splice_note"] = "no --model given: ce_loss_score and kl_div_score need the transformer";
     return out;
   }
   const LoadedModel model = load_model_dir(options.model_dir);
-  if (acts.metadata.count("model_sha256") && acts.metadata.at("model_sha256") != model.model_sha256) {
-    throw Error("the activations were extracted from another model (model_sha256 " +
-                acts.metadata.at("model_sha256").substr(0, 12) + ", --model has " +
-                model.model_sha256.substr(0, 12) + ")")
-        .file(options.activations_path);
+  check_same_model(acts, model);
+  SpliceSpec spec = splice_spec_from_metadata(acts.metadata);
+  if (target) {
+    check_same_model(*target, model);
+    const SpliceSpec out_spec = splice_spec_from_metadata(target->metadata);
+    if (out_spec.position != spec.position) {
+      throw Error("the target was extracted at position " + out_spec.position + ", the activations at " +
+                  spec.position)
+          .file(target->path);
+    }
+    spec.out_layer = out_spec.layer;
+    spec.out_site = out_spec.site;
   }
-  const SpliceSpec spec = splice_spec_from_metadata(acts.metadata);
   if (!splice_affects_answer(model, spec)) {
     out["splice"] = nullptr;
     out["splice_note"] =
@@ -78,6 +139,7 @@ nlohmann::json evaluate_sae(const EvalSaeOptions& options) {
   };
   const SpliceMetrics s = splice_metrics(model, spec, reconstruct, options.quiet);
   out["splice"] = s.to_json();
+  if (target) out["splice"]["replaced"] = s.hook_name;
   out["metrics"]["ce_loss_score"] = out["splice"]["ce_loss_score"];
   out["metrics"]["kl_div_score"] = out["splice"]["kl_div_score"];
   return out;

@@ -74,6 +74,16 @@ SpliceSpec splice_spec_from_metadata(const std::map<std::string, std::string>& m
   return spec;
 }
 
+SpliceSpec SpliceSpec::written() const {
+  SpliceSpec w = *this;
+  if (out_site) {
+    w.layer = out_layer;
+    w.site = *out_site;
+    w.out_site.reset();
+  }
+  return w;
+}
+
 int64_t resolve_splice_position(const LoadedModel& model, const SpliceSpec& spec) {
   resolve_layer_index(spec.layer, model.cfg.n_layers);
   if (spec.position == "all") {
@@ -82,7 +92,8 @@ int64_t resolve_splice_position(const LoadedModel& model, const SpliceSpec& spec
   return resolve_position_index(spec.position, model.task);
 }
 
-bool splice_affects_answer(const LoadedModel& model, const SpliceSpec& spec) {
+bool splice_affects_answer(const LoadedModel& model, const SpliceSpec& read_spec) {
+  const SpliceSpec spec = read_spec.written();
   const int64_t layer = resolve_layer_index(spec.layer, model.cfg.n_layers);
   const int64_t position = resolve_splice_position(model, spec);
   const int64_t answer = model.task.answer_position();
@@ -114,6 +125,18 @@ SpliceMetrics splice_metrics(const LoadedModel& model, const SpliceSpec& spec,
   const int64_t position = resolve_splice_position(model, spec);
   const int64_t answer = task.answer_position();
   const std::string hook_name = "blocks." + std::to_string(layer) + ".hook_" + hook_site_name(spec.site);
+  const SpliceSpec written = spec.written();
+  const int64_t out_layer = resolve_layer_index(written.layer, cfg.n_layers);
+  const std::string out_hook_name =
+      "blocks." + std::to_string(out_layer) + ".hook_" + hook_site_name(written.site);
+  // The prediction is made from the clean run's input rows; the patched runs must see those same rows, so
+  // the written site has to come strictly later (sites are in forward order within a block).
+  if (spec.out_site &&
+      std::pair(out_layer, static_cast<int>(written.site)) <= std::pair(layer, static_cast<int>(spec.site))) {
+    throw Error("a transcoder's output site " + out_hook_name + " must come after its input site " +
+                hook_name + " in the forward pass")
+        .key("hook_name_out");
+  }
   if (!splice_affects_answer(model, spec)) {
     throw Error("splicing " + hook_name + " at position " + std::to_string(position) +
                 " cannot change the answer's logits at position " + std::to_string(answer) +
@@ -155,7 +178,9 @@ SpliceMetrics splice_metrics(const LoadedModel& model, const SpliceSpec& spec,
   bool reached = false;
   const HookFn<float> hook = [&](int64_t l, HookSite site, float* acts, int64_t B, int64_t hook_pos,
                                  int64_t first_pos) {
-    if (l != layer || site != spec.site) return;
+    const bool read_here = l == layer && site == spec.site;
+    const bool write_here = l == out_layer && site == written.site;
+    if (capture ? !read_here : !write_here) return;
     reached = true;
     for (int64_t b = 0; b < B; ++b) {
       float* row = acts + (b * hook_pos + position - first_pos) * D;
@@ -208,7 +233,7 @@ SpliceMetrics splice_metrics(const LoadedModel& model, const SpliceSpec& spec,
 
   SpliceMetrics m;
   m.n_pairs = n_pairs;
-  m.hook_name = hook_name;
+  m.hook_name = spec.out_site ? hook_name + " -> " + out_hook_name : hook_name;
   m.position = position;
   m.ce_clean = mean(ce[kClean]);
   m.ce_sae = mean(ce[kSae]);

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -36,6 +37,15 @@ struct SpliceSpec {
   HookSite site = HookSite::ResidPost;
   std::string position = "answer";  // "answer" (the '=' position) or an index (negative from the end)
   int64_t batch_size = 2048;        // pairs per forward pass
+  // A transcoder: reconstruct() maps the rows read at (layer, site) to rows written at (out_layer, out_site),
+  // later in the forward pass (e.g. resid_mid -> mlp_out of one block: the transcoder in place of the
+  // MLP). The sae run replaces the output site's rows with the prediction, the zero run zero-ablates them
+  // (the MLP's output removed); the input site is never changed. Unset: the read site is the written one.
+  std::optional<HookSite> out_site;
+  int64_t out_layer = -1;
+
+  // Where the runs write: (out_layer, out_site) for a transcoder, else (layer, site).
+  SpliceSpec written() const;
 };
 
 // The spec of an activations file written by `husai extract`, from its safetensors __metadata__ (`layer`,
@@ -43,7 +53,8 @@ struct SpliceSpec {
 // cannot be spliced as one position).
 SpliceSpec splice_spec_from_metadata(const std::map<std::string, std::string>& metadata);
 
-// Fills x_hat_out [n_rows, d_model] with the reconstruction of x [n_rows, d_model] (both row-major).
+// Fills x_hat_out [n_rows, d_model] with the reconstruction of x [n_rows, d_model] (both row-major); for a
+// transcoder, its prediction of the output site from the input site's rows x.
 // Called once per batch, outside any parallel region, so it may use husai's threads itself.
 using ReconstructFn = std::function<void(const float* x, int64_t n_rows, float* x_hat_out)>;
 
@@ -78,7 +89,8 @@ int64_t resolve_splice_position(const LoadedModel& model, const SpliceSpec& spec
 bool splice_affects_answer(const LoadedModel& model, const SpliceSpec& spec);
 
 // Runs the three forward passes over all pairs in batches of spec.batch_size. Throws husai::Error for a
-// spec that is out of range or cannot affect the answer.
+// spec that is out of range or cannot affect the answer, or a transcoder whose output site does not come
+// after its input site.
 SpliceMetrics splice_metrics(const LoadedModel& model, const SpliceSpec& spec,
                              const ReconstructFn& reconstruct, bool quiet = true);
 

@@ -49,7 +49,7 @@ FeatureSet features_from_columns(const float* m, int64_t dim, int64_t n) {
 }
 
 FeatureSet decoder_features(const SaeModel& sae) {
-  return features_from_rows(sae.W_dec.data(), sae.d_sae, sae.d_in);
+  return features_from_rows(sae.W_dec.data(), sae.d_sae, sae.out_dim());  // a transcoder: its output site
 }
 
 FeatureSet encoder_features(const SaeModel& sae) {

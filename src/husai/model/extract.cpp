@@ -37,11 +37,59 @@ int64_t resolve_position_index(const std::string& position, const ModularTask& t
   return index;
 }
 
+namespace {
+
+// The tensors and metadata every extracted file has besides its activations.
+struct ExtractRows {
+  std::vector<int64_t> a, b, labels, is_train, position;
+};
+
+ExtractRows extract_rows(const LoadedModel& model, int64_t per_pair, bool all_positions) {
+  const ModularTask& task = model.task;
+  const int64_t n_pairs = task.n_pairs();
+  std::vector<int64_t> train_flag(static_cast<size_t>(n_pairs), 0);
+  const std::vector<int64_t> all_labels = task.labels();
+  const std::string split_path = (std::filesystem::path(model.dir) / "split.safetensors").string();
+  if (std::filesystem::exists(split_path)) {
+    const SafetensorsFile split = SafetensorsFile::load(split_path);
+    for (const int64_t r : split.get("train_idx").to_i64()) {
+      if (r < 0 || r >= n_pairs) throw Error("train_idx out of range").file(split_path);
+      train_flag[static_cast<size_t>(r)] = 1;
+    }
+  }
+  ExtractRows rows;
+  for (int64_t r = 0; r < n_pairs; ++r) {
+    for (int64_t p = 0; p < per_pair; ++p) {
+      rows.a.push_back(task.a_of(r));
+      rows.b.push_back(task.b_of(r));
+      rows.labels.push_back(all_labels[static_cast<size_t>(r)]);
+      rows.is_train.push_back(train_flag[static_cast<size_t>(r)]);
+      if (all_positions) rows.position.push_back(p);
+    }
+  }
+  return rows;
+}
+
+std::string hook_name_of(int64_t layer, HookSite site) {
+  return "blocks." + std::to_string(layer) + ".hook_" + hook_site_name(site);
+}
+
+}  // namespace
+
 ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& spec,
-                                   const std::string& out_path, bool quiet) {
+                                   const std::string& out_path, bool quiet,
+                                   const std::string& target_out_path) {
   const TransformerConfig& cfg = model.cfg;
   const ModularTask& task = model.task;
   const int64_t layer = resolve_layer_index(spec.layer, cfg.n_layers);
+  const bool with_target = spec.target_site.has_value();
+  if (with_target == target_out_path.empty()) {
+    throw Error(with_target ? "a target site needs a target output file"
+                            : "a target file needs a target site")
+        .key("--target-out");
+  }
+  const int64_t target_layer =
+      with_target ? resolve_layer_index(spec.target_layer.value_or(spec.layer), cfg.n_layers) : layer;
   const int64_t answer = task.answer_position();
   const bool all_positions = spec.position == "all";
   const int64_t position = all_positions ? answer : resolve_position_index(spec.position, task);
@@ -54,79 +102,77 @@ ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& 
   const int64_t D = cfg.d_model;
 
   std::vector<float> acts(static_cast<size_t>(n_pairs * per_pair * D));
+  std::vector<float> target_acts(with_target ? acts.size() : 0);
   const std::vector<int64_t> tokens = task.tokens();
   const ParamViews<float> pv = make_views(cfg, model.layout, const_cast<float*>(model.params.data()));
   TransformerWorkspace<float> ws;
   int64_t batch_start = 0;
-  bool captured = false;
-  const HookFn<float> hook = [&](int64_t l, HookSite site, float* data, int64_t B, int64_t hook_pos,
-                                 int64_t first_pos) {
-    if (l != layer || site != spec.site) return;
-    captured = true;
+  int captured = 0;
+  const auto copy_rows = [&](const float* data, int64_t B, int64_t hook_pos, int64_t first_pos,
+                             std::vector<float>& dst) {
     for (int64_t b = 0; b < B; ++b) {
       if (all_positions) {
-        std::copy_n(data + b * hook_pos * D, hook_pos * D, acts.begin() + (batch_start + b) * per_pair * D);
+        std::copy_n(data + b * hook_pos * D, hook_pos * D, dst.begin() + (batch_start + b) * per_pair * D);
       } else {
-        std::copy_n(data + (b * hook_pos + position - first_pos) * D, D,
-                    acts.begin() + (batch_start + b) * D);
+        std::copy_n(data + (b * hook_pos + position - first_pos) * D, D, dst.begin() + (batch_start + b) * D);
       }
+    }
+  };
+  const HookFn<float> hook = [&](int64_t l, HookSite site, float* data, int64_t B, int64_t hook_pos,
+                                 int64_t first_pos) {
+    if (l == layer && site == spec.site) {
+      copy_rows(data, B, hook_pos, first_pos, acts);
+      ++captured;
+    }
+    if (with_target && l == target_layer && site == *spec.target_site) {
+      copy_rows(data, B, hook_pos, first_pos, target_acts);
+      ++captured;
     }
   };
   Progress progress("extract", n_pairs, quiet);
   for (batch_start = 0; batch_start < n_pairs; batch_start += spec.batch_size) {
     const int64_t count = std::min(spec.batch_size, n_pairs - batch_start);
-    captured = false;
+    captured = 0;
     transformer_forward(cfg, pv, ws, tokens.data() + batch_start * cfg.n_ctx, count, n_pos, n_query, &hook);
-    if (!captured) throw Error("internal: hook point was not reached");
+    if (captured != (with_target ? 2 : 1)) throw Error("internal: hook point was not reached");
     progress.update(batch_start + count);
   }
   progress.finish();
 
-  std::vector<int64_t> a, b, labels, is_train(static_cast<size_t>(n_pairs), 0), pos;
-  const std::vector<int64_t> all_labels = task.labels();
-  const std::string split_path = (std::filesystem::path(model.dir) / "split.safetensors").string();
-  if (std::filesystem::exists(split_path)) {
-    const SafetensorsFile split = SafetensorsFile::load(split_path);
-    for (const int64_t r : split.get("train_idx").to_i64()) {
-      if (r < 0 || r >= n_pairs) throw Error("train_idx out of range").file(split_path);
-      is_train[static_cast<size_t>(r)] = 1;
-    }
-  }
-  std::vector<int64_t> train_flag;
-  for (int64_t r = 0; r < n_pairs; ++r) {
-    for (int64_t p = 0; p < per_pair; ++p) {
-      a.push_back(task.a_of(r));
-      b.push_back(task.b_of(r));
-      labels.push_back(all_labels[static_cast<size_t>(r)]);
-      train_flag.push_back(is_train[static_cast<size_t>(r)]);
-      if (all_positions) pos.push_back(p);
-    }
-  }
+  const ExtractRows rows = extract_rows(model, per_pair, all_positions);
   const int64_t N = n_pairs * per_pair;
-  SafetensorsFile out;
-  out.put("activations", TensorData::f32({N, D}, acts.data()));
-  out.put("a", TensorData::i64({N}, a.data()));
-  out.put("b", TensorData::i64({N}, b.data()));
-  out.put("labels", TensorData::i64({N}, labels.data()));
-  out.put("is_train", TensorData::i64({N}, train_flag.data()));
-  if (all_positions) out.put("position", TensorData::i64({N}, pos.data()));
-  const std::string hook_name = "blocks." + std::to_string(layer) + ".hook_" + hook_site_name(spec.site);
   const std::string position_text =
       all_positions ? "all" : (prefix_only ? "answer" : std::to_string(position));
-  out.metadata = {{"model_sha256", model.model_sha256},
-                  {"model_path", model.model_path},
-                  {"hook_name", hook_name},
-                  {"layer", std::to_string(layer)},
-                  {"site", hook_site_name(spec.site)},
-                  {"position", position_text},
-                  {"position_index", all_positions ? "all" : std::to_string(position)},
-                  {"answer_position", std::to_string(answer)},
-                  {"modulus", std::to_string(task.modulus)},
-                  {"operation", to_string(task.op)},
-                  {"format", to_string(task.format)},
-                  {"producer", "husai"}};
-  out.save(out_path);
-  return ExtractSummary{N, D, hook_name, position_text};
+  const auto write = [&](const std::string& path, const std::vector<float>& values, int64_t l,
+                         HookSite site) {
+    SafetensorsFile out;
+    out.put("activations", TensorData::f32({N, D}, values.data()));
+    out.put("a", TensorData::i64({N}, rows.a.data()));
+    out.put("b", TensorData::i64({N}, rows.b.data()));
+    out.put("labels", TensorData::i64({N}, rows.labels.data()));
+    out.put("is_train", TensorData::i64({N}, rows.is_train.data()));
+    if (all_positions) out.put("position", TensorData::i64({N}, rows.position.data()));
+    out.metadata = {{"model_sha256", model.model_sha256},
+                    {"model_path", model.model_path},
+                    {"hook_name", hook_name_of(l, site)},
+                    {"layer", std::to_string(l)},
+                    {"site", hook_site_name(site)},
+                    {"position", position_text},
+                    {"position_index", all_positions ? "all" : std::to_string(position)},
+                    {"answer_position", std::to_string(answer)},
+                    {"modulus", std::to_string(task.modulus)},
+                    {"operation", to_string(task.op)},
+                    {"format", to_string(task.format)},
+                    {"producer", "husai"}};
+    out.save(path);
+  };
+  write(out_path, acts, layer, spec.site);
+  ExtractSummary summary{N, D, hook_name_of(layer, spec.site), position_text, ""};
+  if (with_target) {
+    write(target_out_path, target_acts, target_layer, *spec.target_site);
+    summary.target_hook_name = hook_name_of(target_layer, *spec.target_site);
+  }
+  return summary;
 }
 
 }  // namespace husai

@@ -2,6 +2,7 @@
 
 // `husai extract`: activations at one TransformerLens hook point and position for every pair.
 
+#include <optional>
 #include <string>
 
 #include "husai/model/model_io.hpp"
@@ -14,6 +15,10 @@ struct ExtractSpec {
   HookSite site = HookSite::ResidPost;
   std::string position = "answer";  // "answer" (the '=' position), "all", or an index (negative from the end)
   int64_t batch_size = 2048;
+  // A second hook point captured in the same forward passes into its own file (a transcoder's target, e.g.
+  // resid_mid -> mlp_out): the same rows in the same order, its own hook metadata.
+  std::optional<HookSite> target_site;
+  std::optional<int64_t> target_layer;  // unset: `layer`
 };
 
 struct ExtractSummary {
@@ -21,6 +26,7 @@ struct ExtractSummary {
   int64_t d_model = 0;
   std::string hook_name;
   std::string position;
+  std::string target_hook_name;  // "" without a target site
 };
 
 // A layer index as the CLI takes it (-1 = last, negative counts from the end), checked against n_layers.
@@ -32,7 +38,9 @@ int64_t resolve_position_index(const std::string& position, const ModularTask& t
 // Writes a safetensors file: activations [N, d_model] F32 (one position: N = p^2 rows in pair order;
 // "all": pair-major rows pair*n_ctx + pos plus an I64 `position`), a, b, labels, is_train (I64), and
 // metadata (model hash and path, hook_name, layer, site, position, answer_position, modulus).
+// With spec.target_site, target_out_path receives the same layout for the target hook point.
 ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& spec,
-                                   const std::string& out_path, bool quiet);
+                                   const std::string& out_path, bool quiet,
+                                   const std::string& target_out_path = "");
 
 }  // namespace husai

@@ -45,6 +45,9 @@ struct SaeKey {
 // b_enc unless has_b_enc is false; `tensors` are further [d_sae] tensors written in this order.
 struct SaeInferenceKind {
   std::string_view name;  // SAELens "architecture": standard, topk, jumprelu, ...
+  // SAELens "architecture" of a transcoder of this kind ("transcoder", "jumprelu_transcoder"); empty when
+  // SAELens has none, and then a transcoder is written under `name` with the transcoder keys.
+  std::string_view transcoder_name;
   std::vector<std::string_view> tensors;
   bool has_b_enc = true;
   // Reads what this kind needs beyond the common tensors (k from cfg.json, its own tensors; nullptr: every
@@ -123,6 +126,8 @@ std::string sae_architecture_names(std::string_view separator = ", ");
 // Every inference kind some architecture exports, plus those husai only reads; by SAELens name.
 const std::vector<const SaeInferenceKind*>& sae_inference_kinds();
 const SaeInferenceKind* find_sae_inference_kind(std::string_view name);  // nullptr when unknown
+// By a SAELens transcoder name ("transcoder", "jumprelu_transcoder"); nullptr when none has it.
+const SaeInferenceKind* find_sae_transcoder_kind(std::string_view name);
 // The training architecture whose export is this inference kind (the one of the same name, else the first in
 // table order), for an SAE read from disk without husai's metadata; nullptr when none.
 const SaeArchitecture* sae_architecture_exporting(std::string_view inference_name);

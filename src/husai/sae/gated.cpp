@@ -83,15 +83,16 @@ SaeLossParts gated_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p
     ws.grad_out.resize(static_cast<size_t>(B * D));
     ws.aux_grad.resize(static_cast<size_t>(B * D));
   }
-  out.mse = mse_and_grad(batch.x, ws.x_hat.data(), B, D, g != nullptr ? ws.grad_out.data() : nullptr);
-  out.aux = mse_and_grad(batch.x, ws.aux_residual.data(), B, D, g != nullptr ? ws.aux_grad.data() : nullptr);
+  out.mse = mse_and_grad(batch.y(), ws.x_hat.data(), B, D, g != nullptr ? ws.grad_out.data() : nullptr);
+  out.aux =
+      mse_and_grad(batch.y(), ws.aux_residual.data(), B, D, g != nullptr ? ws.aux_grad.data() : nullptr);
   // L0 counts f; the L1 weighs the gate path ReLU(pi_gate).
   const RowSparsity rows = row_sparsity(ws.f.data(), ws.df.data(), dec_norm.data(), B, L);
   mark_fired(ws.f.data(), B, L, ws);
   out.sparsity = lambda * rows.weighted_l1 / static_cast<double>(B);
   out.loss = out.mse + out.sparsity + out.aux;
   out.l0 = static_cast<double>(rows.active) / static_cast<double>(B);
-  out.explained_variance = batch_explained_variance(batch.x, ws.x_hat.data(), B, D);
+  out.explained_variance = batch_explained_variance(batch.y(), ws.x_hat.data(), B, D);
   if (g == nullptr) return out;
 
   const auto coef = static_cast<T>(lambda / static_cast<double>(B));

@@ -51,7 +51,7 @@ SaeLossParts jumprelu_loss_backward(const SaeConfig& cfg, const SaeView<const T>
 
   SaeLossParts out;
   if (g != nullptr) ws.grad_out.resize(static_cast<size_t>(B * D));
-  out.mse = mse_and_grad(batch.x, ws.x_hat.data(), B, D, g != nullptr ? ws.grad_out.data() : nullptr);
+  out.mse = mse_and_grad(batch.y(), ws.x_hat.data(), B, D, g != nullptr ? ws.grad_out.data() : nullptr);
   const auto c = static_cast<T>(cfg.tanh_scale);
   // Per row, branch-free (which latents fire is data-dependent): the active count and the tanh penalty
   // (tanh(0) = 0, so inactive entries add nothing); rows are then added in row order.
@@ -84,7 +84,7 @@ SaeLossParts jumprelu_loss_backward(const SaeConfig& cfg, const SaeView<const T>
   out.sparsity = cfg.l0_coefficient * penalty / static_cast<double>(B);
   out.loss = out.mse + out.sparsity;
   out.l0 = static_cast<double>(nnz) / static_cast<double>(B);
-  out.explained_variance = batch_explained_variance(batch.x, ws.x_hat.data(), B, D);
+  out.explained_variance = batch_explained_variance(batch.y(), ws.x_hat.data(), B, D);
   if (g == nullptr) return out;
 
   // df = dL/df for every entry (inactive ones too: the threshold's straight-through gradient needs them).
@@ -175,6 +175,7 @@ void jumprelu_read(const nlohmann::json& /*cfg*/, const std::string& /*cfg_path*
 const SaeInferenceKind kJumpReLU = [] {
   SaeInferenceKind k;
   k.name = "jumprelu";
+  k.transcoder_name = "jumprelu_transcoder";
   k.tensors = {"threshold"};
   k.read = jumprelu_read;
   k.activate = jumprelu_activate;

@@ -63,6 +63,13 @@ const SaeInferenceKind* find_sae_inference_kind(std::string_view name) {
   return nullptr;
 }
 
+const SaeInferenceKind* find_sae_transcoder_kind(std::string_view name) {
+  for (const SaeInferenceKind* k : sae_inference_kinds()) {
+    if (!k->transcoder_name.empty() && k->transcoder_name == name) return k;
+  }
+  return nullptr;
+}
+
 const SaeArchitecture* sae_architecture_exporting(std::string_view inference_name) {
   // The architecture of the same name first (jumprelu, not batchtopk, for a SAELens jumprelu folder).
   for (const SaeArchitecture* a : sae_architectures()) {

@@ -72,13 +72,13 @@ SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p,
 
   SaeLossParts out;
   if (g != nullptr) ws.grad_out.resize(static_cast<size_t>(B * D));
-  out.mse = mse_and_grad(batch.x, ws.x_hat.data(), B, D, g != nullptr ? ws.grad_out.data() : nullptr);
+  out.mse = mse_and_grad(batch.y(), ws.x_hat.data(), B, D, g != nullptr ? ws.grad_out.data() : nullptr);
   const RowSparsity rows = row_sparsity(ws.f.data(), ws.f.data(), dec_norm.data(), B, L);
   const std::vector<T> f_sum = mark_fired(ws.f.data(), B, L, ws);
   out.sparsity = lambda * rows.weighted_l1 / static_cast<double>(B);
   out.loss = out.mse + out.sparsity;
   out.l0 = static_cast<double>(rows.active) / static_cast<double>(B);
-  out.explained_variance = batch_explained_variance(batch.x, ws.x_hat.data(), B, D);
+  out.explained_variance = batch_explained_variance(batch.y(), ws.x_hat.data(), B, D);
   if (g == nullptr) return out;
 
   const auto coef = static_cast<T>(lambda / static_cast<double>(B));
@@ -118,6 +118,7 @@ void standard_activate(const SaeModel& sae, float* z, int64_t n_rows) {
 const SaeInferenceKind kStandard = [] {
   SaeInferenceKind k;
   k.name = "standard";
+  k.transcoder_name = "transcoder";
   k.activate = standard_activate;
   return k;
 }();

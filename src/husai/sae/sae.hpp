@@ -7,10 +7,11 @@
 // Weight layout as SAELens: W_enc [D,L], W_dec [L,D], b_enc [L], b_dec [D], then each architecture's own
 // [L] tensors (JumpReLU trains log_threshold, saved as threshold = exp(log_threshold)).
 //
-// Losses are per batch, SAELens v6 conventions: mse = (1/B) sum_b ||x_hat_b - x_b||^2 (summed over D, mean
-// over rows); the sparsity / auxiliary terms are listed in each architecture's file. What differs between
-// architectures is only what its file says (its SaeArchitecture entry, architecture.hpp); the trainer calls
-// sae_loss_backward() and the entry's after_step.
+// Losses are per batch, SAELens v6 conventions: mse = (1/B) sum_b ||x_hat_b - y_b||^2 (summed over D, mean
+// over rows), y = x for an SAE and the target site's row for a transcoder (SaeBatch::target); the sparsity /
+// auxiliary terms are listed in each architecture's file. What differs between architectures is only what its
+// file says (its SaeArchitecture entry, architecture.hpp); the trainer calls sae_loss_backward() and the
+// entry's after_step.
 
 #include <cstdint>
 #include <string>
@@ -86,6 +87,10 @@ struct SaeBatch {
   int64_t n_rows = 0;             // B
   int64_t step = 1;               // 1-based optimizer step (L1 warm-up)
   const uint8_t* dead = nullptr;  // [L] 1 = dead (AuxK); null = none dead
+  // What the decoder is trained to produce [B, D]: null = x itself (an SAE); a transcoder's target site
+  // (train-sae --target-activations), the same width as x.
+  const T* target = nullptr;
+  const T* y() const { return target != nullptr ? target : x; }
 };
 
 struct SaeLossParts {

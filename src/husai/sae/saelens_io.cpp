@@ -95,6 +95,17 @@ std::string cfg_string(const nlohmann::json& cfg, const std::string& key, const 
   return cfg.at(key).get<std::string>();
 }
 
+// A layer index (>= 0); absent or null reads as 0.
+int64_t cfg_layer(const nlohmann::json& cfg, const std::string& key, const std::string& path) {
+  if (!cfg.contains(key) || cfg.at(key).is_null()) return 0;
+  const nlohmann::json& v = cfg.at(key);
+  if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<int64_t>() < 0) ||
+      v.get<uint64_t>() > static_cast<uint64_t>(kMaxSaeDim)) {
+    throw Error("must be a layer index >= 0, got " + v.dump()).file(path).key(key);
+  }
+  return v.get<int64_t>();
+}
+
 bool cfg_bool(const nlohmann::json& cfg, const std::string& key, bool fallback, const std::string& path) {
   if (!cfg.contains(key) || cfg.at(key).is_null()) return fallback;
   if (!cfg.at(key).is_boolean()) {
@@ -119,6 +130,13 @@ SaeModel saelens_from_parts(const std::string& dir, std::string_view cfg_text, c
   }
   const SaeInferenceKind* kind = find_sae_inference_kind(m.architecture);
   if (kind == nullptr) {
+    kind = find_sae_transcoder_kind(m.architecture);  // "transcoder" encodes as standard, ...
+    if (kind != nullptr) {
+      m.transcoder = true;
+      m.architecture = std::string(kind->name);
+    }
+  }
+  if (kind == nullptr) {
     std::string known;
     for (const SaeInferenceKind* k : sae_inference_kinds())
       known += (known.empty() ? "" : ", ") + std::string(k->name);
@@ -127,6 +145,14 @@ SaeModel saelens_from_parts(const std::string& dir, std::string_view cfg_text, c
         .key("architecture");
   }
   m.apply_b_dec_to_input = cfg_bool(m.cfg, "apply_b_dec_to_input", true, cfg_path);
+  // husai's topk-family transcoders keep their kind's name and carry the transcoder keys.
+  if (!cfg_string(m.cfg, "hook_name_out", "", cfg_path).empty()) m.transcoder = true;
+  if (m.transcoder) {
+    m.d_out = saelens_cfg_int(m.cfg, "d_out", cfg_path);
+    m.hook_name_out = cfg_string(m.cfg, "hook_name_out", "", cfg_path);
+    m.hook_layer_out = cfg_layer(m.cfg, "hook_layer_out", cfg_path);
+    m.apply_b_dec_to_input = false;  // SAELens' Transcoder never centres its input (b_dec is d_out wide)
+  }
   const std::string norm = cfg_string(m.cfg, "normalize_activations", "none", cfg_path);
   if (norm != "none") {
     throw Error("normalize_activations '" + norm +
@@ -136,10 +162,10 @@ SaeModel saelens_from_parts(const std::string& dir, std::string_view cfg_text, c
         .key("normalize_activations");
   }
   m.W_enc = saelens_tensor(f, "W_enc", {m.d_in, m.d_sae});
-  m.W_dec = saelens_tensor(f, "W_dec", {m.d_sae, m.d_in});
+  m.W_dec = saelens_tensor(f, "W_dec", {m.d_sae, m.out_dim()});
   m.b_enc = kind->has_b_enc ? saelens_tensor(f, "b_enc", {m.d_sae})
                             : std::vector<float>(static_cast<size_t>(m.d_sae), 0.0f);
-  m.b_dec = saelens_tensor(f, "b_dec", {m.d_in});
+  m.b_dec = saelens_tensor(f, "b_dec", {m.out_dim()});
   if (kind->read != nullptr) {
     kind->read(m.cfg, cfg_path, f, m);
   } else {
@@ -200,9 +226,17 @@ void SaeModel::validate(const std::string& where) const {
     throw Error("d_in and d_sae must be at most " + std::to_string(kMaxSaeDim)).file(where);
   }
   expect_size(W_enc, d_in * d_sae, "W_enc", where);
-  expect_size(W_dec, d_sae * d_in, "W_dec", where);
+  if (d_out < 0 || d_out > kMaxSaeDim || (!transcoder && d_out != 0 && d_out != d_in)) {
+    throw Error("d_out " + std::to_string(d_out) + " is out of range (an SAE's output is its input site)")
+        .file(where);
+  }
+  if (transcoder && apply_b_dec_to_input) {
+    throw Error("a transcoder's b_dec lives at its output site: apply_b_dec_to_input must be false")
+        .file(where);
+  }
+  expect_size(W_dec, d_sae * out_dim(), "W_dec", where);
   expect_size(b_enc, d_sae, "b_enc", where);
-  expect_size(b_dec, d_in, "b_dec", where);
+  expect_size(b_dec, out_dim(), "b_dec", where);
   const SaeInferenceKind* kind = find_sae_inference_kind(architecture);
   if (kind == nullptr) throw Error("unknown SAE architecture '" + architecture + "'").file(where);
   for (std::string_view name : kind->tensors) {
@@ -233,12 +267,13 @@ std::vector<float> SaeModel::encode(const float* x, int64_t n_rows) const {
 }
 
 void SaeModel::decode(const float* latents, int64_t n_rows, float* x_hat) const {
-  for (int64_t r = 0; r < n_rows; ++r) std::copy(b_dec.begin(), b_dec.end(), x_hat + r * d_in);
-  gemm<float>(false, false, n_rows, d_in, d_sae, 1.0f, latents, d_sae, W_dec.data(), d_in, 1.0f, x_hat, d_in);
+  const int64_t O = out_dim();
+  for (int64_t r = 0; r < n_rows; ++r) std::copy(b_dec.begin(), b_dec.end(), x_hat + r * O);
+  gemm<float>(false, false, n_rows, O, d_sae, 1.0f, latents, d_sae, W_dec.data(), O, 1.0f, x_hat, O);
 }
 
 std::vector<float> SaeModel::decode(const float* latents, int64_t n_rows) const {
-  std::vector<float> out(static_cast<size_t>(n_rows * d_in));
+  std::vector<float> out(static_cast<size_t>(n_rows * out_dim()));
   decode(latents, n_rows, out.data());
   return out;
 }
@@ -266,15 +301,17 @@ void write_saelens_folder(const std::string& dir, const SaeModel& sae, const nlo
   ensure_directory(dir);
   SafetensorsFile f;
   f.put("W_enc", TensorData::f32({sae.d_in, sae.d_sae}, sae.W_enc.data()));
-  f.put("W_dec", TensorData::f32({sae.d_sae, sae.d_in}, sae.W_dec.data()));
+  f.put("W_dec", TensorData::f32({sae.d_sae, sae.out_dim()}, sae.W_dec.data()));
   const SaeInferenceKind& kind = kind_of(sae.architecture, dir);
   if (kind.has_b_enc) f.put("b_enc", TensorData::f32({sae.d_sae}, sae.b_enc.data()));
-  f.put("b_dec", TensorData::f32({sae.d_in}, sae.b_dec.data()));
+  f.put("b_dec", TensorData::f32({sae.out_dim()}, sae.b_dec.data()));
   for (std::string_view name : kind.tensors) {
     f.put(std::string(name), TensorData::f32({sae.d_sae}, sae.extra.at(std::string(name)).data()));
   }
   f.save(path_join(dir, "sae_weights.safetensors"));
-  nlohmann::json cfg = {{"architecture", sae.architecture},
+  const std::string architecture =
+      sae.transcoder && !kind.transcoder_name.empty() ? std::string(kind.transcoder_name) : sae.architecture;
+  nlohmann::json cfg = {{"architecture", architecture},
                         {"d_in", sae.d_in},
                         {"d_sae", sae.d_sae},
                         {"dtype", "float32"},
@@ -284,6 +321,12 @@ void write_saelens_folder(const std::string& dir, const SaeModel& sae, const nlo
                         {"reshape_activations", "none"},
                         {"metadata", metadata}};
   if (kind.write_cfg != nullptr) kind.write_cfg(sae, cfg);
+  if (sae.transcoder) {  // SAELens TranscoderConfig
+    cfg["d_out"] = sae.out_dim();
+    cfg["hook_name_out"] = sae.hook_name_out;
+    cfg["hook_layer_out"] = sae.hook_layer_out;
+    cfg["hook_head_index_out"] = nullptr;
+  }
   write_file_atomic(path_join(dir, "cfg.json"), cfg.dump(2) + "\n");
 }
 

@@ -10,6 +10,9 @@
 //     "topk" with activation_fn_kwargs.k), jumprelu (threshold, or log_threshold), and those added since.
 //     Any float dtype on disk (F32, F16, BF16, F64) is converted to float. normalize_activations must be
 //     "none".
+//   * SAELens transcoders: architecture "transcoder" (standard encoding) or "jumprelu_transcoder", or any
+//     kind's name with the transcoder keys d_out and hook_name_out (husai's topk-family transcoders): W_dec
+//     [d_sae, d_out], b_dec [d_out], input never centred by b_dec.
 //   * EleutherAI sparsify folders: DIR/sae.safetensors with encoder.weight [M, d_in], encoder.bias [M],
 //     W_dec [M, d_in], b_dec [d_in], and DIR/cfg.json with "k" (and "d_in"): a topk SAE with
 //     f = TopK(ReLU((x - b_dec) W_enc + b_enc)), the same latents as SAELens' topk.
@@ -38,23 +41,34 @@ struct SaeModel {
   int64_t d_sae = 0;
   int64_t k = 0;  // topk only
   bool apply_b_dec_to_input = true;
+  // A transcoder reads one site and writes another (SAELens Transcoder): W_dec and b_dec have the output
+  // site's width d_out, and the input is never centred by b_dec (apply_b_dec_to_input is false). For an SAE
+  // transcoder is false and d_out is 0 (the output is the input's site): use out_dim().
+  bool transcoder = false;
+  int64_t d_out = 0;
+  std::string hook_name_out;  // the output site, e.g. blocks.0.hook_mlp_out ("" when unknown)
+  int64_t hook_layer_out = 0;
   std::vector<float> W_enc;  // [d_in, d_sae]
-  std::vector<float> W_dec;  // [d_sae, d_in]
+  std::vector<float> W_dec;  // [d_sae, out_dim()]
   std::vector<float> b_enc;  // [d_sae] (zeros for kinds without b_enc)
-  std::vector<float> b_dec;  // [d_in]
+  std::vector<float> b_dec;  // [out_dim()]
   std::map<std::string, std::vector<float>>
       extra;  // the kind's own [d_sae] tensors by name (jumprelu: threshold)
   nlohmann::json cfg = nlohmann::json::object();  // cfg.json as read (empty for models built in memory)
   std::string source_format;                      // "saelens", "sparsify", or "" (built in memory)
 
+  int64_t out_dim() const { return d_out > 0 ? d_out : d_in; }
+
   // Latents of n_rows rows of x [n_rows, d_in] into latents [n_rows, d_sae].
   void encode(const float* x, int64_t n_rows, float* latents) const;
   std::vector<float> encode(const float* x, int64_t n_rows) const;
-  // Reconstruction [n_rows, d_in] of latents [n_rows, d_sae].
+  // Reconstruction [n_rows, out_dim()] of latents [n_rows, d_sae] (a transcoder's prediction of its output
+  // site).
   void decode(const float* latents, int64_t n_rows, float* x_hat) const;
   std::vector<float> decode(const float* latents, int64_t n_rows) const;
 
-  // Throws husai::Error when a tensor's size does not match d_in / d_sae or the architecture lacks a tensor.
+  // Throws husai::Error when a tensor's size does not match d_in / d_sae / out_dim(), the architecture lacks
+  // a tensor, or a transcoder centres its input by b_dec.
   void validate(const std::string& where) const;
 };
 
@@ -81,7 +95,9 @@ SaeModel sparsify_from_parts(const std::string& dir, std::string_view cfg_json,
 
 // Writes DIR/cfg.json (SAELens v6 keys: architecture, d_in, d_sae, dtype "float32", device "cpu",
 // apply_b_dec_to_input, normalize_activations "none", reshape_activations "none", the kind's own keys (k for
-// topk), and `metadata` as given) and DIR/sae_weights.safetensors (F32), each atomically. Creates DIR.
+// topk), for a transcoder d_out, hook_name_out, hook_layer_out, hook_head_index_out (null) and the SAELens
+// transcoder name of its kind where there is one, and `metadata` as given) and DIR/sae_weights.safetensors
+// (F32), each atomically. Creates DIR.
 void write_saelens_folder(const std::string& dir, const SaeModel& sae, const nlohmann::json& metadata);
 
 }  // namespace husai

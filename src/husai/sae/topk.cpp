@@ -247,13 +247,13 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
   const int64_t D = cfg.d_in;
   const int64_t L = cfg.d_sae;
   const auto m = static_cast<int64_t>(prefix_ends.size());
-  const T* x = batch.x;
+  const T* y = batch.y();  // the decoder's target: x, or a transcoder's target rows
   const int64_t nnz = ws.row_ptr[static_cast<size_t>(B)];
   const T two_over_b = T(2) / static_cast<T>(B);
   const int64_t n_chunks = (B + kRowChunk - 1) / kRowChunk;
 
   // Reconstructions of the nested prefixes, accumulated in place in ws.x_hat (a gather of the active W_dec
-  // rows). ws.up[r, j] first holds w_j (2/B)(x_hat_j - x); the suffix sum below turns it into d loss / d
+  // rows). ws.up[r, j] first holds w_j (2/B)(x_hat_j - y); the suffix sum below turns it into d loss / d
   // x_hat seen by a latent of group j (a latent of group j is in prefixes >= j).
   ws.x_hat.resize(static_cast<size_t>(B * D));
   ws.up.resize(static_cast<size_t>(B * m * D));
@@ -284,7 +284,7 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
         accumulate_rows<T>(acc, ws.idx.data() + seg, ws.act.data() + seg, e - seg, p.W_dec, D);
         T* u = ws.up.data() + (r * m + j) * D;
         const auto wj = static_cast<T>(prefix_weights[static_cast<size_t>(j)]);
-        ws.row_err[static_cast<size_t>(r * m + j)] = scaled_diff_sq<T>(acc, x + r * D, wj * two_over_b, u, D);
+        ws.row_err[static_cast<size_t>(r * m + j)] = scaled_diff_sq<T>(acc, y + r * D, wj * two_over_b, u, D);
       }
       for (int64_t j = m - 2; j >= 0; --j) {
         T* u = ws.up.data() + (r * m + j) * D;
@@ -316,7 +316,7 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
   }
   out.loss = recon;
   out.l0 = static_cast<double>(nnz) / static_cast<double>(B);
-  out.explained_variance = batch_explained_variance(x, ws.x_hat.data(), B, D);
+  out.explained_variance = batch_explained_variance(y, ws.x_hat.data(), B, D);
   ws.fired.assign(static_cast<size_t>(L), 0);
   double min_active = 0;
   for (int64_t e = 0; e < nnz; ++e) {
@@ -365,7 +365,7 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
             select_top<T>(vals, n_dead, k_eff, -std::numeric_limits<T>::infinity(), bp, bv, bv + cap);
         T* res = ws.aux_residual.data() + r * D;
         if (fresh_residual) {
-          for (int64_t d = 0; d < D; ++d) res[d] = x[r * D + d] - ws.x_hat[static_cast<size_t>(r * D + d)];
+          for (int64_t d = 0; d < D; ++d) res[d] = y[r * D + d] - ws.x_hat[static_cast<size_t>(r * D + d)];
         }
         T* acc = ws.aux_grad.data() + r * D;
         std::fill_n(acc, D, T(0));

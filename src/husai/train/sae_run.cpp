@@ -113,6 +113,21 @@ SaeLogRow log_from_json(const nlohmann::json& j) {
   return r;
 }
 
+// The rows a train-sae run learns from: the activation file and, for a transcoder, the target file (row r of
+// one paired with row r of the other), split by row index into training and held-out rows. Training rows
+// are scaled (sae.normalize_activations) so that E||x|| = sqrt(d_in), the target by its own factor; both
+// factors are folded back into the saved weights.
+struct SaeRunData {
+  ActivationFile acts;
+  std::optional<ActivationFile> target;  // a transcoder's output site
+  std::string acts_path, target_path;
+  std::vector<int64_t> train_idx, eval_idx;
+  std::vector<float> train_x, train_y;  // scaled; train_y empty for an SAE
+  double scale = 1.0, target_scale = 1.0;
+  bool transcoder() const { return target.has_value(); }
+  int64_t n_train() const { return static_cast<int64_t>(train_idx.size()); }
+};
+
 void write_curves(const std::string& dir, const SaeTrainer& t) {
   const bool thr = t.settings().sae.arch->running_threshold;
   const bool cons = t.settings().consistency_active();
@@ -125,7 +140,7 @@ void write_curves(const std::string& dir, const SaeTrainer& t) {
 }
 
 void save_state(const std::string& dir, const SaeTrainer& t, const std::string& config_hash,
-                const ActivationFile& acts) {
+                const SaeRunData& data) {
   // Divergence guard, second line: a step can leave non-finite weights behind a finite loss (an overflowing
   // gradient); such a state is never written over the last good checkpoint.
   // The Adam moments are checked too: an overflowing squared gradient shows up there first.
@@ -161,14 +176,17 @@ void save_state(const std::string& dir, const SaeTrainer& t, const std::string& 
   f.metadata["config_hash"] = config_hash;
   f.metadata["step"] = std::to_string(t.step());
   f.metadata["d_in"] = std::to_string(t.settings().sae.d_in);
-  f.metadata["activations_sha256"] = acts.sha256;
+  f.metadata["activations_sha256"] = data.acts.sha256;
+  if (data.transcoder()) f.metadata["target_activations_sha256"] = data.target->sha256;
   f.metadata["seeds"] = seeds.dump();
   f.save(SaeRunLayout(dir).trainer_state_file());
   write_curves(dir, t);
 }
 
 void read_state_fields(const std::string& path, SaeTrainer& t, const std::string& config_hash,
-                       const ActivationFile& acts, const std::string& acts_path) {
+                       const SaeRunData& data) {
+  const ActivationFile& acts = data.acts;
+  const std::string& acts_path = data.acts_path;
   const SafetensorsFile f = SafetensorsFile::load(path);
   auto meta = [&](const std::string& key) -> const std::string& {
     const auto it = f.metadata.find(key);
@@ -187,6 +205,19 @@ void read_state_fields(const std::string& path, SaeTrainer& t, const std::string
     throw Error("cannot resume: the run was trained on another activation file (sha256 " +
                 meta("activations_sha256").substr(0, 12) + ", now " + acts.sha256.substr(0, 12) +
                 "); use the same file, or --overwrite to start again")
+        .file(path);
+  }
+  const auto target_it = f.metadata.find("target_activations_sha256");
+  const std::string was_target = target_it == f.metadata.end() ? "" : target_it->second;
+  const std::string now_target = data.transcoder() ? data.target->sha256 : "";
+  if (was_target != now_target) {
+    throw Error(std::string("cannot resume: the run was trained ") +
+                (was_target.empty() ? "as an SAE (no --target-activations)"
+                                    : "as a transcoder on target sha256 " + was_target.substr(0, 12)) +
+                ", now " +
+                (now_target.empty() ? "without --target-activations"
+                                    : "with target sha256 " + now_target.substr(0, 12)) +
+                "; use the same files, or --overwrite to start again")
         .file(path);
   }
   if (meta("config_hash") != config_hash) {
@@ -217,9 +248,9 @@ void read_state_fields(const std::string& path, SaeTrainer& t, const std::string
 // The state is written atomically, so a damaged one was edited or corrupted on disk: a value that does not
 // parse is reported naming the file rather than escaping as a bare std::stoll / JSON exception.
 void load_state(const std::string& path, SaeTrainer& t, const std::string& config_hash,
-                const ActivationFile& acts, const std::string& acts_path) {
+                const SaeRunData& data) {
   try {
-    read_state_fields(path, t, config_hash, acts, acts_path);
+    read_state_fields(path, t, config_hash, data);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
@@ -231,7 +262,8 @@ void load_state(const std::string& path, SaeTrainer& t, const std::string& confi
 
 // The inference SAE of a trained seed, with the input scaling folded into the weights (SAELens
 // fold_activation_norm_scaling_factor): the same latents on unscaled x, and x_hat in unscaled units.
-SaeModel export_model(const SaeTrainer& t, const SaeSeedState& s, double scale) {
+// A transcoder: the input's factor goes into W_enc, the target's into W_dec and b_dec.
+SaeModel export_model(const SaeTrainer& t, const SaeSeedState& s, const SaeRunData& data) {
   const SaeConfig& cfg = t.settings().sae;
   const SaeLayout& l = t.layout();
   SaeModel m;
@@ -239,14 +271,25 @@ SaeModel export_model(const SaeTrainer& t, const SaeSeedState& s, double scale) 
   m.d_in = cfg.d_in;
   m.d_sae = cfg.d_sae;
   m.apply_b_dec_to_input = cfg.apply_b_dec_to_input;
+  if (data.transcoder()) {
+    m.transcoder = true;
+    m.d_out = cfg.d_in;
+    m.hook_name_out = data.target->hook_name;
+    const auto layer = data.target->metadata.find("layer");
+    if (layer != data.target->metadata.end()) m.hook_layer_out = std::stoll(layer->second);
+  }
   const float* p = s.params.data();
-  const auto sf = static_cast<float>(scale);
   m.W_enc.assign(p + l.W_enc, p + l.W_enc + cfg.d_in * cfg.d_sae);
   m.W_dec.assign(p + l.W_dec, p + l.W_dec + cfg.d_in * cfg.d_sae);
   m.b_enc.assign(p + l.b_enc, p + l.b_enc + cfg.d_sae);
   m.b_dec.assign(p + l.b_dec, p + l.b_dec + cfg.d_in);
-  if (scale != 1.0) {
+  if (data.scale != 1.0) {
+    const auto sf = static_cast<float>(data.scale);
     for (float& w : m.W_enc) w *= sf;
+  }
+  const double out_scale = data.transcoder() ? data.target_scale : data.scale;
+  if (out_scale != 1.0) {
+    const auto sf = static_cast<float>(out_scale);
     for (float& w : m.W_dec) w /= sf;
     for (float& b : m.b_dec) b /= sf;
   }
@@ -258,9 +301,7 @@ SaeModel export_model(const SaeTrainer& t, const SaeSeedState& s, double scale) 
 struct ExportContext {
   const Config& config;
   const SaeTrainSettings& settings;
-  const ActivationFile& acts;
-  const std::string& acts_path;
-  double scale;
+  const SaeRunData& data;
 };
 
 // cfg.json metadata of one seed's SAE after `step` steps: the final export and the stability snapshots.
@@ -275,12 +316,19 @@ nlohmann::json seed_metadata(const ExportContext& e, const SaeSeedState& s, int6
   // The seed whose permutations ordered this SAE's batches: its own seed unless one order is shared.
   meta["data_order_seed"] = e.settings.data_order_seed.value_or(s.seed);
   meta["data_order_shared"] = e.settings.data_order_seed.has_value();
-  meta["hook_name"] = e.acts.hook_name;
-  meta["model_name"] = e.acts.model_name;
-  meta["activations_path"] = e.acts_path;
-  meta["activations_sha256"] = e.acts.sha256;
-  meta["activation_scaling_factor"] = e.scale;
+  meta["hook_name"] = e.data.acts.hook_name;
+  meta["model_name"] = e.data.acts.model_name;
+  meta["activations_path"] = e.data.acts_path;
+  meta["activations_sha256"] = e.data.acts.sha256;
+  meta["activation_scaling_factor"] = e.data.scale;
   meta["activation_scaling_folded"] = true;
+  if (e.data.transcoder()) {
+    meta["transcoder"] = true;
+    meta["hook_name_out"] = e.data.target->hook_name;
+    meta["target_activations_path"] = e.data.target_path;
+    meta["target_activations_sha256"] = e.data.target->sha256;
+    meta["target_scaling_factor"] = e.data.target_scale;
+  }
   if (e.settings.sae.arch->export_metadata != nullptr)
     e.settings.sae.arch->export_metadata(e.settings.sae, s.running, meta);
   meta["producer"] = "husai";
@@ -418,84 +466,226 @@ ConfigSchema sae_config_schema() {
   return s;
 }
 
-TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
-  const std::string& dir = options.out_dir;
-  // Everything that can be wrong with the input is checked before anything is written.
-  const ActivationFile acts = load_activation_file(options.activations_path, config.get_string("data.key"));
-  const int64_t N = acts.n_rows;
-  const int64_t D = acts.d_in;
+namespace {
+
+std::vector<float> gather_rows(const std::vector<float>& x, int64_t d, const std::vector<int64_t>& rows) {
+  std::vector<float> out(rows.size() * static_cast<size_t>(d));
+  for (size_t r = 0; r < rows.size(); ++r) {
+    std::copy_n(x.begin() + rows[r] * d, d, out.begin() + static_cast<int64_t>(r) * d);
+  }
+  return out;
+}
+
+// SAELens' expected_average_only_in: the factor s with E||s x|| = sqrt(d), applied to the rows in place.
+double scale_to_sqrt_d(std::vector<float>& rows, int64_t d) {
+  const auto n = static_cast<int64_t>(rows.size()) / d;
+  double norm_sum = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    double n2 = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      const auto v = static_cast<double>(rows[static_cast<size_t>(r * d + j)]);
+      n2 += v * v;
+    }
+    norm_sum += std::sqrt(n2);
+  }
+  const double mean_norm = norm_sum / static_cast<double>(n);
+  if (mean_norm <= 0) return 1.0;
+  const double scale = std::sqrt(static_cast<double>(d)) / mean_norm;
+  for (float& v : rows) v = static_cast<float>(static_cast<double>(v) * scale);
+  return scale;
+}
+
+// A transcoder's target file must pair row for row with the activation file.
+void check_target(const ActivationFile& acts, const ActivationFile& target) {
+  if (target.n_rows != acts.n_rows) {
+    throw Error("the target has " + std::to_string(target.n_rows) + " rows, the activations " + acts.path +
+                " have " + std::to_string(acts.n_rows) + ": row r of one must be row r of the other")
+        .file(target.path);
+  }
+  if (target.d_in != acts.d_in) {
+    throw Error("the target rows have width " + std::to_string(target.d_in) + ", the activations " +
+                std::to_string(acts.d_in) +
+                "; train-sae's transcoders need equal widths (d_out = d_in, as both MLP sites have)")
+        .file(target.path);
+  }
+  const auto same = [&](const char* key) {
+    const auto a = acts.metadata.find(key), t = target.metadata.find(key);
+    return a == acts.metadata.end() || t == target.metadata.end() || a->second == t->second;
+  };
+  for (const char* key : {"model_sha256", "position"}) {
+    if (!same(key)) {
+      throw Error(std::string("the target was extracted with another ") + key + " (" +
+                  target.metadata.at(key) + ") than the activations " + acts.path + " (" +
+                  acts.metadata.at(key) + ")")
+          .file(target.path);
+    }
+  }
+}
+
+// Reads the file(s), splits rows by a seeded permutation of row indices (data.split_seed, independent of
+// the SAE seeds), gathers and scales the training rows. Everything that can be wrong with the input is
+// found here, before anything is written.
+SaeRunData load_run_data(const Config& config, const TrainSaeOptions& options) {
+  SaeRunData d;
+  d.acts_path = options.activations_path;
+  d.acts = load_activation_file(options.activations_path, config.get_string("data.key"));
+  if (!options.target_activations_path.empty()) {
+    d.target_path = options.target_activations_path;
+    d.target = load_activation_file(options.target_activations_path, options.target_key);
+    check_target(d.acts, *d.target);
+    if (config.source("sae.apply_b_dec_to_input").kind != ValueSource::Kind::kDefault &&
+        config.get_bool("sae.apply_b_dec_to_input")) {
+      config.fail("a transcoder's b_dec lives at its target site, so it cannot centre the input",
+                  {"sae.apply_b_dec_to_input"});
+    }
+  }
+  const int64_t N = d.acts.n_rows;
+  const int64_t D = d.acts.d_in;
   const auto n_eval =
       static_cast<int64_t>(std::llround(config.get_double("data.eval_fraction") * static_cast<double>(N)));
   if (N - n_eval < 1) throw Error("no rows left for training after holding out " + std::to_string(n_eval));
   const std::vector<int64_t> perm =
       permutation(N, static_cast<uint64_t>(config.get_int("data.split_seed")), stream_id("sae.eval_split"));
-  std::vector<int64_t> eval_idx(perm.begin(), perm.begin() + n_eval);
-  std::vector<int64_t> train_idx(perm.begin() + n_eval, perm.end());
-  std::sort(eval_idx.begin(), eval_idx.end());
-  std::sort(train_idx.begin(), train_idx.end());
-  const auto n_train = static_cast<int64_t>(train_idx.size());
-  SaeTrainSettings settings = settings_from(config, D, n_train);
-  settings.sae.validate();
-  std::string consistency_dir;
-  if (!config.is_null("consistency.reference")) {
-    consistency_dir = config.get_string("consistency.reference");
-    const SaeModel reference = load_sae(consistency_dir);
-    if (reference.d_in != D) {
-      throw Error("the consistency reference " + consistency_dir + " has d_in " +
-                  std::to_string(reference.d_in) + ", the activations " + std::to_string(D))
-          .key("consistency.reference");
-    }
-    settings.consistency_reference = std::make_shared<const ConsistencyReference>(
-        make_consistency_reference(reference.W_dec.data(), reference.d_sae, reference.d_in));
-  }
-
-  // Training rows, scaled so that E||x|| = sqrt(d_in) (the factor is folded back at save).
-  std::vector<float> train_x(static_cast<size_t>(n_train * D));
-  for (int64_t r = 0; r < n_train; ++r) {
-    std::copy_n(acts.x.begin() + train_idx[static_cast<size_t>(r)] * D, D, train_x.begin() + r * D);
-  }
-  double scale = 1.0;
+  d.eval_idx.assign(perm.begin(), perm.begin() + n_eval);
+  d.train_idx.assign(perm.begin() + n_eval, perm.end());
+  std::sort(d.eval_idx.begin(), d.eval_idx.end());
+  std::sort(d.train_idx.begin(), d.train_idx.end());
+  d.train_x = gather_rows(d.acts.x, D, d.train_idx);
+  if (d.transcoder()) d.train_y = gather_rows(d.target->x, D, d.train_idx);
   if (config.get_string("sae.normalize_activations") == "expected_average_only_in") {
-    double norm_sum = 0;
-    for (int64_t r = 0; r < n_train; ++r) {
-      double n2 = 0;
-      for (int64_t d = 0; d < D; ++d) {
-        const auto v = static_cast<double>(train_x[static_cast<size_t>(r * D + d)]);
-        n2 += v * v;
-      }
-      norm_sum += std::sqrt(n2);
+    d.scale = scale_to_sqrt_d(d.train_x, D);
+    d.target_scale = d.transcoder() ? scale_to_sqrt_d(d.train_y, D) : d.scale;
+  }
+  return d;
+}
+
+// b_dec at init (sae.b_dec_init), from the rows the decoder is trained to produce.
+std::vector<float> initial_b_dec(const Config& config, const SaeRunData& d, int64_t D) {
+  const std::vector<float>& rows = d.transcoder() ? d.train_y : d.train_x;
+  const std::string how = config.get_string("sae.b_dec_init");
+  if (how == "geometric_median") return geometric_median(rows.data(), std::min(d.n_train(), kMedianRows), D);
+  if (how == "mean") return rows_mean(rows.data(), d.n_train(), D);
+  return std::vector<float>(static_cast<size_t>(D), 0.0f);
+}
+
+std::shared_ptr<const ConsistencyReference> consistency_reference(const std::string& dir, int64_t d_in) {
+  const SaeModel reference = load_sae(dir);
+  if (reference.d_in != d_in) {
+    throw Error("the consistency reference " + dir + " has d_in " + std::to_string(reference.d_in) +
+                ", the activations " + std::to_string(d_in))
+        .key("consistency.reference");
+  }
+  return std::make_shared<const ConsistencyReference>(
+      make_consistency_reference(reference.W_dec.data(), reference.d_sae, reference.d_in));
+}
+
+void write_split(const std::string& dir, const Config& config, const SaeRunData& d) {
+  SafetensorsFile split;
+  split.put("train_idx", TensorData::i64({d.n_train()}, d.train_idx.data()));
+  split.put("eval_idx", TensorData::i64({static_cast<int64_t>(d.eval_idx.size())}, d.eval_idx.data()));
+  split.metadata = {{"activations_sha256", d.acts.sha256},
+                    {"split_seed", std::to_string(config.get_int("data.split_seed"))}};
+  if (d.transcoder()) split.metadata["target_activations_sha256"] = d.target->sha256;
+  split.save(SaeRunLayout(dir).split_file());
+}
+
+// Held-out and training-row metrics of one exported SAE, on raw (unscaled) rows; a transcoder's against its
+// target rows.
+struct SaeEvalRows {
+  std::vector<float> eval_x, eval_y, train_x, train_y;
+  ReconstructionMetrics held(const SaeModel& m, int64_t batch) const {
+    return sae_reconstruction_metrics(m, eval_x.data(), n(eval_x, m), batch,
+                                      eval_y.empty() ? nullptr : eval_y.data());
+  }
+  ReconstructionMetrics train(const SaeModel& m, int64_t batch) const {
+    return sae_reconstruction_metrics(m, train_x.data(), n(train_x, m), batch,
+                                      train_y.empty() ? nullptr : train_y.data());
+  }
+  static int64_t n(const std::vector<float>& x, const SaeModel& m) {
+    return static_cast<int64_t>(x.size()) / m.d_in;
+  }
+};
+
+// The final folders, metrics and manifest of a completed run.
+void write_final_outputs(const std::string& dir, const Config& config, const TrainSaeOptions& options,
+                         const SaeTrainer& trainer, const SaeRunData& data,
+                         const std::vector<SaeSnapshotPoint>& snapshots, const std::string& consistency_dir,
+                         bool resuming, TrainSaeResult& result) {
+  const SaeTrainSettings& settings = trainer.settings();
+  const int64_t D = settings.sae.d_in;
+  SaeEvalRows rows;
+  rows.eval_x = gather_rows(data.acts.x, D, data.eval_idx);
+  rows.train_x = gather_rows(data.acts.x, D, data.train_idx);
+  if (data.transcoder()) {
+    rows.eval_y = gather_rows(data.target->x, D, data.eval_idx);
+    rows.train_y = gather_rows(data.target->x, D, data.train_idx);
+  }
+  const int64_t eval_batch = config.get_int("training.eval_batch_size");
+  const ExportContext export_ctx{config, settings, data};
+  Manifest manifest;
+  manifest.command = command_line();
+  manifest.config_hash = config.hash();
+  manifest.add_input(options.activations_path);
+  if (data.transcoder()) manifest.add_input(options.target_activations_path);
+  if (!consistency_dir.empty()) manifest.add_input(path_join(consistency_dir, "sae_weights.safetensors"));
+  manifest.add_output(dir, "split.safetensors");
+  manifest.add_output(dir, kState);
+  for (const SaeSeedState& s : trainer.seeds()) {
+    const SaeModel model = export_model(trainer, s, data);
+    const std::string sdir = seed_dir(dir, s.seed);
+    write_saelens_folder(sdir, model, seed_metadata(export_ctx, s, trainer.step()));
+    const ReconstructionMetrics held = rows.held(model, eval_batch);
+    const ReconstructionMetrics tr = rows.train(model, eval_batch);
+    nlohmann::json metrics = {{"schema_version", kSchemaVersion},
+                              {"seed", s.seed},
+                              {"architecture", model.architecture},
+                              {"training_architecture", settings.sae.arch->name},
+                              {"d_in", D},
+                              {"d_sae", settings.sae.d_sae},
+                              {"steps", trainer.step()},
+                              {"samples", trainer.step() * settings.batch_size},
+                              {"held_out", held.to_json()},
+                              {"train_rows", tr.to_json()},
+                              {"final_batch", log_json(s.history.empty() ? SaeLogRow{} : s.history.back(),
+                                                       true, settings.consistency_active())},
+                              {"plateau", plateau_info(s.history)},
+                              {"activation_scaling_factor", data.scale},
+                              {"wall_time_s", result.wall_time_s},
+                              {"samples_per_s", result.samples_per_s},
+                              {"resumed", resuming}};
+    if (data.transcoder()) {
+      // The metrics above compare the prediction with the target rows: fvu = 1 - explained variance.
+      metrics["transcoder"] = {{"hook_name_in", data.acts.hook_name},
+                               {"hook_name_out", data.target->hook_name},
+                               {"held_out_fvu", 1.0 - held.explained_variance},
+                               {"target_scaling_factor", data.target_scale}};
     }
-    const double mean_norm = norm_sum / static_cast<double>(n_train);
-    if (mean_norm > 0) scale = std::sqrt(static_cast<double>(D)) / mean_norm;
-    for (float& v : train_x) v = static_cast<float>(static_cast<double>(v) * scale);
+    if (settings.consistency_active()) {
+      metrics["consistency"] = {
+          {"reference", consistency_dir},
+          {"lambda", settings.consistency_lambda},
+          {"alignment_final_batch", s.history.empty() ? 0.0 : s.history.back().consistency_alignment}};
+    }
+    write_file_atomic(path_join(sdir, "metrics.json"), metrics.dump(2) + "\n");
+    result.eval_explained_variance.push_back(held.explained_variance);
+    result.eval_l0.push_back(held.l0);
+    for (const char* name : {"cfg.json", "sae_weights.safetensors", "metrics.json", "metrics.jsonl"}) {
+      manifest.add_output(dir, SaeRunLayout::seed_name(static_cast<int64_t>(s.seed)) + "/" + name);
+    }
+    for (const SaeSnapshotPoint& p : snapshots) {
+      const std::string rel = fmt::format("seed{}/checkpoints/step_{}", s.seed, p.step);
+      // A snapshot removed by hand before a resume stays missing (warned about in train_sae).
+      if (!fs::exists(path_join(dir, rel + "/cfg.json"))) continue;
+      for (const char* name : {"cfg.json", "sae_weights.safetensors"})
+        manifest.add_output(dir, rel + "/" + name);
+    }
   }
-  const std::string b_dec_init = config.get_string("sae.b_dec_init");
-  const int64_t n_median = std::min(n_train, kMedianRows);
-  std::vector<float> b_dec = b_dec_init == "geometric_median" ? geometric_median(train_x.data(), n_median, D)
-                             : b_dec_init == "mean"           ? rows_mean(train_x.data(), n_train, D)
-                                                    : std::vector<float>(static_cast<size_t>(D), 0.0f);
+  manifest.extra["resolved_config"] = config.resolved();
+  manifest.write(dir);
+}
 
-  const std::string config_hash = config.hash();
-  const bool resuming = prepare_output_dir(dir, options.existing);
-  SaeTrainer trainer(settings, train_x.data(), n_train, b_dec);
-  trainer.init_fresh();
-  const std::string state_path = SaeRunLayout(dir).trainer_state_file();
-  if (resuming && fs::exists(state_path))
-    load_state(state_path, trainer, config_hash, acts, options.activations_path);
-  {
-    SafetensorsFile split;
-    split.put("train_idx", TensorData::i64({n_train}, train_idx.data()));
-    split.put("eval_idx", TensorData::i64({n_eval}, eval_idx.data()));
-    split.metadata = {{"activations_sha256", acts.sha256},
-                      {"split_seed", std::to_string(config.get_int("data.split_seed"))}};
-    split.save(SaeRunLayout(dir).split_file());
-  }
-
-  const ExportContext export_ctx{config, settings, acts, options.activations_path, scale};
-  const std::vector<SaeSnapshotPoint> snapshots =
-      sae_snapshot_points(config.get_double_list("training.stability_checkpoints"), settings.steps);
-  // A snapshot is written at its step before any checkpoint at or after it, so a resumed run finds every
-  // earlier snapshot on disk unless it was removed by hand; that one cannot be recreated from a later state.
+void warn_missing_snapshots(const std::string& dir, const SaeTrainer& trainer,
+                            const std::vector<SaeSnapshotPoint>& snapshots) {
   for (const SaeSnapshotPoint& p : snapshots) {
     for (const SaeSeedState& s : trainer.seeds()) {
       const std::string sdir = sae_snapshot_dir(dir, static_cast<int64_t>(s.seed), p.step);
@@ -507,6 +697,38 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
       }
     }
   }
+}
+
+}  // namespace
+
+TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
+  const std::string& dir = options.out_dir;
+  const SaeRunData data = load_run_data(config, options);
+  const int64_t D = data.acts.d_in;
+  SaeTrainSettings settings = settings_from(config, D, data.n_train());
+  if (data.transcoder()) settings.sae.apply_b_dec_to_input = false;
+  settings.sae.validate();
+  std::string consistency_dir;
+  if (!config.is_null("consistency.reference")) {
+    consistency_dir = config.get_string("consistency.reference");
+    settings.consistency_reference = consistency_reference(consistency_dir, D);
+  }
+
+  const std::string config_hash = config.hash();
+  const bool resuming = prepare_output_dir(dir, options.existing);
+  SaeTrainer trainer(settings, data.train_x.data(), data.n_train(), initial_b_dec(config, data, D),
+                     data.transcoder() ? data.train_y.data() : nullptr);
+  trainer.init_fresh();
+  const std::string state_path = SaeRunLayout(dir).trainer_state_file();
+  if (resuming && fs::exists(state_path)) load_state(state_path, trainer, config_hash, data);
+  write_split(dir, config, data);
+
+  const ExportContext export_ctx{config, settings, data};
+  const std::vector<SaeSnapshotPoint> snapshots =
+      sae_snapshot_points(config.get_double_list("training.stability_checkpoints"), settings.steps);
+  // A snapshot is written at its step before any checkpoint at or after it, so a resumed run finds every
+  // earlier snapshot on disk unless it was removed by hand; that one cannot be recreated from a later state.
+  warn_missing_snapshots(dir, trainer, snapshots);
   const auto write_snapshots = [&](int64_t step) {
     for (const SaeSnapshotPoint& p : snapshots) {
       if (p.step != step) continue;
@@ -514,15 +736,16 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
         nlohmann::json meta = seed_metadata(export_ctx, s, step);
         meta["checkpoint_fraction"] = p.fraction;
         write_snapshot(sae_snapshot_dir(dir, static_cast<int64_t>(s.seed), step),
-                       export_model(trainer, s, scale), meta);
+                       export_model(trainer, s, data), meta);
       }
     }
   };
 
   install_stop_handlers();
   const int64_t start_step = trainer.step();
-  Progress progress("train-sae " + std::string(settings.sae.arch->name) + " x" +
-                        std::to_string(settings.seeds.size()) + " seed(s)",
+  Progress progress(std::string(data.transcoder() ? "train-sae (transcoder) " : "train-sae ") +
+                        std::string(settings.sae.arch->name) + " x" + std::to_string(settings.seeds.size()) +
+                        " seed(s)",
                     settings.steps, options.quiet);
   const auto t0 = std::chrono::steady_clock::now();
   // The step of the state on disk, for the message when training stops with an error (divergence, a full
@@ -539,7 +762,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
                                                         r.explained_variance, r.l0, r.frac_dead));
                     },
                     [&] {
-                      save_state(dir, trainer, config_hash, acts);
+                      save_state(dir, trainer, config_hash, data);
                       checkpoint_step = trainer.step();
                     },
                     write_snapshots);
@@ -561,70 +784,9 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
     progress.finish("interrupted");
     return result;
   }
-  save_state(dir, trainer, config_hash, acts);
+  save_state(dir, trainer, config_hash, data);
   progress.finish();
-
-  std::vector<float> eval_x(static_cast<size_t>(n_eval * D));
-  for (int64_t r = 0; r < n_eval; ++r) {
-    std::copy_n(acts.x.begin() + eval_idx[static_cast<size_t>(r)] * D, D, eval_x.begin() + r * D);
-  }
-  std::vector<float> train_raw(static_cast<size_t>(n_train * D));
-  for (int64_t r = 0; r < n_train; ++r) {
-    std::copy_n(acts.x.begin() + train_idx[static_cast<size_t>(r)] * D, D, train_raw.begin() + r * D);
-  }
-  const int64_t eval_batch = config.get_int("training.eval_batch_size");
-  Manifest manifest;
-  manifest.command = command_line();
-  manifest.config_hash = config_hash;
-  manifest.add_input(options.activations_path);
-  if (!consistency_dir.empty()) manifest.add_input(path_join(consistency_dir, "sae_weights.safetensors"));
-  manifest.add_output(dir, "split.safetensors");
-  manifest.add_output(dir, kState);
-  for (const SaeSeedState& s : trainer.seeds()) {
-    const SaeModel model = export_model(trainer, s, scale);
-    const std::string sdir = seed_dir(dir, s.seed);
-    write_saelens_folder(sdir, model, seed_metadata(export_ctx, s, trainer.step()));
-    const ReconstructionMetrics held = sae_reconstruction_metrics(model, eval_x.data(), n_eval, eval_batch);
-    const ReconstructionMetrics tr = sae_reconstruction_metrics(model, train_raw.data(), n_train, eval_batch);
-    nlohmann::json metrics = {{"schema_version", kSchemaVersion},
-                              {"seed", s.seed},
-                              {"architecture", model.architecture},
-                              {"training_architecture", settings.sae.arch->name},
-                              {"d_in", D},
-                              {"d_sae", settings.sae.d_sae},
-                              {"steps", trainer.step()},
-                              {"samples", trainer.step() * settings.batch_size},
-                              {"held_out", held.to_json()},
-                              {"train_rows", tr.to_json()},
-                              {"final_batch", log_json(s.history.empty() ? SaeLogRow{} : s.history.back(),
-                                                       true, settings.consistency_active())},
-                              {"plateau", plateau_info(s.history)},
-                              {"activation_scaling_factor", scale},
-                              {"wall_time_s", wall},
-                              {"samples_per_s", result.samples_per_s},
-                              {"resumed", resuming}};
-    if (settings.consistency_active()) {
-      metrics["consistency"] = {
-          {"reference", consistency_dir},
-          {"lambda", settings.consistency_lambda},
-          {"alignment_final_batch", s.history.empty() ? 0.0 : s.history.back().consistency_alignment}};
-    }
-    write_file_atomic(path_join(sdir, "metrics.json"), metrics.dump(2) + "\n");
-    result.eval_explained_variance.push_back(held.explained_variance);
-    result.eval_l0.push_back(held.l0);
-    for (const char* name : {"cfg.json", "sae_weights.safetensors", "metrics.json", "metrics.jsonl"}) {
-      manifest.add_output(dir, SaeRunLayout::seed_name(static_cast<int64_t>(s.seed)) + "/" + name);
-    }
-    for (const SaeSnapshotPoint& p : snapshots) {
-      const std::string rel = fmt::format("seed{}/checkpoints/step_{}", s.seed, p.step);
-      // A snapshot removed by hand before a resume stays missing (warned about above).
-      if (!fs::exists(path_join(dir, rel + "/cfg.json"))) continue;
-      for (const char* name : {"cfg.json", "sae_weights.safetensors"})
-        manifest.add_output(dir, rel + "/" + name);
-    }
-  }
-  manifest.extra["resolved_config"] = config.resolved();
-  manifest.write(dir);
+  write_final_outputs(dir, config, options, trainer, data, snapshots, consistency_dir, resuming, result);
   result.completed = true;
   return result;
 }

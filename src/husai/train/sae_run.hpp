@@ -25,6 +25,10 @@ ConfigSchema sae_config_schema();
 
 struct TrainSaeOptions {
   std::string activations_path;
+  // A transcoder: rows of another site to predict (row r pairs with row r of activations_path, same width);
+  // empty trains SAEs.
+  std::string target_activations_path;
+  std::string target_key = "activations";
   std::string out_dir;
   ExistingOutput existing = ExistingOutput::Refuse;
   bool quiet = false;

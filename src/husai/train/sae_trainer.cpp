@@ -11,9 +11,10 @@
 namespace husai {
 
 SaeTrainer::SaeTrainer(SaeTrainSettings settings, const float* train_x, int64_t n_train,
-                       std::vector<float> b_dec_init)
+                       std::vector<float> b_dec_init, const float* train_y)
     : settings_(std::move(settings)),
       train_x_(train_x),
+      train_y_(train_y),
       n_train_(n_train),
       b_dec_init_(std::move(b_dec_init)),
       layout_(make_sae_layout(settings_.sae)) {
@@ -21,6 +22,10 @@ SaeTrainer::SaeTrainer(SaeTrainSettings settings, const float* train_x, int64_t 
   settings_.sae.validate();
   if (n_train_ < 1) throw Error("no training rows");
   if (settings_.seeds.empty()) throw Error("no seeds given").key("training.seeds");
+  if (train_y_ != nullptr && settings_.sae.apply_b_dec_to_input) {
+    throw Error("a transcoder's b_dec lives at its target site: apply_b_dec_to_input must be false")
+        .key("sae.apply_b_dec_to_input");
+  }
   if (settings_.consistency_active() && settings_.consistency_reference->d_in != settings_.sae.d_in) {
     throw Error("the consistency reference has d_in " +
                 std::to_string(settings_.consistency_reference->d_in) + ", the SAE " +
@@ -81,7 +86,7 @@ void SaeTrainer::batch_rows(uint64_t order_seed, int64_t step, std::vector<int64
   }
 }
 
-SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x) {
+SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x, const float* y) {
   const SaeConfig& cfg = settings_.sae;
   const int64_t B = settings_.batch_size;
   const int64_t step = step_ + 1;
@@ -93,7 +98,7 @@ SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x) {
     n_dead += dead ? 1 : 0;
   }
   grads_.resize(static_cast<size_t>(layout_.total));
-  const SaeBatch<float> batch{x, B, step, dead_.data()};
+  const SaeBatch<float> batch{x, B, step, dead_.data(), y};
   SaeLossParts parts = sae_loss_backward<float>(cfg, layout_, s.params.data(), grads_.data(), batch, ws_);
   double alignment = 0;
   if (settings_.consistency_active()) {
@@ -247,6 +252,7 @@ bool SaeTrainer::run(const std::function<bool()>& should_stop, const std::functi
     }
   }
   batch_.resize(static_cast<size_t>(B * D));
+  if (train_y_ != nullptr) target_batch_.resize(static_cast<size_t>(B * D));
   while (step_ < settings_.steps) {
     if (should_stop()) {
       on_checkpoint();
@@ -259,9 +265,12 @@ bool SaeTrainer::run(const std::function<bool()>& should_stop, const std::functi
       batch_rows(order, step, rows_);
       for (int64_t j = 0; j < B; ++j) {
         std::copy_n(train_x_ + rows_[static_cast<size_t>(j)] * D, D, batch_.begin() + j * D);
+        if (train_y_ != nullptr)
+          std::copy_n(train_y_ + rows_[static_cast<size_t>(j)] * D, D, target_batch_.begin() + j * D);
       }
+      const float* y = train_y_ != nullptr ? target_batch_.data() : nullptr;
       for (size_t i : members) {
-        const SaeLogRow row = train_step(seeds_[i], batch_.data());
+        const SaeLogRow row = train_step(seeds_[i], batch_.data(), y);
         if (log) seeds_[i].history.push_back(row);
       }
     }

@@ -75,8 +75,11 @@ void fused_sae_optimizer_step(const SaeConfig& cfg, const SaeLayout& layout, flo
 
 class SaeTrainer {
  public:
-  // train_x [n_train, d_in] must outlive the trainer (already scaled, if scaling is on).
-  SaeTrainer(SaeTrainSettings settings, const float* train_x, int64_t n_train, std::vector<float> b_dec_init);
+  // train_x [n_train, d_in] must outlive the trainer (already scaled, if scaling is on). train_y: a
+  // transcoder's target rows [n_train, d_in], row r paired with row r of train_x (same lifetime and
+  // scaling rule); null trains an SAE (the target is x).
+  SaeTrainer(SaeTrainSettings settings, const float* train_x, int64_t n_train, std::vector<float> b_dec_init,
+             const float* train_y = nullptr);
 
   const SaeTrainSettings& settings() const { return settings_; }
   const SaeLayout& layout() const { return layout_; }
@@ -98,12 +101,13 @@ class SaeTrainer {
   void batch_rows(uint64_t order_seed, int64_t step, std::vector<int64_t>& rows);
 
  private:
-  SaeLogRow train_step(SaeSeedState& s, const float* x);
+  SaeLogRow train_step(SaeSeedState& s, const float* x, const float* y);
   // Gradient clip (scale), decoder projection, Adam and decoder renormalisation in one pass.
   void optimizer_step(SaeSeedState& s, int64_t step, bool clip, float clip_scale);
 
   SaeTrainSettings settings_;
   const float* train_x_;
+  const float* train_y_;
   int64_t n_train_;
   std::vector<float> b_dec_init_;
   SaeLayout layout_;
@@ -111,7 +115,7 @@ class SaeTrainer {
   int64_t step_ = 0;  // completed steps
   SaeWorkspace<float> ws_;
   ConsistencyWorkspace<float> consistency_ws_;
-  std::vector<float> grads_, batch_;
+  std::vector<float> grads_, batch_, target_batch_;
   std::vector<uint8_t> dead_;
   std::vector<double> norm_parts_;
   std::vector<int64_t> rows_;

@@ -21,6 +21,7 @@ struct Problem {
   SaeConfig cfg;
   SaeLayout layout;
   std::vector<double> params, x;
+  std::vector<double> target;  // empty: an SAE (the decoder reconstructs x); else a transcoder's target
   std::vector<uint8_t> dead;
 };
 
@@ -57,6 +58,7 @@ Problem make_problem(std::string_view arch) {
 void check_all(Problem& pr, const std::string& name, bool with_dead) {
   SaeWorkspace<double> ws;
   SaeBatch<double> batch{pr.x.data(), kB, 2, with_dead ? pr.dead.data() : nullptr};
+  if (!pr.target.empty()) batch.target = pr.target.data();
   std::vector<double> grads(static_cast<size_t>(pr.layout.total));
   const SaeLossParts base = sae_loss_backward(pr.cfg, pr.layout, pr.params.data(), grads.data(), batch, ws);
   ASSERT_TRUE(std::isfinite(base.loss));
@@ -116,6 +118,29 @@ TEST(SaeGradients, NoBdecOnInput) {
   Problem pr = make_problem("topk");
   pr.cfg.apply_b_dec_to_input = false;
   check_all(pr, "topk_no_bdec_input", true);
+}
+
+// Transcoders: every architecture's decoder trained towards another site's rows (y != x), the input not
+// centred by b_dec (it lives in the target's space), as train-sae --target-activations trains them. A
+// loss that still compared x_hat with x would fail here: the target is independent of x.
+TEST(SaeGradients, EveryArchitectureAsTranscoder) {
+  for (const SaeArchitecture* arch : sae_architectures()) {
+    Problem pr = make_problem(arch->name);
+    pr.cfg.apply_b_dec_to_input = false;
+    pr.target.resize(pr.x.size());
+    gradcheck::fill_normal(pr.target, 14, 1.0);
+    const bool auxk = arch->name == "topk" || arch->name == "batchtopk" || arch->name == "matryoshka";
+    check_all(pr, std::string(arch->name) + "_transcoder", auxk);
+    // The loss is of the target: against y = x it differs.
+    SaeWorkspace<double> ws;
+    SaeBatch<double> with_target{pr.x.data(), kB, 2, nullptr, pr.target.data()};
+    SaeBatch<double> as_sae{pr.x.data(), kB, 2, nullptr};
+    const double mse_t =
+        sae_loss_backward<double>(pr.cfg, pr.layout, pr.params.data(), nullptr, with_target, ws).mse;
+    const double mse_x =
+        sae_loss_backward<double>(pr.cfg, pr.layout, pr.params.data(), nullptr, as_sae, ws).mse;
+    EXPECT_GT(std::abs(mse_t - mse_x), 1e-3) << arch->name;
+  }
 }
 
 // JumpReLU: exact gradients for every parameter but the threshold; the threshold's straight-through gradient
