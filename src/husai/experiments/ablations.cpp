@@ -96,10 +96,12 @@ int run_ablations(ExperimentContext& ctx) {
     // A condition shared by both sweeps (d_sae 128, k 32) is computed once.
     const nlohmann::json r = ctx.condition(cond.id(), [&] {
       ctx.log("condition " + cond.id());
-      const Config sc = sae_config_with(c, {{"sae.architecture", "topk"},
-                                            {"sae.d_sae", cond.d_sae},
-                                            {"sae.k", cond.k},
-                                            {"training.seeds", seeds}});
+      SaeSettings settings;
+      settings.architecture = "topk";
+      settings.d_sae = cond.d_sae;
+      settings.k = cond.k;
+      settings.seeds = seeds;
+      const Config sc = sae_config_with(c, settings);
       const std::string dir = ctx.sae_run(sc, up.activations_path);
       const nlohmann::json stab = compare_seeds(ctx, dir, seeds, up.activations_path, "compare/" + cond.id());
       return nlohmann::json{{"d_sae", cond.d_sae},

@@ -57,10 +57,12 @@ ConfigSchema adaptive_schema() {
 nlohmann::json train_and_compare(ExperimentContext& ctx, const Upstream& up, int64_t k,
                                  const std::vector<int64_t>& seeds, const std::string& id) {
   const Config& c = ctx.config();
-  const Config sc = sae_config_with(c, {{"sae.architecture", "topk"},
-                                        {"sae.d_sae", c.get_int("adaptive.d_sae")},
-                                        {"sae.k", k},
-                                        {"training.seeds", seeds}});
+  SaeSettings settings;
+  settings.architecture = "topk";
+  settings.d_sae = c.get_int("adaptive.d_sae");
+  settings.k = k;
+  settings.seeds = seeds;
+  const Config sc = sae_config_with(c, settings);
   const std::string dir = ctx.sae_run(sc, up.activations_path);
   const nlohmann::json stab = compare_seeds(ctx, dir, seeds, up.activations_path, "compare/" + id);
   return {{"k", k},

@@ -81,10 +81,12 @@ int run_benchmark_slice_experiment(ExperimentContext& ctx) {
   const Config& c = ctx.config();
   const Upstream up = prepare_upstream(ctx, c.get_bool("experiment.allow_ungrokked"));
   const auto seeds = c.get_int_list("benchmark.seeds");
-  const Config sc = sae_config_with(c, {{"sae.architecture", c.get_string("benchmark.architecture")},
-                                        {"sae.d_sae", c.get_int("benchmark.d_sae")},
-                                        {"sae.k", c.get_int("benchmark.k")},
-                                        {"training.seeds", seeds}});
+  SaeSettings settings;
+  settings.architecture = c.get_string("benchmark.architecture");
+  settings.d_sae = c.get_int("benchmark.d_sae");
+  settings.k = c.get_int("benchmark.k");
+  settings.seeds = seeds;
+  const Config sc = sae_config_with(c, settings);
   const std::string sae_dir = ctx.sae_run(sc, up.activations_path);
   const std::string metric = c.get_string("compare.metric");
   // compare is the expensive, resumable unit; the slice itself is deterministic and rerun on --resume.

@@ -71,13 +71,14 @@ int run_consistency_sweep(ExperimentContext& ctx) {
   const int64_t ref_seed = c.get_int("consistency.reference_seed");
   const double max_drop = c.get_double("consistency.max_ev_drop");
   const std::string metric = c.get_string("compare.metric");
-  const nlohmann::json shape = {{"sae.architecture", "topk"},
-                                {"sae.d_sae", c.get_int("consistency.d_sae")},
-                                {"sae.k", c.get_int("consistency.k")}};
+  SaeSettings shape;
+  shape.architecture = "topk";
+  shape.d_sae = c.get_int("consistency.d_sae");
+  shape.k = c.get_int("consistency.k");
 
   // 1. The reference, trained once (cached: reused across ratios and reruns).
-  nlohmann::json ref_over = shape;
-  ref_over["training.seeds"] = {ref_seed};
+  SaeSettings ref_over = shape;
+  ref_over.seeds = std::vector<int64_t>{ref_seed};
   const std::string ref_run = ctx.sae_run(sae_config_with(c, ref_over), up.activations_path);
   const std::string ref_dir = SaeRunLayout(ref_run).seed_dir(ref_seed);
   const nlohmann::json ref_metrics = read_json_file((fs::path(ref_dir) / "metrics.json").string());
@@ -97,11 +98,11 @@ int run_consistency_sweep(ExperimentContext& ctx) {
     rows.push_back(ctx.condition(id, [&] {
       const double lambda = ratios[i] * mse_ref;
       ctx.log(fmt::format("ratio {} (lambda {:.4g})", ratios[i], lambda));
-      nlohmann::json over = shape;
-      over["training.seeds"] = seeds;
+      SaeSettings over = shape;
+      over.seeds = seeds;
       if (lambda > 0) {
-        over["consistency.reference"] = ref_dir;
-        over["consistency.lambda"] = lambda;
+        over.consistency_reference = ref_dir;
+        over.consistency_lambda = lambda;
       }
       const std::string dir = ctx.sae_run(sae_config_with(c, over), up.activations_path);
       std::vector<double> align;

@@ -57,14 +57,14 @@ ConfigSchema phase4a_schema() {
 }
 
 nlohmann::json run_arch(ExperimentContext& ctx, const Upstream& up, const std::string& name,
-                        const nlohmann::json& overrides) {
+                        const SaeSettings& settings) {
   const Config& c = ctx.config();
   const auto seeds = c.get_int_list("phase4a.seeds");
-  nlohmann::json o = overrides;
-  o["sae.d_sae"] = c.get_int("phase4a.d_sae");
-  o["training.seeds"] = seeds;
+  SaeSettings o = settings;
+  o.d_sae = c.get_int("phase4a.d_sae");
+  o.seeds = seeds;
   const std::string dir = ctx.sae_run(sae_config_with(c, o), up.activations_path);
-  nlohmann::json out = {{"sae_run", dir}, {"seeds", seeds}, {"settings", overrides}};
+  nlohmann::json out = {{"sae_run", dir}, {"seeds", seeds}, {"settings", settings.to_json()}};
   out["metrics"] = sae_run_metrics(dir, seeds);
   if (c.get_bool("experiment.splice")) {
     out["splice"] = sae_run_splice_metrics(dir, seeds, up.activations_path, up.transformer_dir);
@@ -116,7 +116,10 @@ int run_phase4a(ExperimentContext& ctx) {
                             {"decision_metric", c.get_string("compare.metric")}};
   nlohmann::json conds = nlohmann::json::object();
   conds["topk"] = ctx.condition("topk", [&] {
-    return run_arch(ctx, up, "topk", {{"sae.architecture", "topk"}, {"sae.k", c.get_int("phase4a.k")}});
+    SaeSettings topk;
+    topk.architecture = "topk";
+    topk.k = c.get_int("phase4a.k");
+    return run_arch(ctx, up, "topk", topk);
   });
   if (c.get_bool("phase4a.relu")) {
     const double target = c.is_null("phase4a.relu_target_l0") ? static_cast<double>(c.get_int("phase4a.k"))
@@ -124,19 +127,22 @@ int run_phase4a(ExperimentContext& ctx) {
     const auto seeds = c.get_int_list("phase4a.seeds");
     // The evaluated seeds' run as run_arch trains it (cached, so the relu condition reuses it).
     const auto train_evaluated = [&](double l1) {
-      return ctx.sae_run(sae_config_with(c, {{"sae.architecture", "relu"},
-                                             {"sae.l1_coefficient", l1},
-                                             {"sae.d_sae", c.get_int("phase4a.d_sae")},
-                                             {"training.seeds", seeds}}),
-                         up.activations_path);
+      SaeSettings relu;
+      relu.architecture = "relu";
+      relu.l1_coefficient = l1;
+      relu.d_sae = c.get_int("phase4a.d_sae");
+      relu.seeds = seeds;
+      return ctx.sae_run(sae_config_with(c, relu), up.activations_path);
     };
     const nlohmann::json tuning = ctx.condition("relu-l1-tuning", [&] {
       return tune_relu_l1(ctx, up.activations_path, target, seeds, train_evaluated);
     });
     results["relu_tuning"] = tuning;
     conds["relu"] = ctx.condition("relu", [&] {
-      return run_arch(ctx, up, "relu",
-                      {{"sae.architecture", "relu"}, {"sae.l1_coefficient", tuning["l1_coefficient"]}});
+      SaeSettings relu;
+      relu.architecture = "relu";
+      relu.l1_coefficient = tuning["l1_coefficient"].get<double>();
+      return run_arch(ctx, up, "relu", relu);
     });
     results["relu_l0_match"] =
         relu_l0_match_json(tuning, conds["relu"]["metrics"]["mean"]["l0"].get<double>());

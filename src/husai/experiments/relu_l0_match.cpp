@@ -161,11 +161,12 @@ nlohmann::json tune_relu_l1(ExperimentContext& ctx, const std::string& activatio
   nlohmann::json steps;  // of the tuning runs, as trained
   for (int64_t it = 0; it < c.get_int("phase4a.relu_tune_iterations") && !search.converged(); ++it) {
     const double l1 = search.next();
-    nlohmann::json o = {{"sae.architecture", "relu"},
-                        {"sae.d_sae", c.get_int("phase4a.d_sae")},
-                        {"sae.l1_coefficient", l1},
-                        {"training.seeds", {seed}}};
-    if (!c.is_null("phase4a.relu_tune_steps")) o["training.steps"] = c.get_int("phase4a.relu_tune_steps");
+    SaeSettings o;
+    o.architecture = "relu";
+    o.d_sae = c.get_int("phase4a.d_sae");
+    o.l1_coefficient = l1;
+    o.seeds = std::vector<int64_t>{seed};
+    if (!c.is_null("phase4a.relu_tune_steps")) o.steps = c.get_int("phase4a.relu_tune_steps");
     const std::string dir = ctx.sae_run(sae_config_with(c, o), activations_path);
     const double l0 = held_out_l0(dir, {seed});
     steps = read_json_file(dir + fmt::format("/seed{}/metrics.json", seed)).at("steps");

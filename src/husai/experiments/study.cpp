@@ -50,9 +50,23 @@ Upstream prepare_upstream(ExperimentContext& ctx, bool allow_ungrokked) {
   return up;
 }
 
-Config sae_config_with(const Config& experiment_config, const nlohmann::json& overrides) {
+nlohmann::json SaeSettings::to_json() const {
+  nlohmann::json j = nlohmann::json::object();
+  if (architecture) j["sae.architecture"] = *architecture;
+  if (d_sae) j["sae.d_sae"] = *d_sae;
+  if (k) j["sae.k"] = *k;
+  if (l1_coefficient) j["sae.l1_coefficient"] = *l1_coefficient;
+  if (steps) j["training.steps"] = *steps;
+  if (seeds) j["training.seeds"] = *seeds;
+  if (consistency_reference) j["consistency.reference"] = *consistency_reference;
+  if (consistency_lambda) j["consistency.lambda"] = *consistency_lambda;
+  return j;
+}
+
+Config sae_config_with(const Config& experiment_config, const SaeSettings& settings) {
   Config c = sub_config(experiment_config, "sae", sae_config_schema());
-  for (const auto& [key, value] : overrides.items()) c.set(key, value, "experiment condition");
+  const nlohmann::json values = settings.to_json();  // named: items() does not keep a temporary alive
+  for (const auto& [key, value] : values.items()) c.set(key, value, "experiment condition");
   c.validate();
   return c;
 }

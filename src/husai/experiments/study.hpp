@@ -5,6 +5,7 @@
 // a decision needs out of compare's stability.json.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,9 +31,24 @@ struct Upstream {
 // `allow_ungrokked`, because SAE features of a memorising model answer a different question.
 Upstream prepare_upstream(ExperimentContext& ctx, bool allow_ungrokked);
 
-// The `sae.*` section as a train-sae Config with these settings replaced (keys of train-sae's schema,
-// e.g. {"sae.architecture", "relu"}, {"training.seeds", [1,2]}).
-Config sae_config_with(const Config& experiment_config, const nlohmann::json& overrides);
+// The train-sae settings an experiment condition varies, typed: each field that is set replaces that key of
+// the experiment's `sae.*` section. to_json() names them by train-sae's schema keys -- the one place
+// experiments spell those keys -- as results.json records a condition's settings.
+struct SaeSettings {
+  std::optional<std::string> architecture;           // sae.architecture
+  std::optional<int64_t> d_sae;                      // sae.d_sae
+  std::optional<int64_t> k;                          // sae.k
+  std::optional<double> l1_coefficient;              // sae.l1_coefficient
+  std::optional<int64_t> steps;                      // training.steps
+  std::optional<std::vector<int64_t>> seeds;         // training.seeds
+  std::optional<std::string> consistency_reference;  // consistency.reference (an SAE folder)
+  std::optional<double> consistency_lambda;          // consistency.lambda
+
+  nlohmann::json to_json() const;  // {"sae.architecture": "topk", ...}: only the fields set
+};
+
+// The `sae.*` section as a train-sae Config with `settings` replaced (validated against train-sae's schema).
+Config sae_config_with(const Config& experiment_config, const SaeSettings& settings);
 
 // Per-seed held-out and training-row metrics of a train-sae run (seed<S>/metrics.json) and their means:
 // ev_held_out, ev_train_rows, ev_drop (train rows - held out), mse, l0, frac_dead, wall_time_s (max over

@@ -110,12 +110,12 @@ nlohmann::json run_transformer(ExperimentContext& ctx, int64_t transformer_seed)
   }
   const std::string acts = ctx.activations(tdir, extract_spec_from(c));
   const auto seeds = c.get_int_list("transformer_seeds.seeds");
-  const std::string sae_run =
-      ctx.sae_run(sae_config_with(c, {{"sae.architecture", "topk"},
-                                      {"sae.k", c.get_int("transformer_seeds.k")},
-                                      {"sae.d_sae", c.get_int("transformer_seeds.d_sae")},
-                                      {"training.seeds", seeds}}),
-                  acts);
+  SaeSettings settings;
+  settings.architecture = "topk";
+  settings.k = c.get_int("transformer_seeds.k");
+  settings.d_sae = c.get_int("transformer_seeds.d_sae");
+  settings.seeds = seeds;
+  const std::string sae_run = ctx.sae_run(sae_config_with(c, settings), acts);
   std::vector<FeatureSet> dec;
   dec.reserve(seeds.size());
   for (const int64_t s : seeds) dec.push_back(decoder_features(load_sae(seed_dir(sae_run, s))));

@@ -9,6 +9,7 @@
 #include "husai/experiments/claims.hpp"
 #include "husai/experiments/stability_report.hpp"
 #include "husai/experiments/study.hpp"
+#include "husai/train/sae_run.hpp"
 
 namespace husai {
 namespace {
@@ -196,6 +197,34 @@ TEST(ConvergenceReport, NoCurveSaysNoSnapshotsWereKept) {
   const ConvergenceReport r = convergence_report({});
   EXPECT_TRUE(r.figure_data.empty());
   EXPECT_NE(r.markdown.find("No snapshots were kept"), std::string::npos);
+}
+
+// Every typed setting maps to a key of train-sae's schema with a value of the kind it declares, so a
+// misspelt key or a wrong type fails here rather than deep inside an experiment.
+TEST(SaeSettings, EveryFieldIsATrainSaeKey) {
+  SaeSettings s;
+  s.architecture = "relu";
+  s.d_sae = 256;
+  s.k = 16;
+  s.l1_coefficient = 1.5;
+  s.steps = 100;
+  s.seeds = std::vector<int64_t>{1, 2};
+  s.consistency_reference = "ref/seed1";
+  s.consistency_lambda = 0.25;
+  const nlohmann::json j = s.to_json();
+  EXPECT_EQ(j.size(), 8u);
+  const ConfigSchema schema = sae_config_schema();
+  for (const auto& [key, value] : j.items()) {
+    const FieldSpec* f = schema.find(key);
+    ASSERT_NE(f, nullptr) << key;
+  }
+  EXPECT_EQ(j.at("sae.l1_coefficient"), 1.5);
+  EXPECT_EQ(j.at("training.seeds"), nlohmann::json::array({1, 2}));
+  // Only what is set, and an empty set changes nothing.
+  EXPECT_TRUE(SaeSettings{}.to_json().empty());
+  SaeSettings only_k;
+  only_k.k = 8;
+  EXPECT_EQ(only_k.to_json(), (nlohmann::json{{"sae.k", 8}}));
 }
 
 }  // namespace
