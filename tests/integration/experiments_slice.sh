@@ -141,4 +141,20 @@ PY
 for id in benchmark-slice.above_null consistency-sweep.unpenalised.above_null consistency-sweep.selected.above_null; do
   grep "$id" audit.txt | grep -qv "cannot check" || { echo "FAIL: audit did not re-derive $id" >&2; cat audit.txt >&2; exit 1; }
 done
+# Same config, a fresh root: the same numbers (paths, hashes and times aside). Probe fits once took a different
+# number of L-BFGS iterations from one process to the next.
+slice=(--set 'benchmark.seeds=[1, 2, 3]' --set benchmark.d_sae=32 --set benchmark.k=3 --set 'benchmark.probe_k=[1, 2]'
+  --set benchmark.n_key_frequencies=2 --set 'benchmark.fourier_m=[0, 4]' --set benchmark.causal_m=4
+  --set benchmark.causal_random_repeats=2)
+"$HUSAI" experiment benchmark-slice "${common[@]/root/root2}" "${slice[@]}"
+/usr/bin/python3 - <<'PY'
+import glob, json, re, sys
+def load(root):
+    (p,) = glob.glob(root + "/benchmark-slice/*/results.json")
+    text = re.sub(r'"(path|sae_run|dir|run_id|sha256)": "[^"]*"', '"X": ""', open(p).read())
+    return json.loads(text)
+if load("root") != load("root2"):
+    sys.exit("FAIL: benchmark-slice gave other numbers in a second process")
+print("benchmark-slice: identical numbers in a second process")
+PY
 echo "experiments_slice: ok"
