@@ -54,24 +54,62 @@ std::string sweep_figure(const std::string& title, const std::string& xlabel, co
   return body;
 }
 
-int run_ablations(ExperimentContext& ctx) {
-  const Config& c = ctx.config();
-  const Upstream up = prepare_upstream(ctx, c.get_bool("experiment.allow_ungrokked"));
-  const auto seeds = c.get_int_list("ablations.seeds");
-  const std::string metric = c.get_string("compare.metric");
+// The conditions of both sweeps, in order: the k sweep, then the d_sae sweep.
+std::vector<Cond> ablation_conditions(const Config& c) {
   std::vector<Cond> conds;
   for (int64_t k : c.get_int_list("ablations.k_values"))
     conds.push_back({"k", c.get_int("ablations.k_sweep_d_sae"), k});
   for (int64_t d : c.get_int_list("ablations.d_sae_values"))
     conds.push_back({"d_sae", d, c.get_int("ablations.d_sae_sweep_k")});
+  return conds;
+}
 
-  nlohmann::json results = {{"schema_version", 2},    {"experiment", "ablations"},
-                            {"run_id", ctx.run_id()}, {"transformer", up.transformer},
-                            {"seeds", seeds},         {"decision_metric", metric}};
-  nlohmann::json rows_json = nlohmann::json::array();
-  std::vector<std::vector<nlohmann::json>> rows;
-  nlohmann::json claims = nlohmann::json::array();
-  std::string md = fmt::format(
+// One condition's work: trains the TopK SAEs on every seed and compares them.
+nlohmann::json run_condition(ExperimentContext& ctx, const Upstream& up, const std::vector<int64_t>& seeds,
+                             const Cond& cond) {
+  const Config& c = ctx.config();
+  ctx.log("condition " + cond.id());
+  SaeSettings settings;
+  settings.architecture = "topk";
+  settings.d_sae = cond.d_sae;
+  settings.k = cond.k;
+  settings.seeds = seeds;
+  const Config sc = sae_config_with(c, settings);
+  const std::string dir = ctx.sae_run(sc, up.activations_path);
+  const nlohmann::json stab = compare_seeds(ctx, dir, seeds, up.activations_path, "compare/" + cond.id());
+  return nlohmann::json{{"d_sae", cond.d_sae},
+                        {"k", cond.k},
+                        {"sae_run", dir},
+                        {"metrics", sae_run_metrics(dir, seeds)},
+                        {"convergence", stab.value("convergence", nlohmann::json())},
+                        {"stability_file", "compare/" + cond.id() + "/stability.json"},
+                        {"stability",
+                         {{"pwmcc", to_json(summarize_stability(stab, "pwmcc"))},
+                          {"matched_mean_cos", to_json(summarize_stability(stab, "matched_mean_cos"))}}}};
+}
+
+// Runs every condition with k <= d_sae (logging the skipped ones); returns each with its result.
+std::vector<std::pair<Cond, nlohmann::json>> run_conditions(ExperimentContext& ctx, const Upstream& up,
+                                                            const std::vector<int64_t>& seeds,
+                                                            const std::vector<Cond>& conds) {
+  std::vector<std::pair<Cond, nlohmann::json>> done;
+  for (const Cond& cond : conds) {
+    if (cond.k > cond.d_sae) {
+      ctx.log(fmt::format("skipping {}: k > d_sae", cond.id()));
+      continue;
+    }
+    // A condition shared by both sweeps (d_sae 128, k 32) is computed once.
+    const nlohmann::json r =
+        ctx.condition(cond.id(), [&ctx, &up, &seeds, &cond] { return run_condition(ctx, up, seeds, cond); });
+    done.emplace_back(cond, r);
+  }
+  return done;
+}
+
+// The header of summary.md, up to the table's column rule.
+std::string ablations_header(const ExperimentContext& ctx, const std::vector<int64_t>& seeds,
+                             const std::string& metric) {
+  return fmt::format(
       "# Core ablations\n\nRun `{}`; seeds {} in every condition; `{}` against each condition's decision "
       "null "
       "(the most conservative geometry-matched null, named per row); CIs are seed-bootstrap BCa. Verdict: "
@@ -86,36 +124,56 @@ int run_ablations(ExperimentContext& ctx) {
       "held-out EV | MSE | L0 | dead | train time (s) "
       "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
       ctx.run_id(), nlohmann::json(seeds).dump(), metric);
+}
+
+// What the per-condition pass accumulates: summary table, CSV rows, results entries, claims, figure data.
+struct AblationTables {
+  std::string md;
+  std::vector<std::vector<nlohmann::json>> rows;
+  nlohmann::json rows_json = nlohmann::json::array();
+  nlohmann::json claims = nlohmann::json::array();
   std::string data_k = "$d << EOD\n", data_d = "$d << EOD\n";
-  std::vector<std::pair<Cond, nlohmann::json>> done;
-  for (const Cond& cond : conds) {
-    if (cond.k > cond.d_sae) {
-      ctx.log(fmt::format("skipping {}: k > d_sae", cond.id()));
-      continue;
-    }
-    // A condition shared by both sweeps (d_sae 128, k 32) is computed once.
-    const nlohmann::json r = ctx.condition(cond.id(), [&] {
-      ctx.log("condition " + cond.id());
-      SaeSettings settings;
-      settings.architecture = "topk";
-      settings.d_sae = cond.d_sae;
-      settings.k = cond.k;
-      settings.seeds = seeds;
-      const Config sc = sae_config_with(c, settings);
-      const std::string dir = ctx.sae_run(sc, up.activations_path);
-      const nlohmann::json stab = compare_seeds(ctx, dir, seeds, up.activations_path, "compare/" + cond.id());
-      return nlohmann::json{{"d_sae", cond.d_sae},
-                            {"k", cond.k},
-                            {"sae_run", dir},
-                            {"metrics", sae_run_metrics(dir, seeds)},
-                            {"convergence", stab.value("convergence", nlohmann::json())},
-                            {"stability_file", "compare/" + cond.id() + "/stability.json"},
-                            {"stability",
-                             {{"pwmcc", to_json(summarize_stability(stab, "pwmcc"))},
-                              {"matched_mean_cos", to_json(summarize_stability(stab, "matched_mean_cos"))}}}};
-    });
-    done.emplace_back(cond, r);
-  }
+};
+
+// Adds one Holm-adjusted condition to the tables, records its metrics and its claim.
+void add_condition(ExperimentContext& ctx, const std::string& metric, const Cond& cond, nlohmann::json r,
+                   const StabilityStudy& study, const std::vector<std::string>& files, AblationTables& t) {
+  for (const char* met : {"pwmcc", "matched_mean_cos"}) r["stability"][met] = to_json(summarize(study, met));
+  const StabilitySummary s = stability_from_json(r["stability"][metric]);
+  const nlohmann::json& m = r["metrics"]["mean"];
+  t.md += fmt::format(
+      "| {} | {} | {} | {} | {} {} | {} {} | {} {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", cond.sweep,
+      cond.d_sae, cond.k, s.null_name, fmt_num(s.trained), fmt_ci(s.trained_lo, s.trained_hi),
+      fmt_num(s.null_mean), fmt_ci(s.null_lo, s.null_hi), fmt_num(s.delta), fmt_ci(s.delta_lo, s.delta_hi),
+      fmt_num(s.ratio, 3), fmt_num(s.p_holm), s.verdict_kind, fmt_num(m["ev_held_out"].get<double>()),
+      fmt_num(m["mse"].get<double>(), 5), fmt_num(m["l0"].get<double>(), 1),
+      fmt_num(m["frac_dead"].get<double>(), 3), fmt_num(m["wall_time_s"].get<double>(), 1));
+  t.rows.push_back({cond.sweep,     cond.d_sae,      cond.k,           s.null_name, s.trained,
+                    s.trained_lo,   s.trained_hi,    s.null_mean,      s.null_lo,   s.null_hi,
+                    s.delta,        s.delta_lo,      s.delta_hi,       s.ratio,     s.p_permutation,
+                    s.p_holm,       s.verdict_kind,  m["ev_held_out"], m["mse"],    m["l0"],
+                    m["frac_dead"], m["wall_time_s"]});
+  nlohmann::json row = r;
+  row["sweep"] = cond.sweep;
+  t.rows_json.push_back(row);
+  const std::string line = fmt::format("{} {} {} {} {} {} {} {}\n", cond.sweep == "k" ? cond.k : cond.d_sae,
+                                       s.trained, s.trained_lo, s.trained_hi, s.null_mean, s.null_lo,
+                                       s.null_hi, m["ev_held_out"].get<double>());
+  (cond.sweep == "k" ? t.data_k : t.data_d) += line;
+  const std::string cid = cond.sweep + "-" + cond.id();
+  ctx.metric(metric + ".delta", s.delta, cid);
+  ctx.metric(metric + ".delta_lo", s.delta_lo, cid);
+  ctx.metric("ev_held_out", m["ev_held_out"].get<double>(), cid);
+  t.claims.push_back(make_stability_claim(
+      "ablations." + cid + ".above_null",
+      fmt::format("TopK d_sae {} k {} is more alike across seeds than the null", cond.d_sae, cond.k),
+      r["stability_file"].get<std::string>(), metric, s, files));
+}
+
+// Holm-adjusts all conditions together (family sizes into results) and tabulates each in order.
+AblationTables tabulate_conditions(ExperimentContext& ctx, const std::string& metric,
+                                   const std::vector<std::pair<Cond, nlohmann::json>>& done,
+                                   nlohmann::json& results, const std::string& header) {
   // Every condition's verdict is Holm-adjusted over all conditions of the run (and their nulls and metrics).
   std::vector<std::string> files;
   files.reserve(done.size());
@@ -123,43 +181,18 @@ int run_ablations(ExperimentContext& ctx) {
   std::vector<std::pair<std::string, int64_t>> families;
   const std::vector<StabilityStudy> studies = load_experiment_studies(ctx.run_dir(), files, &families);
   for (const auto& [family, size] : families) results["holm_families"][family] = size;
-  for (size_t i = 0; i < done.size(); ++i) {
-    const Cond& cond = done[i].first;
-    nlohmann::json r = done[i].second;
-    for (const char* met : {"pwmcc", "matched_mean_cos"})
-      r["stability"][met] = to_json(summarize(studies[i], met));
-    const StabilitySummary s = stability_from_json(r["stability"][metric]);
-    const nlohmann::json& m = r["metrics"]["mean"];
-    md += fmt::format(
-        "| {} | {} | {} | {} | {} {} | {} {} | {} {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", cond.sweep,
-        cond.d_sae, cond.k, s.null_name, fmt_num(s.trained), fmt_ci(s.trained_lo, s.trained_hi),
-        fmt_num(s.null_mean), fmt_ci(s.null_lo, s.null_hi), fmt_num(s.delta), fmt_ci(s.delta_lo, s.delta_hi),
-        fmt_num(s.ratio, 3), fmt_num(s.p_holm), s.verdict_kind, fmt_num(m["ev_held_out"].get<double>()),
-        fmt_num(m["mse"].get<double>(), 5), fmt_num(m["l0"].get<double>(), 1),
-        fmt_num(m["frac_dead"].get<double>(), 3), fmt_num(m["wall_time_s"].get<double>(), 1));
-    rows.push_back({cond.sweep,     cond.d_sae,      cond.k,           s.null_name, s.trained,
-                    s.trained_lo,   s.trained_hi,    s.null_mean,      s.null_lo,   s.null_hi,
-                    s.delta,        s.delta_lo,      s.delta_hi,       s.ratio,     s.p_permutation,
-                    s.p_holm,       s.verdict_kind,  m["ev_held_out"], m["mse"],    m["l0"],
-                    m["frac_dead"], m["wall_time_s"]});
-    nlohmann::json row = r;
-    row["sweep"] = cond.sweep;
-    rows_json.push_back(row);
-    const std::string line = fmt::format("{} {} {} {} {} {} {} {}\n", cond.sweep == "k" ? cond.k : cond.d_sae,
-                                         s.trained, s.trained_lo, s.trained_hi, s.null_mean, s.null_lo,
-                                         s.null_hi, m["ev_held_out"].get<double>());
-    (cond.sweep == "k" ? data_k : data_d) += line;
-    const std::string cid = cond.sweep + "-" + cond.id();
-    ctx.metric(metric + ".delta", s.delta, cid);
-    ctx.metric(metric + ".delta_lo", s.delta_lo, cid);
-    ctx.metric("ev_held_out", m["ev_held_out"].get<double>(), cid);
-    claims.push_back(make_stability_claim(
-        "ablations." + cid + ".above_null",
-        fmt::format("TopK d_sae {} k {} is more alike across seeds than the null", cond.d_sae, cond.k),
-        r["stability_file"].get<std::string>(), metric, s, files));
-  }
-  data_k += "EOD\n";
-  data_d += "EOD\n";
+  AblationTables t;
+  t.md = header;
+  for (size_t i = 0; i < done.size(); ++i)
+    add_condition(ctx, metric, done[i].first, done[i].second, studies[i], files, t);
+  t.data_k += "EOD\n";
+  t.data_d += "EOD\n";
+  return t;
+}
+
+// Stability against steps over each condition's convergence curve; records each curve's last change.
+ConvergenceReport ablations_convergence(ExperimentContext& ctx,
+                                        const std::vector<std::pair<Cond, nlohmann::json>>& done) {
   // Stability against steps, per condition (each condition once, though it may sit in both sweeps).
   std::vector<std::pair<std::string, nlohmann::json>> curves;
   std::set<std::string> seen;
@@ -167,11 +200,17 @@ int run_ablations(ExperimentContext& ctx) {
     if (r.contains("convergence") && !r["convergence"].is_null() && seen.insert(cond.id()).second)
       curves.emplace_back(cond.id(), r["convergence"]);
   }
-  const ConvergenceReport cr = convergence_report(curves);
+  ConvergenceReport cr = convergence_report(curves);
   for (const auto& [name, change] : cr.last_change) ctx.metric("pwmcc.last_change", change, name);
+  return cr;
+}
+
+// Completes and writes results.json, then writes ablations.csv.
+void write_ablation_results(const ExperimentContext& ctx, nlohmann::json& results,
+                            const ConvergenceReport& cr, const AblationTables& t) {
   results["convergence_summary"] = cr.summary;
-  results["conditions"] = rows_json;
-  results["claims"] = claims;
+  results["conditions"] = t.rows_json;
+  results["claims"] = t.claims;
   ctx.write_json("results.json", results);
   ctx.write_text("ablations.csv", csv_text({"sweep",
                                             "d_sae",
@@ -195,7 +234,14 @@ int run_ablations(ExperimentContext& ctx) {
                                             "l0",
                                             "frac_dead",
                                             "train_wall_time_s"},
-                                           rows));
+                                           t.rows));
+}
+
+// Finishes and writes summary.md, then renders the sweep and convergence figures.
+void write_ablation_summary(const ExperimentContext& ctx, const ConvergenceReport& cr,
+                            const AblationTables& t) {
+  const Config& c = ctx.config();
+  std::string md = t.md;
   md +=
       "\nTrain time is the wall time of the train-sae run that produced the condition (all seeds in one "
       "pass); a "
@@ -204,16 +250,35 @@ int run_ablations(ExperimentContext& ctx) {
   md += surrogate_caveat(c);
   ctx.write_text("summary.md", md);
   const std::string ttl = fmt::format("d_sae {}", c.get_int("ablations.k_sweep_d_sae"));
-  ctx.figure("similarity_vs_k", sweep_figure("similarity vs k (" + ttl + ")", "k", data_k, false));
-  ctx.figure("ev_vs_k", sweep_figure("explained variance vs k (" + ttl + ")", "k", data_k, true));
+  ctx.figure("similarity_vs_k", sweep_figure("similarity vs k (" + ttl + ")", "k", t.data_k, false));
+  ctx.figure("ev_vs_k", sweep_figure("explained variance vs k (" + ttl + ")", "k", t.data_k, true));
   const std::string ttd = fmt::format("k {}", c.get_int("ablations.d_sae_sweep_k"));
   ctx.figure("similarity_vs_d_sae",
-             sweep_figure("similarity vs d_sae (" + ttd + ")", "d_sae", data_d, false));
-  ctx.figure("ev_vs_d_sae", sweep_figure("explained variance vs d_sae (" + ttd + ")", "d_sae", data_d, true));
+             sweep_figure("similarity vs d_sae (" + ttd + ")", "d_sae", t.data_d, false));
+  ctx.figure("ev_vs_d_sae",
+             sweep_figure("explained variance vs d_sae (" + ttd + ")", "d_sae", t.data_d, true));
   if (!cr.figure_data.empty()) {
     ctx.figure("stability_vs_steps",
                "set title 'ablations: decoder pwmcc across seeds against training steps'\n" + cr.figure_data);
   }
+}
+
+int run_ablations(ExperimentContext& ctx) {
+  const Config& c = ctx.config();
+  const Upstream up = prepare_upstream(ctx, c.get_bool("experiment.allow_ungrokked"));
+  const auto seeds = c.get_int_list("ablations.seeds");
+  const std::string metric = c.get_string("compare.metric");
+  const std::vector<Cond> conds = ablation_conditions(c);
+
+  nlohmann::json results = {{"schema_version", 2},    {"experiment", "ablations"},
+                            {"run_id", ctx.run_id()}, {"transformer", up.transformer},
+                            {"seeds", seeds},         {"decision_metric", metric}};
+  const std::vector<std::pair<Cond, nlohmann::json>> done = run_conditions(ctx, up, seeds, conds);
+  const AblationTables t =
+      tabulate_conditions(ctx, metric, done, results, ablations_header(ctx, seeds, metric));
+  const ConvergenceReport cr = ablations_convergence(ctx, done);
+  write_ablation_results(ctx, results, cr, t);
+  write_ablation_summary(ctx, cr, t);
   return 0;
 }
 

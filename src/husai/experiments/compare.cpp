@@ -228,18 +228,15 @@ ComparisonGroup surrogate_group(const CompareOptions& options, const ActivationF
   return g;
 }
 
-}  // namespace
-
-nlohmann::json run_compare(const CompareOptions& options) {
-  const auto t_start = std::chrono::steady_clock::now();
-  // ---- Validate everything before touching the output folder.
+// Checks the options (everything that needs no file) and returns the nulls to build.
+std::vector<NullKind> validate_options(const CompareOptions& options) {
   const auto n = static_cast<int64_t>(options.sae_dirs.size());
   if (n < 2) throw Error("husai compare needs at least two SAE folders (got " + std::to_string(n) + ")");
   if (options.out_dir.empty()) throw Error("husai compare: --out is required");
   if (options.bootstrap < 1) throw Error("--bootstrap must be at least 1");
   if (!(options.confidence > 0 && options.confidence < 1)) throw Error("confidence must lie in (0, 1)");
   if (options.null_seeds < 0) throw Error("--null-seeds must not be negative");
-  const std::vector<NullKind> nulls = resolve_nulls(options);
+  std::vector<NullKind> nulls = resolve_nulls(options);
   for (const NullKind k : nulls) {
     if ((k == NullKind::Covariance || k == NullKind::AxisReflection) && options.activations_path.empty()) {
       throw Error(
@@ -259,7 +256,12 @@ nlohmann::json run_compare(const CompareOptions& options) {
   if (!options.activations_path.empty() && path_inside(options.activations_path, options.out_dir)) {
     throw Error("the output folder must not contain the activation file").file(options.activations_path);
   }
+  return nulls;
+}
 
+// Loads the input SAEs and checks that they share d_in.
+std::vector<SaeModel> load_saes(const CompareOptions& options) {
+  const auto n = static_cast<int64_t>(options.sae_dirs.size());
   std::vector<SaeModel> saes;
   saes.reserve(static_cast<size_t>(n));
   for (const std::string& dir : options.sae_dirs) saes.push_back(load_sae(dir));
@@ -271,7 +273,11 @@ nlohmann::json run_compare(const CompareOptions& options) {
           .file(options.sae_dirs[static_cast<size_t>(i)]);
     }
   }
-  const int64_t d_in = saes[0].d_in;
+  return saes;
+}
+
+// Loads the activation file when one is given and checks its width against the SAEs' d_in.
+std::optional<ActivationFile> load_activations(const CompareOptions& options, int64_t d_in) {
   std::optional<ActivationFile> acts;
   if (!options.activations_path.empty()) {
     acts = load_activation_file(options.activations_path, options.activations_key);
@@ -280,6 +286,170 @@ nlohmann::json run_compare(const CompareOptions& options) {
           .file(options.activations_path);
     }
   }
+  return acts;
+}
+
+// The trained dictionaries (decoder and encoder features) of the input SAEs.
+std::vector<StudyDictionary> trained_dictionaries(const CompareOptions& options,
+                                                  const std::vector<SaeModel>& saes) {
+  const auto n = static_cast<int64_t>(saes.size());
+  std::vector<StudyDictionary> trained(static_cast<size_t>(n));
+  parallel_for(n, [&](int64_t i) {
+    StudyDictionary& d = trained[static_cast<size_t>(i)];
+    d.label = options.sae_dirs[static_cast<size_t>(i)];
+    d.dec = decoder_features(saes[static_cast<size_t>(i)]);
+    d.enc = encoder_features(saes[static_cast<size_t>(i)]);
+  });
+  return trained;
+}
+
+// The stability study and the seconds its pairs took.
+struct StudyRun {
+  StabilityStudy study;
+  double pairs_seconds = 0;
+};
+
+// Runs the stability study of the trained dictionaries against the groups, plus each trained dictionary's
+// mean within-dictionary nearest-neighbour |cos|.
+StudyRun run_study(const CompareOptions& options, const std::vector<StudyDictionary>& trained,
+                   const std::vector<ComparisonGroup>& groups) {
+  StudyOptions so;
+  so.bootstrap = options.bootstrap;
+  so.confidence = options.confidence;
+  so.seed = options.seed;
+  const auto t_pairs = std::chrono::steady_clock::now();
+  StudyRun r;
+  r.study = run_stability_study(trained, groups, so);
+  for (const StudyDictionary& d : trained) {
+    const std::vector<float> nn = nearest_neighbour_abs_cos(d.dec);
+    double sum = 0;
+    for (const float v : nn) sum += static_cast<double>(v);
+    r.study.within_nn_cos.push_back(sum / static_cast<double>(std::max<size_t>(nn.size(), 1)));
+  }
+  r.pairs_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_pairs).count();
+  return r;
+}
+
+// Adds the stability-against-training-steps section to ctx when every input keeps stability snapshots.
+void add_convergence(const CompareOptions& options, StabilityReportContext& ctx) {
+  // Stability against training steps when every input keeps stability snapshots (train-sae's
+  // checkpoints/step_<N>/): the same pairs at each snapshot and the plateau test on the last change.
+  const bool all_have_snapshots =
+      std::all_of(options.sae_dirs.begin(), options.sae_dirs.end(),
+                  [](const auto& d) { return fs::is_directory(fs::path(d) / "checkpoints"); });
+  if (!all_have_snapshots) return;
+  // Folders from different runs may keep different snapshots: then there is no common curve, which is
+  // said in the summary rather than failing the comparison.
+  std::vector<SaeCheckpointSet> sets;
+  try {
+    sets = list_sae_checkpoints(options.sae_dirs);
+  } catch (const Error& e) {
+    ctx.extra_markdown += std::string("\n## Stability against training steps\n\nNot computed: ") + e.what() +
+                          " (the inputs do not share their stability snapshots).\n";
+  }
+  if (sets.size() < 2) return;
+  std::vector<std::vector<FeatureSet>> dicts;
+  std::vector<int64_t> steps;
+  dicts.reserve(sets.size());
+  steps.reserve(sets.size());
+  for (const SaeCheckpointSet& set : sets) {
+    std::vector<FeatureSet> v;
+    v.reserve(set.sae_dirs.size());
+    for (const std::string& d : set.sae_dirs) v.push_back(decoder_features(load_sae(d)));
+    dicts.push_back(std::move(v));
+    steps.push_back(set.step);
+  }
+  const json cv = convergence_to_json(stability_convergence(dicts, steps, sets.back().step, options.bootstrap,
+                                                            options.confidence, options.seed));
+  ctx.extra_sections["convergence"] = cv;
+  ctx.extra_markdown +=
+      "\n## Stability against training steps\n\n" + convergence_report({{"decoder", cv}}).markdown;
+}
+
+// One inputs entry per SAE: its path, shape, format, seed and weights hash.
+json inputs_json(const CompareOptions& options, const std::vector<SaeModel>& saes) {
+  json inputs = json::array();
+  const auto n = static_cast<int64_t>(saes.size());
+  for (int64_t i = 0; i < n; ++i) {
+    const SaeModel& s = saes[static_cast<size_t>(i)];
+    json in = {{"index", i},
+               {"path", options.sae_dirs[static_cast<size_t>(i)]},
+               {"architecture", s.architecture},
+               {"d_in", s.d_in},
+               {"d_sae", s.d_sae},
+               {"format", s.source_format}};
+    const json& md = s.cfg.contains("metadata") ? s.cfg["metadata"] : json::object();
+    in["seed"] = md.is_object() && md.contains("seed") ? md["seed"] : json(nullptr);
+    in["training_architecture"] =
+        md.is_object() && md.contains("training_architecture") ? md["training_architecture"] : json(nullptr);
+    const std::string wf = weights_file(options.sae_dirs[static_cast<size_t>(i)]);
+    in["weights_sha256"] = wf.empty() ? json(nullptr) : json(sha256_file_hex(wf));
+    inputs.push_back(in);
+  }
+  return inputs;
+}
+
+// The comparison's settings (stability.json and the manifest).
+json settings_json(const CompareOptions& options, const std::vector<NullKind>& nulls, int64_t m,
+                   const std::optional<ActivationFile>& acts) {
+  std::vector<uint64_t> null_seeds(static_cast<size_t>(m));
+  for (int64_t j = 0; j < m; ++j) null_seeds[static_cast<size_t>(j)] = 1000 + static_cast<uint64_t>(j);
+  json settings = {{"nulls", json::array()},
+                   {"null_seeds", null_seeds},
+                   {"bootstrap", options.bootstrap},
+                   {"confidence", options.confidence},
+                   {"seed", options.seed},
+                   {"activations", nullptr},
+                   {"surrogate", options.surrogate.empty() ? json(nullptr) : json(options.surrogate)},
+                   {"surrogate_seed", options.surrogate_seed},
+                   {"model", options.model_dir.empty() ? json(nullptr) : json(options.model_dir)}};
+  for (const NullKind k : nulls) settings["nulls"].push_back(std::string(null_kind_name(k)));
+  if (acts) {
+    settings["activations"] = {{"path", options.activations_path},
+                               {"key", options.activations_key},
+                               {"sha256", acts->sha256},
+                               {"n_rows", acts->n_rows},
+                               {"hook_name", acts->hook_name}};
+  }
+  return settings;
+}
+
+// Writes manifest.json: the inputs' weights and configs, the activations, the written files, the settings
+// and the timing.
+void write_manifest(const CompareOptions& options, const json& settings, bool has_acts,
+                    const std::vector<std::string>& written, double pairs_seconds,
+                    std::chrono::steady_clock::time_point t_start) {
+  const std::string& dir = options.out_dir;
+  Manifest manifest;
+  manifest.command = command_line();
+  json resolved = settings;
+  resolved["sae_dirs"] = options.sae_dirs;
+  manifest.config_hash = sha256_hex(resolved.dump());
+  for (const std::string& d : options.sae_dirs) {
+    const std::string wf = weights_file(d);
+    if (!wf.empty()) manifest.add_input(wf);
+    const fs::path cfg = fs::path(d) / "cfg.json";
+    if (fs::exists(cfg)) manifest.add_input(cfg.string());
+  }
+  if (has_acts) manifest.add_input(options.activations_path);
+  for (const std::string& name : written) manifest.add_output(dir, name);
+  manifest.extra["settings"] = settings;
+  manifest.extra["timing_s"] = {
+      {"pairs", pairs_seconds},
+      {"total", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()}};
+  manifest.write(dir);
+}
+
+}  // namespace
+
+nlohmann::json run_compare(const CompareOptions& options) {
+  const auto t_start = std::chrono::steady_clock::now();
+  // ---- Validate everything before touching the output folder.
+  const std::vector<NullKind> nulls = validate_options(options);
+  const auto n = static_cast<int64_t>(options.sae_dirs.size());
+  const std::vector<SaeModel> saes = load_saes(options);
+  const int64_t d_in = saes[0].d_in;
+  const std::optional<ActivationFile> acts = load_activations(options, d_in);
   // Null seeds: at least 10 by default, so that an exact permutation test against 5 trained seeds can reach
   // p = 1 / C(15, 5) = 3.3e-4, small enough to survive Holm over a family of tests.
   const int64_t m = options.null_seeds > 0 ? options.null_seeds : std::max<int64_t>(n, kDefaultMinNullSeeds);
@@ -293,13 +463,7 @@ nlohmann::json run_compare(const CompareOptions& options) {
   if (!options.surrogate.empty()) surrogate_cfg.emplace(surrogate_config(saes, options.sae_dirs));
 
   // ---- Dictionaries: trained, each null's, and the surrogate-trained SAEs.
-  std::vector<StudyDictionary> trained(static_cast<size_t>(n));
-  parallel_for(n, [&](int64_t i) {
-    StudyDictionary& d = trained[static_cast<size_t>(i)];
-    d.label = options.sae_dirs[static_cast<size_t>(i)];
-    d.dec = decoder_features(saes[static_cast<size_t>(i)]);
-    d.enc = encoder_features(saes[static_cast<size_t>(i)]);
-  });
+  const std::vector<StudyDictionary> trained = trained_dictionaries(options, saes);
   std::optional<CovarianceNull> cov;
   if (acts) cov.emplace(acts->x.data(), acts->n_rows, acts->d_in);
   std::vector<ComparisonGroup> groups;
@@ -315,20 +479,8 @@ nlohmann::json run_compare(const CompareOptions& options) {
         surrogate_group(options, *acts, *cov, *surrogate_cfg, (fs::path(dir) / "surrogate").string()));
   }
 
-  StudyOptions so;
-  so.bootstrap = options.bootstrap;
-  so.confidence = options.confidence;
-  so.seed = options.seed;
-  const auto t_pairs = std::chrono::steady_clock::now();
-  StabilityStudy study = run_stability_study(trained, groups, so);
-  for (const StudyDictionary& d : trained) {
-    const std::vector<float> nn = nearest_neighbour_abs_cos(d.dec);
-    double sum = 0;
-    for (const float v : nn) sum += static_cast<double>(v);
-    study.within_nn_cos.push_back(sum / static_cast<double>(std::max<size_t>(nn.size(), 1)));
-  }
-  const double pairs_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_pairs).count();
+  const StudyRun run = run_study(options, trained, groups);
+  const StabilityStudy& study = run.study;
 
   // ---- Documents.
   StabilityReportContext ctx;
@@ -340,98 +492,14 @@ nlohmann::json run_compare(const CompareOptions& options) {
     ctx.extra_sections["feature_types"] = ft.section;
     ctx.extra_markdown += ft.markdown;
   }
-  // Stability against training steps when every input keeps stability snapshots (train-sae's
-  // checkpoints/step_<N>/): the same pairs at each snapshot and the plateau test on the last change.
-  const bool all_have_snapshots =
-      std::all_of(options.sae_dirs.begin(), options.sae_dirs.end(),
-                  [](const auto& d) { return fs::is_directory(fs::path(d) / "checkpoints"); });
-  if (all_have_snapshots) {
-    // Folders from different runs may keep different snapshots: then there is no common curve, which is
-    // said in the summary rather than failing the comparison.
-    std::vector<SaeCheckpointSet> sets;
-    try {
-      sets = list_sae_checkpoints(options.sae_dirs);
-    } catch (const Error& e) {
-      ctx.extra_markdown += std::string("\n## Stability against training steps\n\nNot computed: ") +
-                            e.what() + " (the inputs do not share their stability snapshots).\n";
-    }
-    if (sets.size() >= 2) {
-      std::vector<std::vector<FeatureSet>> dicts;
-      std::vector<int64_t> steps;
-      dicts.reserve(sets.size());
-      steps.reserve(sets.size());
-      for (const SaeCheckpointSet& set : sets) {
-        std::vector<FeatureSet> v;
-        v.reserve(set.sae_dirs.size());
-        for (const std::string& d : set.sae_dirs) v.push_back(decoder_features(load_sae(d)));
-        dicts.push_back(std::move(v));
-        steps.push_back(set.step);
-      }
-      const json cv = convergence_to_json(stability_convergence(
-          dicts, steps, sets.back().step, options.bootstrap, options.confidence, options.seed));
-      ctx.extra_sections["convergence"] = cv;
-      ctx.extra_markdown +=
-          "\n## Stability against training steps\n\n" + convergence_report({{"decoder", cv}}).markdown;
-    }
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    const SaeModel& s = saes[static_cast<size_t>(i)];
-    json in = {{"index", i},
-               {"path", options.sae_dirs[static_cast<size_t>(i)]},
-               {"architecture", s.architecture},
-               {"d_in", s.d_in},
-               {"d_sae", s.d_sae},
-               {"format", s.source_format}};
-    const json& md = s.cfg.contains("metadata") ? s.cfg["metadata"] : json::object();
-    in["seed"] = md.is_object() && md.contains("seed") ? md["seed"] : json(nullptr);
-    in["training_architecture"] =
-        md.is_object() && md.contains("training_architecture") ? md["training_architecture"] : json(nullptr);
-    const std::string wf = weights_file(options.sae_dirs[static_cast<size_t>(i)]);
-    in["weights_sha256"] = wf.empty() ? json(nullptr) : json(sha256_file_hex(wf));
-    ctx.inputs.push_back(in);
-  }
-  std::vector<uint64_t> null_seeds(static_cast<size_t>(m));
-  for (int64_t j = 0; j < m; ++j) null_seeds[static_cast<size_t>(j)] = 1000 + static_cast<uint64_t>(j);
-  ctx.settings = {{"nulls", json::array()},
-                  {"null_seeds", null_seeds},
-                  {"bootstrap", options.bootstrap},
-                  {"confidence", options.confidence},
-                  {"seed", options.seed},
-                  {"activations", nullptr},
-                  {"surrogate", options.surrogate.empty() ? json(nullptr) : json(options.surrogate)},
-                  {"surrogate_seed", options.surrogate_seed},
-                  {"model", options.model_dir.empty() ? json(nullptr) : json(options.model_dir)}};
-  for (const NullKind k : nulls) ctx.settings["nulls"].push_back(std::string(null_kind_name(k)));
-  if (acts) {
-    ctx.settings["activations"] = {{"path", options.activations_path},
-                                   {"key", options.activations_key},
-                                   {"sha256", acts->sha256},
-                                   {"n_rows", acts->n_rows},
-                                   {"hook_name", acts->hook_name}};
-  }
+  add_convergence(options, ctx);
+  ctx.inputs = inputs_json(options, saes);
+  ctx.settings = settings_json(options, nulls, m, acts);
 
   // ---- Write: figures, the data files, the manifest last (a folder without manifest.json is incomplete).
   std::vector<std::string> written;
   json doc = write_stability_report(study, ctx, dir, written);
-
-  Manifest manifest;
-  manifest.command = command_line();
-  json resolved = ctx.settings;
-  resolved["sae_dirs"] = options.sae_dirs;
-  manifest.config_hash = sha256_hex(resolved.dump());
-  for (const std::string& d : options.sae_dirs) {
-    const std::string wf = weights_file(d);
-    if (!wf.empty()) manifest.add_input(wf);
-    const fs::path cfg = fs::path(d) / "cfg.json";
-    if (fs::exists(cfg)) manifest.add_input(cfg.string());
-  }
-  if (acts) manifest.add_input(options.activations_path);
-  for (const std::string& name : written) manifest.add_output(dir, name);
-  manifest.extra["settings"] = ctx.settings;
-  manifest.extra["timing_s"] = {
-      {"pairs", pairs_seconds},
-      {"total", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()}};
-  manifest.write(dir);
+  write_manifest(options, ctx.settings, acts.has_value(), written, run.pairs_seconds, t_start);
   return doc;
 }
 

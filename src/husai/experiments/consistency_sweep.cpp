@@ -63,109 +63,152 @@ ConfigSchema consistency_sweep_schema() {
   return s;
 }
 
-int run_consistency_sweep(ExperimentContext& ctx) {
-  const Config& c = ctx.config();
-  const Upstream up = prepare_upstream(ctx, c.get_bool("experiment.allow_ungrokked"));
-  const auto seeds = c.get_int_list("consistency.seeds");
-  const auto ratios = c.get_double_list("consistency.lambda_ratios");
-  const int64_t ref_seed = c.get_int("consistency.reference_seed");
-  const double max_drop = c.get_double("consistency.max_ev_drop");
-  const std::string metric = c.get_string("compare.metric");
+// The sweep's settings, read from the config.
+struct SweepSettings {
+  std::vector<int64_t> seeds;
+  std::vector<double> ratios;
+  int64_t ref_seed = 0;
+  double max_drop = 0;
+  std::string metric;
   SaeSettings shape;
-  shape.architecture = "topk";
-  shape.d_sae = c.get_int("consistency.d_sae");
-  shape.k = c.get_int("consistency.k");
+};
 
+// Reads the sweep's settings from the experiment config.
+SweepSettings read_sweep_settings(const Config& c) {
+  SweepSettings st;
+  st.seeds = c.get_int_list("consistency.seeds");
+  st.ratios = c.get_double_list("consistency.lambda_ratios");
+  st.ref_seed = c.get_int("consistency.reference_seed");
+  st.max_drop = c.get_double("consistency.max_ev_drop");
+  st.metric = c.get_string("compare.metric");
+  st.shape.architecture = "topk";
+  st.shape.d_sae = c.get_int("consistency.d_sae");
+  st.shape.k = c.get_int("consistency.k");
+  return st;
+}
+
+// The reference SAE: its folder, its metrics.json, mse_ref and its unit decoder rows.
+struct Reference {
+  std::string dir;
+  nlohmann::json metrics;
+  double mse = 0;
+  ConsistencyReference unit_rows;
+};
+
+// Trains (or reuses) the reference SAE and derives mse_ref in the trainer's units.
+Reference train_reference(ExperimentContext& ctx, const Upstream& up, const SweepSettings& st) {
+  const Config& c = ctx.config();
   // 1. The reference, trained once (cached: reused across ratios and reruns).
-  SaeSettings ref_over = shape;
-  ref_over.seeds = std::vector<int64_t>{ref_seed};
+  SaeSettings ref_over = st.shape;
+  ref_over.seeds = std::vector<int64_t>{st.ref_seed};
   const std::string ref_run = ctx.sae_run(sae_config_with(c, ref_over), up.activations_path);
-  const std::string ref_dir = SaeRunLayout(ref_run).seed_dir(ref_seed);
-  const nlohmann::json ref_metrics = read_json_file((fs::path(ref_dir) / "metrics.json").string());
-  const SaeModel reference = load_sae(ref_dir);
+  Reference ref;
+  ref.dir = SaeRunLayout(ref_run).seed_dir(st.ref_seed);
+  ref.metrics = read_json_file((fs::path(ref.dir) / "metrics.json").string());
+  const nlohmann::json& ref_metrics = ref.metrics;
+  const SaeModel reference = load_sae(ref.dir);
   const double scale = ref_metrics.at("activation_scaling_factor").get<double>();
-  const double mse_ref = ref_metrics.at("held_out").at("mse").get<double>() *
-                         static_cast<double>(reference.d_in) * scale * scale;
-  const ConsistencyReference ref_rows =
-      make_consistency_reference(reference.W_dec.data(), reference.d_sae, reference.d_in);
-  ctx.log(fmt::format("reference seed {}: held-out EV {:.4f}, mse_ref {:.5g}", ref_seed,
-                      ref_metrics["held_out"]["explained_variance"].get<double>(), mse_ref));
+  ref.mse = ref_metrics.at("held_out").at("mse").get<double>() * static_cast<double>(reference.d_in) * scale *
+            scale;
+  ref.unit_rows = make_consistency_reference(reference.W_dec.data(), reference.d_sae, reference.d_in);
+  ctx.log(fmt::format("reference seed {}: held-out EV {:.4f}, mse_ref {:.5g}", st.ref_seed,
+                      ref_metrics["held_out"]["explained_variance"].get<double>(), ref.mse));
+  return ref;
+}
 
-  // 2-3. One condition per ratio.
-  nlohmann::json rows = nlohmann::json::array();
-  for (size_t i = 0; i < ratios.size(); ++i) {
-    const std::string id = fmt::format("ratio_{}", i);
-    rows.push_back(ctx.condition(id, [&] {
-      const double lambda = ratios[i] * mse_ref;
-      ctx.log(fmt::format("ratio {} (lambda {:.4g})", ratios[i], lambda));
-      SaeSettings over = shape;
-      over.seeds = seeds;
-      if (lambda > 0) {
-        over.consistency_reference = ref_dir;
-        over.consistency_lambda = lambda;
-      }
-      const std::string dir = ctx.sae_run(sae_config_with(c, over), up.activations_path);
-      std::vector<double> align;
-      for (const int64_t seed : seeds) {
-        const SaeModel m = load_sae(SaeRunLayout(dir).seed_dir(seed));
-        ConsistencyWorkspace<float> ws;
-        align.push_back(consistency_alignment<float>(m.W_dec.data(), m.d_sae, ref_rows, 0.0, nullptr, ws));
-      }
-      const std::string rel = "compare/" + id;
-      const nlohmann::json stab = compare_seeds(ctx, dir, seeds, up.activations_path, rel);
-      nlohmann::json pairs = nlohmann::json::array();
-      for (const auto& p : stab["pairs"]) {
-        pairs.push_back({{"seed_a", seeds[p["a"].get<size_t>()]},
-                         {"seed_b", seeds[p["b"].get<size_t>()]},
-                         {"pwmcc", p["pwmcc"]},
-                         {"matched_mean_cos", p["matched_mean_cos"]}});
-      }
-      return nlohmann::json{{"ratio", ratios[i]},
-                            {"lambda", lambda},
-                            {"sae_run", dir},
-                            {"metrics", sae_run_metrics(dir, seeds)},
-                            {"alignment_to_reference", align},
-                            {"mean_alignment_to_reference", mean_or_nan(align)},
-                            {"pairs", pairs},
-                            {"stability_file", rel + "/stability.json"},
-                            {"stability",
-                             {{"pwmcc", to_json(summarize_stability(stab, "pwmcc"))},
-                              {"matched_mean_cos", to_json(summarize_stability(stab, "matched_mean_cos"))}}}};
-    }));
+// One ratio's condition: trains the evaluated seeds with the penalty and compares them among themselves.
+nlohmann::json run_ratio(ExperimentContext& ctx, const Upstream& up, const SweepSettings& st,
+                         const Reference& ref, double ratio, const std::string& id) {
+  const Config& c = ctx.config();
+  const std::vector<int64_t>& seeds = st.seeds;
+  const double lambda = ratio * ref.mse;
+  ctx.log(fmt::format("ratio {} (lambda {:.4g})", ratio, lambda));
+  SaeSettings over = st.shape;
+  over.seeds = seeds;
+  if (lambda > 0) {
+    over.consistency_reference = ref.dir;
+    over.consistency_lambda = lambda;
   }
+  const std::string dir = ctx.sae_run(sae_config_with(c, over), up.activations_path);
+  std::vector<double> align;
+  for (const int64_t seed : seeds) {
+    const SaeModel m = load_sae(SaeRunLayout(dir).seed_dir(seed));
+    ConsistencyWorkspace<float> ws;
+    align.push_back(consistency_alignment<float>(m.W_dec.data(), m.d_sae, ref.unit_rows, 0.0, nullptr, ws));
+  }
+  const std::string rel = "compare/" + id;
+  const nlohmann::json stab = compare_seeds(ctx, dir, seeds, up.activations_path, rel);
+  nlohmann::json pairs = nlohmann::json::array();
+  for (const auto& p : stab["pairs"]) {
+    pairs.push_back({{"seed_a", seeds[p["a"].get<size_t>()]},
+                     {"seed_b", seeds[p["b"].get<size_t>()]},
+                     {"pwmcc", p["pwmcc"]},
+                     {"matched_mean_cos", p["matched_mean_cos"]}});
+  }
+  return nlohmann::json{{"ratio", ratio},
+                        {"lambda", lambda},
+                        {"sae_run", dir},
+                        {"metrics", sae_run_metrics(dir, seeds)},
+                        {"alignment_to_reference", align},
+                        {"mean_alignment_to_reference", mean_or_nan(align)},
+                        {"pairs", pairs},
+                        {"stability_file", rel + "/stability.json"},
+                        {"stability",
+                         {{"pwmcc", to_json(summarize_stability(stab, "pwmcc"))},
+                          {"matched_mean_cos", to_json(summarize_stability(stab, "matched_mean_cos"))}}}};
+}
 
-  // Every ratio's comparisons (each null, both tested metrics) are Holm-adjusted in one family.
+// The stability files of every ratio and the size of their joint Holm family of nulls.
+struct HolmFamily {
   std::vector<std::string> files;
+  int64_t size = 0;
+};
+
+// Re-summarises every ratio's stability with one Holm adjustment across all ratios.
+HolmFamily holm_adjust_rows(const ExperimentContext& ctx, nlohmann::json& rows) {
+  // Every ratio's comparisons (each null, both tested metrics) are Holm-adjusted in one family.
+  HolmFamily holm;
+  std::vector<std::string>& files = holm.files;
   files.reserve(rows.size());
   for (const nlohmann::json& r : rows) files.push_back(r["stability_file"].get<std::string>());
   std::vector<std::pair<std::string, int64_t>> families;
   const std::vector<StabilityStudy> studies = load_experiment_studies(ctx.run_dir(), files, &families);
-  int64_t family_size = 0;
   for (const auto& [family, size] : families)
-    if (family == "nulls") family_size = size;
+    if (family == "nulls") holm.size = size;
   for (size_t i = 0; i < rows.size(); ++i) {
     for (const char* met : {"pwmcc", "matched_mean_cos"})
       rows[i]["stability"][met] = to_json(summarize(studies[i], met));
   }
+  return holm;
+}
 
-  // 4. Selection under the EV-drop limit.
-  const double ev0 = rows[0]["metrics"]["mean"]["ev_held_out"].get<double>();
+// The selected ratio and the rows of sweep.csv and pairs.csv.
+struct Selection {
   size_t best = 0;
   std::vector<std::vector<nlohmann::json>> csv_rows, pair_rows;
+};
+
+// Marks each ratio's EV drop and eligibility, records its metrics and picks the best eligible ratio.
+Selection select_ratio(ExperimentContext& ctx, nlohmann::json& rows, const SweepSettings& st) {
+  const std::string& metric = st.metric;
+  // 4. Selection under the EV-drop limit.
+  const double ev0 = rows[0]["metrics"]["mean"]["ev_held_out"].get<double>();
+  Selection sel;
+  size_t& best = sel.best;
   for (size_t i = 0; i < rows.size(); ++i) {
     nlohmann::json& r = rows[i];
     const double ev = r["metrics"]["mean"]["ev_held_out"].get<double>();
     r["ev_drop"] = ev0 - ev;
-    r["eligible"] = ev0 - ev <= max_drop;
+    r["eligible"] = ev0 - ev <= st.max_drop;
     const StabilitySummary s = stability_from_json(r["stability"][metric]);
     if (r["eligible"].get<bool>() && s.delta > stability_from_json(rows[best]["stability"][metric]).delta)
       best = i;
-    csv_rows.push_back({r["ratio"], r["lambda"], s.null_name, s.trained, s.trained_lo, s.trained_hi,
-                        s.null_mean, s.null_lo, s.null_hi, s.delta, s.delta_lo, s.delta_hi, s.p_permutation,
-                        s.p_holm, s.verdict_kind, r["mean_alignment_to_reference"], ev, ev0 - ev,
-                        r["eligible"]});
+    sel.csv_rows.push_back({r["ratio"], r["lambda"], s.null_name, s.trained, s.trained_lo, s.trained_hi,
+                            s.null_mean, s.null_lo, s.null_hi, s.delta, s.delta_lo, s.delta_hi,
+                            s.p_permutation, s.p_holm, s.verdict_kind, r["mean_alignment_to_reference"], ev,
+                            ev0 - ev, r["eligible"]});
     for (const auto& p : r["pairs"])
-      pair_rows.push_back({r["ratio"], p["seed_a"], p["seed_b"], p["pwmcc"], p["matched_mean_cos"]});
+      sel.pair_rows.push_back({r["ratio"], p["seed_a"], p["seed_b"], p["pwmcc"], p["matched_mean_cos"]});
     const std::string cid = fmt::format("ratio={}", r["ratio"].get<double>());
     ctx.metric(metric + ".trained", s.trained, cid);
     ctx.metric(metric + ".delta", s.delta, cid);
@@ -173,7 +216,17 @@ int run_consistency_sweep(ExperimentContext& ctx) {
     ctx.metric("ev_held_out", ev, cid);
     ctx.metric("alignment_to_reference", r["mean_alignment_to_reference"].get<double>(), cid);
   }
-  const nlohmann::json& pick = rows[best];
+  return sel;
+}
+
+// Builds results.json with its two claims and writes it, sweep.csv and pairs.csv.
+void write_sweep_results(const ExperimentContext& ctx, const Upstream& up, const SweepSettings& st,
+                         const Reference& ref, nlohmann::json& rows, const HolmFamily& holm,
+                         const Selection& sel) {
+  const std::string& metric = st.metric;
+  const std::vector<std::string>& files = holm.files;
+  const nlohmann::json& ref_metrics = ref.metrics;
+  const nlohmann::json& pick = rows[sel.best];
   const StabilitySummary sp = stability_from_json(pick["stability"][metric]);
   const StabilitySummary s0 = stability_from_json(rows[0]["stability"][metric]);
   nlohmann::json claims = nlohmann::json::array(
@@ -192,17 +245,17 @@ int run_consistency_sweep(ExperimentContext& ctx) {
       {"transformer", up.transformer},
       {"activations", up.activations_path},
       {"reference",
-       {{"seed", ref_seed},
-        {"path", ref_dir},
+       {{"seed", st.ref_seed},
+        {"path", ref.dir},
         {"held_out_explained_variance", ref_metrics["held_out"]["explained_variance"]},
-        {"mse_ref_trainer_units", mse_ref},
+        {"mse_ref_trainer_units", ref.mse},
         {"excluded_from_pairs", true}}},
-      {"seeds", seeds},
+      {"seeds", st.seeds},
       {"decision_metric", metric},
       {"lambda_rule",
        "lambda = ratio * mse_ref, mse_ref = held_out.mse * d_in * activation_scaling_factor^2"},
-      {"max_ev_drop", max_drop},
-      {"holm_family_size", family_size},
+      {"max_ev_drop", st.max_drop},
+      {"holm_family_size", holm.size},
       {"sweep", rows},
       {"selected",
        {{"ratio", pick["ratio"]},
@@ -218,11 +271,25 @@ int run_consistency_sweep(ExperimentContext& ctx) {
                                         "null_mean", "null_lo", "null_hi", "delta", "delta_lo", "delta_hi",
                                         "p_permutation", "p_holm", "verdict", "mean_alignment_to_reference",
                                         "mean_explained_variance", "ev_drop", "eligible"},
-                                       csv_rows));
+                                       sel.csv_rows));
   ctx.write_text("pairs.csv",
-                 csv_text({"ratio", "seed_a", "seed_b", "pwmcc", "matched_mean_cos"}, pair_rows));
+                 csv_text({"ratio", "seed_a", "seed_b", "pwmcc", "matched_mean_cos"}, sel.pair_rows));
+}
 
-  std::string md = fmt::format(
+// The summary's header and per-ratio table, and the figure's data block.
+struct SweepTable {
+  std::string md, data;
+};
+
+// Builds summary.md's header and per-ratio table together with the figure's data rows.
+SweepTable sweep_table(const ExperimentContext& ctx, const SweepSettings& st, const Reference& ref,
+                       const nlohmann::json& rows, int64_t family_size) {
+  const std::string& metric = st.metric;
+  const nlohmann::json& ref_metrics = ref.metrics;
+  SweepTable t;
+  std::string& md = t.md;
+  std::string& data = t.data;
+  md = fmt::format(
       "# Consistency sweep\n\nRun `{}`. Reference SAE: seed {} (in no evaluated pair), held-out EV {}, "
       "mse_ref {:.5g} (trainer units); lambda = ratio * mse_ref. Evaluated seeds {}; `{}` among them against "
       "the decision null named per row (the most conservative geometry-matched null), CIs seed-bootstrap "
@@ -232,9 +299,9 @@ int run_consistency_sweep(ExperimentContext& ctx) {
       "| ratio | lambda | trained (CI) | null | null mean | difference (CI) | p (perm.) | Holm p | verdict | "
       "alignment to reference | held-out EV | EV drop | eligible |\n"
       "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-      ctx.run_id(), ref_seed, fmt_num(ref_metrics["held_out"]["explained_variance"].get<double>()), mse_ref,
-      nlohmann::json(seeds).dump(), metric, family_size);
-  std::string data = "$d << EOD\n";
+      ctx.run_id(), st.ref_seed, fmt_num(ref_metrics["held_out"]["explained_variance"].get<double>()),
+      ref.mse, nlohmann::json(st.seeds).dump(), metric, family_size);
+  data = "$d << EOD\n";
   for (size_t i = 0; i < rows.size(); ++i) {
     const nlohmann::json& r = rows[i];
     const StabilitySummary s = stability_from_json(r["stability"][metric]);
@@ -249,26 +316,64 @@ int run_consistency_sweep(ExperimentContext& ctx) {
                         s.trained_hi, s.null_mean, ev, r["mean_alignment_to_reference"].get<double>());
   }
   data += "EOD\n";
-  md += fmt::format(
+  return t;
+}
+
+// The summary's closing paragraph on the selected ratio.
+std::string sweep_conclusion(const SweepSettings& st, const nlohmann::json& rows, size_t best) {
+  const nlohmann::json& pick = rows[best];
+  const StabilitySummary sp = stability_from_json(pick["stability"][st.metric]);
+  const StabilitySummary s0 = stability_from_json(rows[0]["stability"][st.metric]);
+  return fmt::format(
       "\nSelected ratio {} (largest trained - null difference among ratios with EV drop <= {}): difference "
       "{} {}, gain over the unpenalised SAEs {:+.4f}. Caveat: SAEs pulled towards one shared reference "
       "become more alike because they share a target; the alignment column shows how much of any gain is "
       "that. Per-ratio comparisons are in `compare/ratio_<i>/`.\n",
-      pick["ratio"].get<double>(), max_drop, fmt_num(sp.delta), fmt_ci(sp.delta_lo, sp.delta_hi),
+      pick["ratio"].get<double>(), st.max_drop, fmt_num(sp.delta), fmt_ci(sp.delta_lo, sp.delta_hi),
       sp.trained - s0.trained);
-  md += surrogate_caveat(c);
-  ctx.write_text("summary.md", md);
+}
+
+// The gnuplot body of the sweep figure from its data block.
+std::string sweep_figure(const SweepSettings& st, const std::string& data) {
+  const std::vector<double>& ratios = st.ratios;
   std::string xtics = "set xtics (";
   for (size_t i = 0; i < ratios.size(); ++i) xtics += fmt::format("{}'{}' {}", i ? ", " : "", ratios[i], i);
   xtics += ")\n";
-  ctx.figure("sweep", data + xtics +
-                          "set xlabel 'lambda / mse_ref'\nset ylabel 'value'\nset grid\nset key bottom left\n"
-                          "set title 'Consistency sweep (" +
-                          metric +
-                          " among evaluated seeds)'\nplot $d using 1:2:3:4 with yerrorlines pt 7 title "
-                          "'trained', $d using 1:5 with linespoints pt 5 title 'null', $d using 1:6 with "
-                          "linespoints title 'held-out EV', $d using 1:7 with linespoints title 'alignment "
-                          "to reference'\n");
+  return data + xtics +
+         "set xlabel 'lambda / mse_ref'\nset ylabel 'value'\nset grid\nset key bottom left\n"
+         "set title 'Consistency sweep (" +
+         st.metric +
+         " among evaluated seeds)'\nplot $d using 1:2:3:4 with yerrorlines pt 7 title "
+         "'trained', $d using 1:5 with linespoints pt 5 title 'null', $d using 1:6 with "
+         "linespoints title 'held-out EV', $d using 1:7 with linespoints title 'alignment "
+         "to reference'\n";
+}
+
+int run_consistency_sweep(ExperimentContext& ctx) {
+  const Config& c = ctx.config();
+  const Upstream up = prepare_upstream(ctx, c.get_bool("experiment.allow_ungrokked"));
+  const SweepSettings st = read_sweep_settings(c);
+  const Reference ref = train_reference(ctx, up, st);
+
+  // 2-3. One condition per ratio.
+  nlohmann::json rows = nlohmann::json::array();
+  for (size_t i = 0; i < st.ratios.size(); ++i) {
+    const std::string id = fmt::format("ratio_{}", i);
+    const double ratio = st.ratios[i];
+    rows.push_back(ctx.condition(
+        id, [&ctx, &up, &st, &ref, ratio, &id] { return run_ratio(ctx, up, st, ref, ratio, id); }));
+  }
+
+  const HolmFamily holm = holm_adjust_rows(ctx, rows);
+  const Selection sel = select_ratio(ctx, rows, st);
+  write_sweep_results(ctx, up, st, ref, rows, holm, sel);
+
+  const SweepTable table = sweep_table(ctx, st, ref, rows, holm.size);
+  std::string md = table.md;
+  md += sweep_conclusion(st, rows, sel.best);
+  md += surrogate_caveat(c);
+  ctx.write_text("summary.md", md);
+  ctx.figure("sweep", sweep_figure(st, table.data));
   return 0;
 }
 

@@ -138,10 +138,8 @@ struct ReportInputs {
   double wall_s = 0;
 };
 
-std::string report_text(const ReportInputs& in, const std::string& prefix, const std::string& phase4a_rel) {
-  const nlohmann::json& r = in.config;
-  const nlohmann::json& t = in.transformer_metrics;
-  const nlohmann::json& p = r["phase4a"];
+// The report's title and the paragraph naming the run, its build and its phase4a run folder.
+std::string header_text(const ReportInputs& in, const std::string& phase4a_rel) {
   std::string s;
   s += "# husai demo report\n\n";
   s += fmt::format(
@@ -152,7 +150,14 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
       in.run_id, version(), std::string(git_commit()).substr(0, 12),
       git_dirty() ? " with uncommitted changes" : "", in.wall_s,
       in.resumed ? " (this attempt only: the run was resumed)" : "", phase4a_rel, phase4a_rel + "summary.md");
+  return s;
+}
 
+// Section 1: the task, the model, its training metrics, the grokking figure and the verdict.
+std::string transformer_section(const ReportInputs& in, const std::string& prefix) {
+  const nlohmann::json& r = in.config;
+  const nlohmann::json& t = in.transformer_metrics;
+  std::string s;
   s += "## 1. The transformer groks modular arithmetic\n\n";
   const nlohmann::json& tr = r["transformer"];
   s += fmt::format(
@@ -181,7 +186,12 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
            ? "Verdict: the model generalises to pairs it never trained on (held-out accuracy >= 0.99).\n\n"
            : "Verdict: the model has NOT generalised (held-out accuracy < 0.99); SAE features learned on it "
              "would describe memorisation (experiment.allow_ungrokked was set).\n\n";
+  return s;
+}
 
+// Section 2: the activation file, its shape and where it was recorded.
+std::string activations_section(const ReportInputs& in) {
+  std::string s;
   s += "## 2. Activations\n\n";
   const auto meta = [&](const char* key) {
     const auto it = in.activation_metadata.find(key);
@@ -190,7 +200,41 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
   s += fmt::format("`{}`: {} rows (every pair (a, b)) x {} at `{}`, position `{}`.\n\n",
                    in.results["activations"].get<std::string>(), in.activation_rows, in.d_model,
                    meta("hook_name"), meta("position"));
+  return s;
+}
 
+// The ReLU SAEs' L1 tuning and whether their L0 matched TopK's (empty when phase4a did no tuning).
+std::string relu_tuning_text(const nlohmann::json& results) {
+  std::string s;
+  if (results.contains("relu_tuning")) {
+    const nlohmann::json& tu = results["relu_tuning"];
+    s += fmt::format(
+        "\nThe ReLU SAEs' L1 coefficient was tuned so that their held-out L0 matches TopK's k: {} tuning "
+        "runs of {} steps on seed {} (not an evaluated seed), then {} run(s) of the evaluated seeds, chose "
+        "{:.4g}.\n",
+        tu["trials"].size(), tu["steps"].get<int64_t>(), tu["seed"].get<int64_t>(),
+        tu.value("evaluated", nlohmann::json::array()).size(), tu["l1_coefficient"].get<double>());
+    if (results.contains("relu_l0_match")) {
+      const nlohmann::json& mt = results["relu_l0_match"];
+      s += mt["within_tolerance"].get<bool>()
+               ? fmt::format("Their mean held-out L0 is {:.2f} (target {:.1f}, within {:.3g}%).\n",
+                             mt["achieved"].get<double>(), mt["target"].get<double>(),
+                             100 * mt["tolerance"].get<double>())
+               : fmt::format(
+                     "**WARNING: their mean held-out L0 is {:.2f}, outside {:.3g}% of the target {:.1f}: the "
+                     "families are compared at different sparsities.**\n",
+                     mt["achieved"].get<double>(), 100 * mt["tolerance"].get<double>(),
+                     mt["target"].get<double>());
+    }
+  }
+  return s;
+}
+
+// Section 3: the SAE settings, one table row of metrics per family, and the ReLU tuning.
+std::string sae_section(const ReportInputs& in) {
+  const nlohmann::json& r = in.config;
+  const nlohmann::json& p = r["phase4a"];
+  std::string s;
   s += fmt::format("## 3. SAEs on {} seeds\n\n", p["seeds"].size());
   s += fmt::format(
       "Seeds {}; d_sae {} on d_in {}; each family trained in one pass over the data ({} steps{}); metrics on "
@@ -219,28 +263,14 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
                      sp.is_object() ? fmt_json(sp["accuracy_sae"]) : "n/a",
                      fmt_json(m["wall_time_s"], "{:.0f}"));
   }
-  if (in.results.contains("relu_tuning")) {
-    const nlohmann::json& tu = in.results["relu_tuning"];
-    s += fmt::format(
-        "\nThe ReLU SAEs' L1 coefficient was tuned so that their held-out L0 matches TopK's k: {} tuning "
-        "runs of {} steps on seed {} (not an evaluated seed), then {} run(s) of the evaluated seeds, chose "
-        "{:.4g}.\n",
-        tu["trials"].size(), tu["steps"].get<int64_t>(), tu["seed"].get<int64_t>(),
-        tu.value("evaluated", nlohmann::json::array()).size(), tu["l1_coefficient"].get<double>());
-    if (in.results.contains("relu_l0_match")) {
-      const nlohmann::json& mt = in.results["relu_l0_match"];
-      s += mt["within_tolerance"].get<bool>()
-               ? fmt::format("Their mean held-out L0 is {:.2f} (target {:.1f}, within {:.3g}%).\n",
-                             mt["achieved"].get<double>(), mt["target"].get<double>(),
-                             100 * mt["tolerance"].get<double>())
-               : fmt::format(
-                     "**WARNING: their mean held-out L0 is {:.2f}, outside {:.3g}% of the target {:.1f}: the "
-                     "families are compared at different sparsities.**\n",
-                     mt["achieved"].get<double>(), 100 * mt["tolerance"].get<double>(),
-                     mt["target"].get<double>());
-    }
-  }
+  s += relu_tuning_text(in.results);
+  return s;
+}
 
+// Section 4: how reproducibility is tested, then each family's tables, verdicts and figures.
+std::string stability_section(const ReportInputs& in, const std::string& prefix,
+                              const std::string& phase4a_rel) {
+  std::string s;
   s += "\n## 4. Are the features reproducible, and do they reflect the data?\n\n";
   s +=
       "For each pair of seeds, decoder rows are matched (`pwmcc`: best |cos| each way; `matched_mean_cos`: "
@@ -257,7 +287,12 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
   if (in.figures.count("stability_vs_steps.png") != 0) {
     s += fmt::format("![stability against training steps]({}figures/stability_vs_steps.png)\n\n", prefix);
   }
+  return s;
+}
 
+// Section 5: each family's pwmcc result in a sentence, the caveat, and where the files are.
+std::string plain_words_section(const ReportInputs& in, const std::string& phase4a_rel) {
+  std::string s;
   s += "## 5. In plain words\n\n";
   for (const Family& f : in.families) {
     const MetricStudy& m = f.study.metric("pwmcc");
@@ -293,6 +328,133 @@ std::string report_text(const ReportInputs& in, const std::string& prefix, const
   return s;
 }
 
+std::string report_text(const ReportInputs& in, const std::string& prefix, const std::string& phase4a_rel) {
+  std::string s;
+  s += header_text(in, phase4a_rel);
+  s += transformer_section(in, prefix);
+  s += activations_section(in);
+  s += sae_section(in);
+  s += stability_section(in, prefix, phase4a_rel);
+  s += plain_words_section(in, phase4a_rel);
+  return s;
+}
+
+// What run_demo needs from the phase4a run besides the report inputs.
+struct Phase4aFiles {
+  nlohmann::json manifest;  // phase4a's manifest.json
+  fs::path transformer_dir;
+  std::string activations;  // the activation file's path
+};
+
+// Reads phase4a's config, results and manifest, the transformer's metrics and the activation file's
+// metadata and shape into `in`.
+Phase4aFiles read_phase4a_run(const fs::path& phase4a_dir, ReportInputs& in) {
+  Phase4aFiles files;
+  in.config = read_json_file((phase4a_dir / "config.json").string());
+  in.results = read_json_file((phase4a_dir / "results.json").string());
+  files.manifest = read_json_file((phase4a_dir / "manifest.json").string());
+  files.transformer_dir = in.results["transformer"]["dir"].get<std::string>();
+  in.transformer_metrics = read_json_file((files.transformer_dir / "metrics.json").string());
+  for (const nlohmann::json& e : files.manifest.value("cache", nlohmann::json::array())) {
+    if (e.value("kind", "") == "transformer") in.transformer_reused = e.value("reused", false);
+  }
+  files.activations = in.results["activations"].get<std::string>();
+  {
+    const SafetensorsFile f = SafetensorsFile::load(files.activations);
+    in.activation_metadata = f.metadata;
+    const TensorData& a = f.get("activations");
+    in.activation_rows = a.shape.at(0);
+    in.d_model = a.shape.at(1);
+  }
+  return files;
+}
+
+// Fills in.families from phase4a's conditions: labels, results and the Holm-adjusted stability studies.
+void load_families(const fs::path& phase4a_dir, ReportInputs& in) {
+  const nlohmann::json& p = in.config["phase4a"];
+  for (const char* name : {"topk", "relu"}) {
+    if (!in.results["conditions"].contains(name)) continue;
+    const nlohmann::json& cond = in.results["conditions"][name];
+    Family f;
+    f.name = name;
+    if (f.name == "topk") {
+      f.label = fmt::format("TopK (k {})", p["k"].get<int64_t>());
+    } else {
+      f.label = fmt::format("ReLU + L1 {:.3g} (L0 tuned to {:.0f})",
+                            in.results["relu_tuning"]["l1_coefficient"].get<double>(),
+                            in.results["relu_tuning"]["target_l0"].get<double>());
+    }
+    f.condition = cond;
+    in.families.push_back(f);
+  }
+  // The same Holm families as phase4a: every compare of the run adjusted together.
+  std::vector<std::string> files;
+  for (const Family& f : in.families)
+    files.push_back(in.results["conditions"][f.name]["stability_file"].get<std::string>());
+  std::vector<nlohmann::json> docs;
+  std::vector<StabilityStudy> studies = load_experiment_studies(phase4a_dir.string(), files, nullptr, &docs);
+  for (size_t i = 0; i < in.families.size(); ++i) {
+    in.families[i].study = std::move(studies[i]);
+    if (docs[i].contains("feature_types")) in.families[i].feature_types = docs[i]["feature_types"];
+  }
+}
+
+// Where the demo goes: ROOT/demo/, its run folder there, and the staging folder it is written to first.
+struct DemoPaths {
+  fs::path root, dir, stage;
+};
+
+// Refuses an existing demo folder and starts an empty staging folder.
+DemoPaths prepare_stage(const std::string& root, const std::string& run_id) {
+  // Everything is written to a hidden staging folder and renamed into place at the end, so a demo that fails
+  // here leaves no half-written ROOT/demo/<run_id>/.
+  const fs::path demo_root = fs::path(root) / "demo";
+  const fs::path demo_dir = demo_root / run_id;
+  const fs::path stage = demo_root / ("." + run_id + ".partial");
+  if (fs::exists(demo_dir))
+    throw Error(demo_dir.string() + ": already exists; a demo folder is never overwritten");
+  fs::remove_all(stage);
+  ensure_directory(stage.string());
+  return {demo_root, demo_dir, stage};
+}
+
+// Copies the transformer's, the run's and each family's figures into STAGE/figures/ (recorded in in.figures).
+void copy_figures(const fs::path& transformer_dir, const fs::path& phase4a_dir, const fs::path& stage,
+                  ReportInputs& in) {
+  ensure_directory((stage / "figures").string());
+  copy_figure(transformer_dir / "grokking.png", stage, "grokking.png", in.figures);
+  copy_figure(transformer_dir / "grokking.svg", stage, "grokking.svg", in.figures);
+  copy_figure(phase4a_dir / "stability_vs_steps.png", stage, "stability_vs_steps.png", in.figures);
+  copy_figure(phase4a_dir / "stability_vs_steps.svg", stage, "stability_vs_steps.svg", in.figures);
+  for (const Family& f : in.families) {
+    for (const char* fig : {"trained_vs_nulls", "per_feature_hist", "pairwise_heatmap"}) {
+      for (const char* ext : {".png", ".svg"}) {
+        copy_figure(phase4a_dir / "compare" / f.name / (std::string(fig) + ext), stage,
+                    f.name + "_" + fig + ext, in.figures);
+      }
+    }
+  }
+}
+
+// Writes the demo's manifest into the staging folder: phase4a's files read, the report, config and figures.
+void write_demo_manifest(const ReportInputs& in, const Phase4aFiles& p4a, const fs::path& phase4a_dir,
+                         const fs::path& stage) {
+  Manifest manifest;
+  manifest.command = command_line();
+  manifest.config_hash = p4a.manifest.value("config_hash", "");
+  manifest.extra = {{"phase4a_run", phase4a_dir.string()}, {"run_id", in.run_id}, {"wall_time_s", in.wall_s}};
+  manifest.add_input((phase4a_dir / "results.json").string());
+  manifest.add_input((phase4a_dir / "manifest.json").string());
+  for (const Family& f : in.families) {
+    manifest.add_input((phase4a_dir / f.condition["stability_file"].get<std::string>()).string());
+  }
+  manifest.add_input((p4a.transformer_dir / "metrics.json").string());
+  manifest.add_output(stage.string(), "REPORT.md");
+  manifest.add_output(stage.string(), "config.json");
+  for (const std::string& name : in.figures) manifest.add_output(stage.string(), "figures/" + name);
+  manifest.write(stage.string());
+}
+
 }  // namespace
 
 ConfigSchema demo_config_schema() {
@@ -321,104 +483,27 @@ DemoResult run_demo(const Config& config, const DemoOptions& options) {
   ReportInputs in;
   in.run_id = run.run_id;
   in.resumed = run.resumed;
-  in.config = read_json_file((phase4a_dir / "config.json").string());
-  in.results = read_json_file((phase4a_dir / "results.json").string());
-  const nlohmann::json manifest4a = read_json_file((phase4a_dir / "manifest.json").string());
-  const fs::path transformer_dir = in.results["transformer"]["dir"].get<std::string>();
-  in.transformer_metrics = read_json_file((transformer_dir / "metrics.json").string());
-  for (const nlohmann::json& e : manifest4a.value("cache", nlohmann::json::array())) {
-    if (e.value("kind", "") == "transformer") in.transformer_reused = e.value("reused", false);
-  }
-  const std::string acts = in.results["activations"].get<std::string>();
-  {
-    const SafetensorsFile f = SafetensorsFile::load(acts);
-    in.activation_metadata = f.metadata;
-    const TensorData& a = f.get("activations");
-    in.activation_rows = a.shape.at(0);
-    in.d_model = a.shape.at(1);
-  }
-  const nlohmann::json& p = in.config["phase4a"];
-  for (const char* name : {"topk", "relu"}) {
-    if (!in.results["conditions"].contains(name)) continue;
-    const nlohmann::json& cond = in.results["conditions"][name];
-    Family f;
-    f.name = name;
-    if (f.name == "topk") {
-      f.label = fmt::format("TopK (k {})", p["k"].get<int64_t>());
-    } else {
-      f.label = fmt::format("ReLU + L1 {:.3g} (L0 tuned to {:.0f})",
-                            in.results["relu_tuning"]["l1_coefficient"].get<double>(),
-                            in.results["relu_tuning"]["target_l0"].get<double>());
-    }
-    f.condition = cond;
-    in.families.push_back(f);
-  }
-  // The same Holm families as phase4a: every compare of the run adjusted together.
-  std::vector<std::string> files;
-  for (const Family& f : in.families)
-    files.push_back(in.results["conditions"][f.name]["stability_file"].get<std::string>());
-  std::vector<nlohmann::json> docs;
-  std::vector<StabilityStudy> studies = load_experiment_studies(phase4a_dir.string(), files, nullptr, &docs);
-  for (size_t i = 0; i < in.families.size(); ++i) {
-    in.families[i].study = std::move(studies[i]);
-    if (docs[i].contains("feature_types")) in.families[i].feature_types = docs[i]["feature_types"];
-  }
+  const Phase4aFiles p4a = read_phase4a_run(phase4a_dir, in);
+  load_families(phase4a_dir, in);
 
-  // Everything is written to a hidden staging folder and renamed into place at the end, so a demo that fails
-  // here leaves no half-written ROOT/demo/<run_id>/.
-  const fs::path demo_root = fs::path(options.root) / "demo";
-  const fs::path demo_dir = demo_root / run.run_id;
-  const fs::path stage = demo_root / ("." + run.run_id + ".partial");
-  if (fs::exists(demo_dir))
-    throw Error(demo_dir.string() + ": already exists; a demo folder is never overwritten");
-  fs::remove_all(stage);
-  ensure_directory(stage.string());
-  if (options.figures) {
-    ensure_directory((stage / "figures").string());
-    copy_figure(transformer_dir / "grokking.png", stage, "grokking.png", in.figures);
-    copy_figure(transformer_dir / "grokking.svg", stage, "grokking.svg", in.figures);
-    copy_figure(phase4a_dir / "stability_vs_steps.png", stage, "stability_vs_steps.png", in.figures);
-    copy_figure(phase4a_dir / "stability_vs_steps.svg", stage, "stability_vs_steps.svg", in.figures);
-    for (const Family& f : in.families) {
-      for (const char* fig : {"trained_vs_nulls", "per_feature_hist", "pairwise_heatmap"}) {
-        for (const char* ext : {".png", ".svg"}) {
-          copy_figure(phase4a_dir / "compare" / f.name / (std::string(fig) + ext), stage,
-                      f.name + "_" + fig + ext, in.figures);
-        }
-      }
-    }
-  }
+  const DemoPaths paths = prepare_stage(options.root, run.run_id);
+  if (options.figures) copy_figures(p4a.transformer_dir, phase4a_dir, paths.stage, in);
   in.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   DemoResult result;
-  result.run_dir = demo_dir.string();
+  result.run_dir = paths.dir.string();
   result.phase4a_run_dir = phase4a_dir.string();
-  result.activations_path = acts;
-  result.report_path = (demo_dir / "REPORT.md").string();
-  result.latest_report_path = (demo_root / "REPORT.md").string();
+  result.activations_path = p4a.activations;
+  result.report_path = (paths.dir / "REPORT.md").string();
+  result.latest_report_path = (paths.root / "REPORT.md").string();
   result.wall_time_s = in.wall_s;
   result.exit_code = run.exit_code;
-  const std::string rel4a = fs::relative(phase4a_dir, demo_dir).generic_string() + "/";
-  const std::string rel4a_latest = fs::relative(phase4a_dir, demo_root).generic_string() + "/";
-  write_file_atomic((stage / "REPORT.md").string(), report_text(in, "", rel4a));
-  write_file_atomic((stage / "config.json").string(), in.config.dump(2) + "\n");
-
-  Manifest manifest;
-  manifest.command = command_line();
-  manifest.config_hash = manifest4a.value("config_hash", "");
-  manifest.extra = {
-      {"phase4a_run", phase4a_dir.string()}, {"run_id", run.run_id}, {"wall_time_s", in.wall_s}};
-  manifest.add_input((phase4a_dir / "results.json").string());
-  manifest.add_input((phase4a_dir / "manifest.json").string());
-  for (const Family& f : in.families) {
-    manifest.add_input((phase4a_dir / f.condition["stability_file"].get<std::string>()).string());
-  }
-  manifest.add_input((transformer_dir / "metrics.json").string());
-  manifest.add_output(stage.string(), "REPORT.md");
-  manifest.add_output(stage.string(), "config.json");
-  for (const std::string& name : in.figures) manifest.add_output(stage.string(), "figures/" + name);
-  manifest.write(stage.string());
-  fs::rename(stage, demo_dir);
+  const std::string rel4a = fs::relative(phase4a_dir, paths.dir).generic_string() + "/";
+  const std::string rel4a_latest = fs::relative(phase4a_dir, paths.root).generic_string() + "/";
+  write_file_atomic((paths.stage / "REPORT.md").string(), report_text(in, "", rel4a));
+  write_file_atomic((paths.stage / "config.json").string(), in.config.dump(2) + "\n");
+  write_demo_manifest(in, p4a, phase4a_dir, paths.stage);
+  fs::rename(paths.stage, paths.dir);
   // The latest report last: ROOT/demo/REPORT.md names a complete run folder.
   write_file_atomic(result.latest_report_path, report_text(in, run.run_id + "/", rel4a_latest));
   return result;

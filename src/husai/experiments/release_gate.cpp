@@ -42,9 +42,10 @@ nlohmann::json gate(const std::string& name, bool pass, const std::string& detai
           {"threshold", threshold}};
 }
 
-int run_gate(ExperimentContext& ctx) {
+// The latest completed run of the source experiment (with the configured config hash prefix); throws when
+// there is none.
+RunRecord find_source_run(ExperimentContext& ctx, const std::string& source) {
   const Config& c = ctx.config();
-  const std::string source = c.get_string("gate.source_experiment");
   const auto run = ctx.registry().latest_completed(source, c.get_string("gate.source_config_hash"));
   if (!run) {
     throw Error(
@@ -54,18 +55,12 @@ int run_gate(ExperimentContext& ctx) {
                         ? ""
                         : " with config hash " + c.get_string("gate.source_config_hash")));
   }
-  const fs::path dir = run->run_dir;
-  const std::string results_path = (dir / "results.json").string();
-  ctx.add_input(results_path);
-  const nlohmann::json src = read_json_file(results_path);
-  const std::string cond_name = c.get_string("gate.condition");
-  if (!src.contains("conditions") || !src["conditions"].contains(cond_name)) {
-    throw Error("release-gate: the source run has no condition '" + cond_name + "'").file(results_path);
-  }
-  const nlohmann::json& cond = src["conditions"][cond_name];
-  const std::string metric = c.get_string("gate.metric");
-  nlohmann::json gates = nlohmann::json::array();
+  return *run;
+}
 
+// Appends the random_model and data_features gates, read from the condition's stability.json.
+void add_stability_gates(ExperimentContext& ctx, const fs::path& dir, const nlohmann::json& cond,
+                         const std::string& metric, nlohmann::json& gates) {
   // random_model: re-derived from the stored stability.json.
   const std::string stab_path = (dir / cond.at("stability_file").get<std::string>()).string();
   ctx.add_input(stab_path);
@@ -96,6 +91,10 @@ int run_gate(ExperimentContext& ctx) {
                     s.surrogate_verdict_kind),
         s.surrogate_lo, 0.0));
   }
+}
+
+// Appends the reconstruction, generalisation and causal gates, read from the condition's mean metrics.
+void add_condition_gates(const Config& c, const nlohmann::json& cond, nlohmann::json& gates) {
   const nlohmann::json& m = cond.at("metrics").at("mean");
   const double ev = m.at("ev_held_out").get<double>();
   const double floor = c.get_double("gate.reconstruction_ev_floor");
@@ -121,20 +120,31 @@ int run_gate(ExperimentContext& ctx) {
                          "the source run has no splice metrics (experiment.splice was false)",
                          std::numeric_limits<double>::quiet_NaN(), c.get_double("gate.causal_ce_floor")));
   }
-  bool pass_all = true;
-  for (const auto& g : gates) pass_all = pass_all && g["status"] == "pass";
-  const nlohmann::json not_applicable =
-      nlohmann::json::array({{{"gate", "external_saebench"}, {"status", "not applicable here"}},
-                             {{"gate", "external_cebench"}, {"status", "not applicable here"}}});
+}
 
-  nlohmann::json claims = nlohmann::json::array();
+// summary.md: the source run, one row per gate, the gates not applicable here, and pass_all.
+std::string summary_md(const std::string& source, const RunRecord& run, const std::string& cond_name,
+                       const nlohmann::json& gates, const nlohmann::json& not_applicable, bool pass_all) {
   std::string md = fmt::format(
       "# Release gate\n\nSource: `{}` run `{}` (condition `{}`, completed {}).\n\n"
       "| gate | status | detail |\n|---|---|---|\n",
-      source, run->id, cond_name, run->finished_utc);
+      source, run.id, cond_name, run.finished_utc);
   for (const auto& g : gates) {
     md += fmt::format("| {} | {} | {} |\n", g["gate"].get<std::string>(), g["status"].get<std::string>(),
                       g["detail"].get<std::string>());
+  }
+  for (const auto& g : not_applicable) {
+    md += fmt::format("| {} | not applicable here | no external benchmark runs in this project |\n",
+                      g["gate"].get<std::string>());
+  }
+  md += fmt::format("\n**pass_all: {}**\n", pass_all ? "true" : "false");
+  return md;
+}
+
+// Records each gate's status as a registry metric (1 pass, 0 fail) and returns the gates as claims.
+nlohmann::json record_gates(ExperimentContext& ctx, const nlohmann::json& gates) {
+  nlohmann::json claims = nlohmann::json::array();
+  for (const auto& g : gates) {
     ctx.metric("gate." + g["gate"].get<std::string>(), g["status"] == "pass" ? 1.0 : 0.0);
     claims.push_back({{"id", "release-gate." + g["gate"].get<std::string>()},
                       {"statement", "gate " + g["gate"].get<std::string>() + " passes"},
@@ -142,11 +152,34 @@ int run_gate(ExperimentContext& ctx) {
                       {"detail", g["detail"]},
                       {"holds", g["status"] == "pass"}});
   }
-  for (const auto& g : not_applicable) {
-    md += fmt::format("| {} | not applicable here | no external benchmark runs in this project |\n",
-                      g["gate"].get<std::string>());
+  return claims;
+}
+
+int run_gate(ExperimentContext& ctx) {
+  const Config& c = ctx.config();
+  const std::string source = c.get_string("gate.source_experiment");
+  const RunRecord run = find_source_run(ctx, source);
+  const fs::path dir = run.run_dir;
+  const std::string results_path = (dir / "results.json").string();
+  ctx.add_input(results_path);
+  const nlohmann::json src = read_json_file(results_path);
+  const std::string cond_name = c.get_string("gate.condition");
+  if (!src.contains("conditions") || !src["conditions"].contains(cond_name)) {
+    throw Error("release-gate: the source run has no condition '" + cond_name + "'").file(results_path);
   }
-  md += fmt::format("\n**pass_all: {}**\n", pass_all ? "true" : "false");
+  const nlohmann::json& cond = src["conditions"][cond_name];
+  const std::string metric = c.get_string("gate.metric");
+  nlohmann::json gates = nlohmann::json::array();
+  add_stability_gates(ctx, dir, cond, metric, gates);
+  add_condition_gates(c, cond, gates);
+  bool pass_all = true;
+  for (const auto& g : gates) pass_all = pass_all && g["status"] == "pass";
+  const nlohmann::json not_applicable =
+      nlohmann::json::array({{{"gate", "external_saebench"}, {"status", "not applicable here"}},
+                             {{"gate", "external_cebench"}, {"status", "not applicable here"}}});
+
+  const std::string md = summary_md(source, run, cond_name, gates, not_applicable, pass_all);
+  const nlohmann::json claims = record_gates(ctx, gates);
   ctx.metric("gate.pass_all", pass_all ? 1.0 : 0.0);
   ctx.write_json(
       "results.json",
@@ -154,7 +187,7 @@ int run_gate(ExperimentContext& ctx) {
        {"experiment", "release-gate"},
        {"run_id", ctx.run_id()},
        {"source",
-        {{"experiment", source}, {"run_id", run->id}, {"run_dir", run->run_dir}, {"condition", cond_name}}},
+        {{"experiment", source}, {"run_id", run.id}, {"run_dir", run.run_dir}, {"condition", cond_name}}},
        {"gates", gates},
        {"not_applicable", not_applicable},
        {"pass_all", pass_all},

@@ -198,9 +198,8 @@ const GroupComparison* surrogate_of(const MetricStudy& m) {
   return nullptr;
 }
 
-std::string markdown(const StabilityStudy& study, const StabilityReportContext& context) {
-  const int conf_pct = static_cast<int>(std::lround(study.confidence * 100));
-  const double alpha = 1.0 - study.confidence;
+// The title, the settings line and the table of trained SAEs.
+std::string md_inputs(const StabilityStudy& study, const StabilityReportContext& context) {
   const auto n = static_cast<int64_t>(study.trained_labels.size());
   std::string md = "# husai compare: stability of SAEs across seeds\n\n";
   md += fmt::format("{} trained SAEs; {} bootstrap resamples; statistics seed {}.\n\n", n, study.bootstrap,
@@ -212,7 +211,13 @@ std::string markdown(const StabilityStudy& study, const StabilityReportContext& 
                     in["path"].get<std::string>(), in["architecture"].get<std::string>(),
                     in["d_sae"].get<int64_t>(), in["seed"].is_null() ? std::string("?") : in["seed"].dump());
   }
-  md +=
+  return md;
+}
+
+// The comparison groups table and the verdict rule.
+std::string md_groups(const StabilityStudy& study) {
+  const double alpha = 1.0 - study.confidence;
+  std::string md =
       "\n## Comparison groups\n\n| group | role | dictionaries | geometry-matched | controls for |\n"
       "|---|---|---|---|---|\n";
   for (const GroupInfo& g : study.groups) {
@@ -227,8 +232,12 @@ std::string markdown(const StabilityStudy& study, const StabilityReportContext& 
       "metrics: {}; the shared fractions are described by intervals only. The decision null of a metric is "
       "the geometry-matched null with the highest mean similarity (the most conservative).\n",
       fmt_num(alpha, 2), fmt::format("`{}`", fmt::join(tested_metrics(), "`, `")));
+  return md;
+}
 
-  md += "\n## Decisions\n\n";
+// The decision of each tested metric, and what these numbers do not show.
+std::string md_decisions(const StabilityStudy& study) {
+  std::string md = "\n## Decisions\n\n";
   for (const std::string& metric : tested_metrics()) {
     const MetricStudy& m = study.metric(metric);
     md += fmt::format("- `{}`: trained {} {}", metric, fmt_num(m.trained.estimate), ci_text(m.trained.bca));
@@ -248,9 +257,14 @@ std::string markdown(const StabilityStudy& study, const StabilityReportContext& 
       "dictionary above every geometry-matched null has structure beyond its own geometry; it reflects the "
       "*data* only where it also beats SAEs trained on structureless surrogate data with the same mean and "
       "covariance (the surrogate control, when run).\n";
+  return md;
+}
 
-  md += fmt::format("\n## Trained vs every group ({}% intervals: BCa; percentile in stability.json)\n\n",
-                    conf_pct);
+// The table of the trained SAEs against every group, for every metric.
+std::string md_comparisons(const StabilityStudy& study) {
+  const int conf_pct = static_cast<int>(std::lround(study.confidence * 100));
+  std::string md = fmt::format(
+      "\n## Trained vs every group ({}% intervals: BCa; percentile in stability.json)\n\n", conf_pct);
   md +=
       "| metric | trained | group | group mean | difference | ratio | two-sided p | Holm p (family, size) | "
       "verdict |\n|---|---|---|---|---|---|---|---|---|\n";
@@ -265,47 +279,62 @@ std::string markdown(const StabilityStudy& study, const StabilityReportContext& 
                         verdict_name(c.verdict));
     }
   }
-  if (!study.trained_pairs.empty()) {
-    md +=
-        "\n## Trained pairs\n\n| a | b | pwmcc | pwmcc_ab | pwmcc_ba | matched_mean_cos | shared >= 0.5 | "
-        ">= 0.7 | >= 0.9 | pwmcc_enc | matched_mean_cos_enc "
-        "|\n|---|---|---|---|---|---|---|---|---|---|---|\n";
-    for (const StudyPair& r : study.trained_pairs) {
-      md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", r.a, r.b,
-                        fmt_num(r.dec.pwmcc), fmt_num(r.dec.pwmcc_ab), fmt_num(r.dec.pwmcc_ba),
-                        fmt_num(r.dec.matched_mean_cos), fmt_num(r.dec.shared_frac[0], 3),
-                        fmt_num(r.dec.shared_frac[1], 3), fmt_num(r.dec.shared_frac[2], 3),
-                        fmt_num(r.enc.pwmcc), fmt_num(r.enc.matched_mean_cos));
-    }
-  }
-  if (!study.per_feature_dec.empty()) {
-    md +=
-        "\n## Per-feature stability (decoder)\n\nFor each latent: the mean over the other SAEs of its best "
-        "|cos|. `within NN` is the mean over the SAE's atoms of the best |cos| with another atom of the same "
-        "SAE: a reference line for how alike a dictionary's own atoms are.\n\n"
-        "| SAE | mean | median | q10 | q90 | within NN |cos| |\n|---|---|---|---|---|---|\n";
-    for (int64_t i = 0; i < n; ++i) {
-      const Quantiles q = describe(study.per_feature_dec[static_cast<size_t>(i)]);
-      const double nn = static_cast<size_t>(i) < study.within_nn_cos.size()
-                            ? study.within_nn_cos[static_cast<size_t>(i)]
-                            : std::nan("");
-      md += fmt::format("| {} | {} | {} | {} | {} | {} |\n", i, fmt_num(q.mean), fmt_num(q.median),
-                        fmt_num(q.q10), fmt_num(q.q90), fmt_num(nn));
-    }
-    for (size_t k = 0; k < study.groups.size(); ++k) {
-      std::vector<double> all;
-      for (const auto& v : study.group_per_feature_dec[k]) all.insert(all.end(), v.begin(), v.end());
-      const Quantiles q = describe(all);
-      md += fmt::format("| {} (all) | {} | {} | {} | {} | |\n", study.groups[k].name, fmt_num(q.mean),
-                        fmt_num(q.median), fmt_num(q.q10), fmt_num(q.q90));
-    }
-    md += fmt::format(
-        "\nThe {} most and least stable latents of each SAE are in `stability.json` under "
-        "`per_feature`; every latent is in `per_feature.csv`.\n",
-        kListedLatents);
-  }
-  md += context.extra_markdown;
+  return md;
+}
+
+// The table of every trained pair (empty when the study holds no pair-level data).
+std::string md_trained_pairs(const StabilityStudy& study) {
+  std::string md;
+  if (study.trained_pairs.empty()) return md;
   md +=
+      "\n## Trained pairs\n\n| a | b | pwmcc | pwmcc_ab | pwmcc_ba | matched_mean_cos | shared >= 0.5 | "
+      ">= 0.7 | >= 0.9 | pwmcc_enc | matched_mean_cos_enc "
+      "|\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const StudyPair& r : study.trained_pairs) {
+    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", r.a, r.b,
+                      fmt_num(r.dec.pwmcc), fmt_num(r.dec.pwmcc_ab), fmt_num(r.dec.pwmcc_ba),
+                      fmt_num(r.dec.matched_mean_cos), fmt_num(r.dec.shared_frac[0], 3),
+                      fmt_num(r.dec.shared_frac[1], 3), fmt_num(r.dec.shared_frac[2], 3),
+                      fmt_num(r.enc.pwmcc), fmt_num(r.enc.matched_mean_cos));
+  }
+  return md;
+}
+
+// The per-feature stability table per trained SAE and per group (empty without per-feature data).
+std::string md_per_feature(const StabilityStudy& study) {
+  const auto n = static_cast<int64_t>(study.trained_labels.size());
+  std::string md;
+  if (study.per_feature_dec.empty()) return md;
+  md +=
+      "\n## Per-feature stability (decoder)\n\nFor each latent: the mean over the other SAEs of its best "
+      "|cos|. `within NN` is the mean over the SAE's atoms of the best |cos| with another atom of the same "
+      "SAE: a reference line for how alike a dictionary's own atoms are.\n\n"
+      "| SAE | mean | median | q10 | q90 | within NN |cos| |\n|---|---|---|---|---|---|\n";
+  for (int64_t i = 0; i < n; ++i) {
+    const Quantiles q = describe(study.per_feature_dec[static_cast<size_t>(i)]);
+    const double nn = static_cast<size_t>(i) < study.within_nn_cos.size()
+                          ? study.within_nn_cos[static_cast<size_t>(i)]
+                          : std::nan("");
+    md += fmt::format("| {} | {} | {} | {} | {} | {} |\n", i, fmt_num(q.mean), fmt_num(q.median),
+                      fmt_num(q.q10), fmt_num(q.q90), fmt_num(nn));
+  }
+  for (size_t k = 0; k < study.groups.size(); ++k) {
+    std::vector<double> all;
+    for (const auto& v : study.group_per_feature_dec[k]) all.insert(all.end(), v.begin(), v.end());
+    const Quantiles q = describe(all);
+    md += fmt::format("| {} (all) | {} | {} | {} | {} | |\n", study.groups[k].name, fmt_num(q.mean),
+                      fmt_num(q.median), fmt_num(q.q10), fmt_num(q.q90));
+  }
+  md += fmt::format(
+      "\nThe {} most and least stable latents of each SAE are in `stability.json` under "
+      "`per_feature`; every latent is in `per_feature.csv`.\n",
+      kListedLatents);
+  return md;
+}
+
+// The reference comparison (Mann-Whitney U and Cohen's d), kept for comparison only.
+std::string md_reference(const StabilityStudy& study) {
+  std::string md =
       "\n## Reference comparison (not used for any decision)\n\nMann-Whitney U on pairwise values (pairs "
       "share seeds, so they are not independent) and Cohen's d of per-seed mean similarities (descriptive), "
       "kept for comparison with the reference project.\n\n| metric | group | d (seed level) | U (p) |\n"
@@ -317,6 +346,18 @@ std::string markdown(const StabilityStudy& study, const StabilityReportContext& 
                       fmt_num(c.reference_mann_whitney.u, 1), fmt_p(c.reference_mann_whitney.p_value));
     }
   }
+  return md;
+}
+
+std::string markdown(const StabilityStudy& study, const StabilityReportContext& context) {
+  std::string md = md_inputs(study, context);
+  md += md_groups(study);
+  md += md_decisions(study);
+  md += md_comparisons(study);
+  md += md_trained_pairs(study);
+  md += md_per_feature(study);
+  md += context.extra_markdown;
+  md += md_reference(study);
   if (context.figures) {
     md +=
         "\n## Figures\n\n![pairwise matrix](pairwise_heatmap.png)\n\n![trained vs "
@@ -348,11 +389,22 @@ stats::SimilarityMatrix trained_similarity(const StabilityStudy& study, const st
   return s;
 }
 
-void write_figures(const StabilityStudy& study, const std::string& dir, std::vector<std::string>& written) {
-  auto in_dir = [&](const std::string& name) { return (fs::path(dir) / name).string(); };
+// The path of `name` inside the output folder.
+std::string figure_path(const std::string& dir, const std::string& name) {
+  return (fs::path(dir) / name).string();
+}
+
+// Line colours: the trained SAEs first, then one per group (cycling).
+const std::vector<std::string>& figure_colours() {
+  static const std::vector<std::string> colours = {"#1f77b4", "#7f7f7f", "#ff7f0e", "#2ca02c", "#d62728",
+                                                   "#9467bd", "#8c564b", "#e377c2", "#bcbd22"};
+  return colours;
+}
+
+// Pairwise heatmaps: pwmcc and matched_mean_cos of the trained SAEs.
+void write_heatmap_figure(const StabilityStudy& study, const std::string& dir,
+                          std::vector<std::string>& written) {
   const auto n = static_cast<int64_t>(study.trained_labels.size());
-  const int conf_pct = static_cast<int>(std::lround(study.confidence * 100));
-  // Pairwise heatmaps: pwmcc and matched_mean_cos of the trained SAEs.
   std::ostringstream heat;
   for (const auto& [block, metric] :
        std::vector<std::pair<std::string, std::string>>{{"$P", "pwmcc"}, {"$M", "matched_mean_cos"}}) {
@@ -377,23 +429,31 @@ void write_figures(const StabilityStudy& study, const std::string& dir, std::vec
   heat << "set title 'matched\\_mean\\_cos (PW-MCC)'\nplot $M using 1:2:3 with image notitle"
        << (labels ? ", $M using 1:2:(sprintf('%.3f',$3)) with labels font ',8' notitle" : "") << "\n";
   heat << "unset multiplot\n";
-  render_figure(heat.str(), in_dir("pairwise_heatmap.png"), in_dir("pairwise_heatmap.svg"), 1100, 550);
+  render_figure(heat.str(), figure_path(dir, "pairwise_heatmap.png"),
+                figure_path(dir, "pairwise_heatmap.svg"), 1100, 550);
   written.insert(written.end(), {"pairwise_heatmap.png", "pairwise_heatmap.svg"});
+}
 
-  // Trained vs every group: bars with BCa intervals for the decoder metrics.
+// " estimate lo hi" of one bar with its BCa interval (the estimate stands in for a non-finite bound).
+std::string bar_triple(const stats::BootstrapResult& b) {
+  const double lo = std::isfinite(b.bca.lo) ? b.bca.lo : b.estimate;
+  const double hi = std::isfinite(b.bca.hi) ? b.bca.hi : b.estimate;
+  return fmt::format(" {:.6f} {:.6f} {:.6f}", b.estimate, lo, hi);
+}
+
+// Trained vs every group: bars with BCa intervals for the decoder metrics.
+void write_bars_figure(const StabilityStudy& study, const std::string& dir,
+                       std::vector<std::string>& written) {
+  const int conf_pct = static_cast<int>(std::lround(study.confidence * 100));
+  const std::vector<std::string>& colours = figure_colours();
   std::ostringstream bars;
   const std::vector<std::string> shown = {"pwmcc", "matched_mean_cos", "shared_frac_05", "shared_frac_07",
                                           "shared_frac_09"};
-  auto triple = [](const stats::BootstrapResult& b) {
-    const double lo = std::isfinite(b.bca.lo) ? b.bca.lo : b.estimate;
-    const double hi = std::isfinite(b.bca.hi) ? b.bca.hi : b.estimate;
-    return fmt::format(" {:.6f} {:.6f} {:.6f}", b.estimate, lo, hi);
-  };
   bars << "$D << EOD\n";
   for (const std::string& metric : shown) {
     const MetricStudy& m = study.metric(metric);
-    bars << metric << triple(m.trained);
-    for (const GroupComparison& c : m.comparisons) bars << triple(c.group_similarity);
+    bars << metric << bar_triple(m.trained);
+    for (const GroupComparison& c : m.comparisons) bars << bar_triple(c.group_similarity);
     bars << "\n";
   }
   bars << "EOD\n";
@@ -403,34 +463,41 @@ void write_figures(const StabilityStudy& study, const std::string& dir, std::vec
           "border -1\n";
   bars << "set yrange [0:1.05]\nset grid ytics\nset key top right\nset ylabel 'similarity'\nset xtics "
           "noenhanced\nset key noenhanced\n";
-  const std::vector<std::string> colours = {"#1f77b4", "#7f7f7f", "#ff7f0e", "#2ca02c", "#d62728",
-                                            "#9467bd", "#8c564b", "#e377c2", "#bcbd22"};
   bars << "plot $D using 2:3:4:xtic(1) title 'trained' lc rgb '" << colours[0] << "'";
   for (size_t k = 0; k < study.groups.size(); ++k) {
     bars << ", '' using " << 5 + 3 * k << ":" << 6 + 3 * k << ":" << 7 + 3 * k << " title '"
          << study.groups[k].name << "' lc rgb '" << colours[(k + 1) % colours.size()] << "'";
   }
   bars << "\n";
-  render_figure(bars.str(), in_dir("trained_vs_nulls.png"), in_dir("trained_vs_nulls.svg"), 1100, 600);
+  render_figure(bars.str(), figure_path(dir, "trained_vs_nulls.png"),
+                figure_path(dir, "trained_vs_nulls.svg"), 1100, 600);
   written.insert(written.end(), {"trained_vs_nulls.png", "trained_vs_nulls.svg"});
+}
 
-  // Per-feature stability histogram: all trained latents pooled, each group as a reference line.
-  constexpr int kBins = 50;
-  auto histogram = [&](const std::vector<std::vector<double>>& groups) {
-    std::vector<double> counts(kBins, 0.0);
-    double total = 0;
-    for (const auto& g : groups) {
-      for (const double v : g) {
-        const int b = std::clamp(static_cast<int>(v * kBins), 0, kBins - 1);
-        counts[static_cast<size_t>(b)] += 1;
-        total += 1;
-      }
+constexpr int kBins = 50;  // bins of the per-feature stability histogram
+
+// Fraction of the pooled values of `groups` in each of kBins equal bins of [0, 1].
+std::vector<double> stability_histogram(const std::vector<std::vector<double>>& groups) {
+  std::vector<double> counts(kBins, 0.0);
+  double total = 0;
+  for (const auto& g : groups) {
+    for (const double v : g) {
+      const int b = std::clamp(static_cast<int>(v * kBins), 0, kBins - 1);
+      counts[static_cast<size_t>(b)] += 1;
+      total += 1;
     }
-    for (double& c : counts) c = total > 0 ? c / total : 0.0;
-    return counts;
-  };
-  std::vector<std::vector<double>> columns = {histogram(study.per_feature_dec)};
-  for (const auto& g : study.group_per_feature_dec) columns.push_back(histogram(g));
+  }
+  for (double& c : counts) c = total > 0 ? c / total : 0.0;
+  return counts;
+}
+
+// Per-feature stability histogram: all trained latents pooled, each group as a reference line.
+void write_histogram_figure(const StabilityStudy& study, const std::string& dir,
+                            std::vector<std::string>& written) {
+  const auto n = static_cast<int64_t>(study.trained_labels.size());
+  const std::vector<std::string>& colours = figure_colours();
+  std::vector<std::vector<double>> columns = {stability_histogram(study.per_feature_dec)};
+  for (const auto& g : study.group_per_feature_dec) columns.push_back(stability_histogram(g));
   std::ostringstream hist;
   hist << "$H << EOD\n";
   for (int b = 0; b < kBins; ++b) {
@@ -451,8 +518,15 @@ void write_figures(const StabilityStudy& study, const std::string& dir, std::vec
          << "' title '" << study.groups[k].name << "'";
   }
   hist << "\n";
-  render_figure(hist.str(), in_dir("per_feature_hist.png"), in_dir("per_feature_hist.svg"), 900, 600);
+  render_figure(hist.str(), figure_path(dir, "per_feature_hist.png"),
+                figure_path(dir, "per_feature_hist.svg"), 900, 600);
   written.insert(written.end(), {"per_feature_hist.png", "per_feature_hist.svg"});
+}
+
+void write_figures(const StabilityStudy& study, const std::string& dir, std::vector<std::string>& written) {
+  write_heatmap_figure(study, dir, written);
+  write_bars_figure(study, dir, written);
+  write_histogram_figure(study, dir, written);
 }
 
 }  // namespace

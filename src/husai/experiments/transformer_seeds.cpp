@@ -365,29 +365,27 @@ nlohmann::json compare_within_across(const Config& c, const nlohmann::json& sim_
             {"method", "percentile"}}}};
 }
 
-int run_transformer_seeds(ExperimentContext& ctx) {
-  const Config& c = ctx.config();
-  const auto tseeds = c.get_int_list("transformer_seeds.transformer_seeds");
-  const auto seeds = c.get_int_list("transformer_seeds.seeds");
-  const auto nT = static_cast<int64_t>(tseeds.size());
-  const auto nS = static_cast<int64_t>(seeds.size());
+// Trains (or reuses) each transformer and its SAEs, one resumable condition per transformer seed.
+std::vector<nlohmann::json> run_transformers(ExperimentContext& ctx, const std::vector<int64_t>& tseeds) {
   std::vector<nlohmann::json> transformers;
   transformers.reserve(tseeds.size());
   for (const int64_t t : tseeds) {
     transformers.push_back(
         ctx.condition(fmt::format("transformer-seed{}", t), [&] { return run_transformer(ctx, t); }));
   }
-  const nlohmann::json sim = ctx.condition("similarity", [&] { return run_similarity(ctx, transformers); });
+  return transformers;
+}
 
-  nlohmann::json results = {{"schema_version", 1},
-                            {"experiment", "transformer-seeds"},
-                            {"run_id", ctx.run_id()},
-                            {"transformer_seeds", tseeds},
-                            {"sae_seeds", seeds},
-                            {"transformers", transformers},
-                            {"saes", sim["saes"]},
-                            {"pairs", sim["pairs"]},
-                            {"chance_pairs", sim["chance_pairs"]}};
+// results.json's summary and the transformer seeds that did not generalise.
+struct SeedsSummary {
+  nlohmann::json summary;
+  std::vector<int64_t> ungrokked;
+};
+
+// Within vs across for each metric (recording the run's metrics), decoder pwmcc within, ungrokked seeds.
+SeedsSummary summarize(ExperimentContext& ctx, const std::vector<nlohmann::json>& transformers,
+                       const nlohmann::json& sim, int64_t nT, int64_t nS) {
+  const Config& c = ctx.config();
   nlohmann::json summary = nlohmann::json::object();
   for (const char* metric : kMetrics) {
     double chance = 0;
@@ -407,11 +405,16 @@ int run_transformer_seeds(ExperimentContext& ctx) {
     if (!t["transformer"]["grokked"].get<bool>()) ungrokked.push_back(t["transformer_seed"].get<int64_t>());
   }
   summary["ungrokked_transformer_seeds"] = ungrokked;
-  results["summary"] = summary;
+  return {std::move(summary), std::move(ungrokked)};
+}
 
-  // summary.md
-  const std::string lead = c.get_string("transformer_seeds.metric");
-  const nlohmann::json& L = summary[lead];
+// summary.md's opening paragraph, the per-transformer table and the warning about ungrokked transformers.
+std::string transformers_markdown(const ExperimentContext& ctx, const std::vector<int64_t>& tseeds,
+                                  const std::vector<int64_t>& seeds,
+                                  const std::vector<nlohmann::json>& transformers, const nlohmann::json& sim,
+                                  const std::vector<int64_t>& ungrokked) {
+  const Config& c = ctx.config();
+  const auto nT = static_cast<int64_t>(tseeds.size());
   std::string md = fmt::format(
       "# transformer-seeds: is SAE stability specific to one trained transformer?\n\nRun `{}`. {} "
       "transformers "
@@ -441,7 +444,12 @@ int run_transformer_seeds(ExperimentContext& ctx) {
         "mixes models that compute different things.\n",
         nlohmann::json(ungrokked).dump());
   }
-  md +=
+  return md;
+}
+
+// summary.md's table of within vs across, one row per metric.
+std::string metrics_markdown(const nlohmann::json& summary) {
+  std::string md =
       "\n| metric | within transformer (CI) | across transformers (CI) | within - across (CI) | across / "
       "within "
       "(CI) | chance (rows shuffled) | verdict |\n|---|---|---|---|---|---|---|\n";
@@ -458,7 +466,11 @@ int run_transformer_seeds(ExperimentContext& ctx) {
         fmt_ci(s["across_over_within_ci"][0].get<double>(), s["across_over_within_ci"][1].get<double>(), 3),
         fmt_num(s["chance"].get<double>()), s["verdict"].get<std::string>());
   }
-  const double conf = c.get_double("transformer_seeds.confidence");
+  return md;
+}
+
+// The conclusion's sentence on the lead metric L (its verdict in words, or why there is none).
+std::string lead_finding(const nlohmann::json& L) {
   const std::string v = L["verdict"].get<std::string>();
   std::string finding;
   if (v == "undetermined") {
@@ -480,7 +492,16 @@ int run_transformer_seeds(ExperimentContext& ctx) {
         fmt_ci(L["difference_ci"][0].get<double>(), L["difference_ci"][1].get<double>()),
         fmt_ci(L["verdict_ci"][0].get<double>(), L["verdict_ci"][1].get<double>()));
   }
-  md += fmt::format(
+  return finding;
+}
+
+// summary.md's conclusion on the lead metric and its "What this does not show" section.
+std::string conclusion_markdown(const Config& c, const std::string& lead, const nlohmann::json& summary,
+                                int64_t nT, int64_t nS) {
+  const nlohmann::json& L = summary[lead];
+  const double conf = c.get_double("transformer_seeds.confidence");
+  const std::string finding = lead_finding(L);
+  std::string md = fmt::format(
       "\n## Conclusion\n\nOn `{}`, {}. Across / within = {}; (within - across) / (within - chance) = {}: the "
       "share of the above-chance within-transformer similarity (chance {}) that does not carry over to "
       "another "
@@ -508,12 +529,11 @@ int run_transformer_seeds(ExperimentContext& ctx) {
       "activations says what fires together, not that the features are the same data features.\n",
       nT, c.get_int("transformer_seeds.bootstrap"), conf, nT, nS,
       L["bootstrap"]["distinct_resamples"].get<int64_t>());
-  results["conclusion"] = md.substr(md.find("## Conclusion"));
-  // No audited claim: the audit re-derives stability claims from compare's stability.json, which this
-  // experiment does not write (its numbers are the pairs above).
-  results["claims"] = nlohmann::json::array();
-  ctx.write_json("results.json", results);
-  ctx.write_text("summary.md", md);
+  return md;
+}
+
+// pairs.csv: every SAE pair's kind, transformers, seeds and activation similarities.
+void write_pairs_csv(const ExperimentContext& ctx, const nlohmann::json& sim) {
   std::vector<std::vector<nlohmann::json>> rows;
   for (const auto& p : sim["pairs"]) {
     rows.push_back({p["kind"], p["transformer_a"], p["sae_seed_a"], p["transformer_b"], p["sae_seed_b"],
@@ -524,6 +544,11 @@ int run_transformer_seeds(ExperimentContext& ctx) {
                                         "act_pwmcc", "act_matched_mean_corr", "act_shared_frac_05",
                                         "act_shared_frac_07", "act_shared_frac_09"},
                                        rows));
+}
+
+// Renders the within_across figure of the lead metric.
+void write_figure(const ExperimentContext& ctx, const nlohmann::json& sim, const std::string& lead,
+                  double chance) {
   // Figure: every pair's similarity by kind, and the chance level.
   std::string data = "$d << EOD\n";
   for (const auto& p : sim["pairs"]) {
@@ -537,7 +562,45 @@ int run_transformer_seeds(ExperimentContext& ctx) {
                       "set xrange [-0.5:1.5]\nset xtics ('within transformer' 0, 'across transformers' 1)\n"
                       "set grid ytics\nplot $d using 1:2 with points pt 7 title 'pairs', {} with lines dt 2 "
                       "title 'chance (rows shuffled)'\n",
-                      lead, lead, L["chance"].get<double>()));
+                      lead, lead, chance));
+}
+
+int run_transformer_seeds(ExperimentContext& ctx) {
+  const Config& c = ctx.config();
+  const auto tseeds = c.get_int_list("transformer_seeds.transformer_seeds");
+  const auto seeds = c.get_int_list("transformer_seeds.seeds");
+  const auto nT = static_cast<int64_t>(tseeds.size());
+  const auto nS = static_cast<int64_t>(seeds.size());
+  const std::vector<nlohmann::json> transformers = run_transformers(ctx, tseeds);
+  const nlohmann::json sim = ctx.condition("similarity", [&] { return run_similarity(ctx, transformers); });
+
+  nlohmann::json results = {{"schema_version", 1},
+                            {"experiment", "transformer-seeds"},
+                            {"run_id", ctx.run_id()},
+                            {"transformer_seeds", tseeds},
+                            {"sae_seeds", seeds},
+                            {"transformers", transformers},
+                            {"saes", sim["saes"]},
+                            {"pairs", sim["pairs"]},
+                            {"chance_pairs", sim["chance_pairs"]}};
+  const SeedsSummary s = summarize(ctx, transformers, sim, nT, nS);
+  const nlohmann::json& summary = s.summary;
+  results["summary"] = summary;
+
+  // summary.md
+  const std::string lead = c.get_string("transformer_seeds.metric");
+  const nlohmann::json& L = summary[lead];
+  std::string md = transformers_markdown(ctx, tseeds, seeds, transformers, sim, s.ungrokked);
+  md += metrics_markdown(summary);
+  md += conclusion_markdown(c, lead, summary, nT, nS);
+  results["conclusion"] = md.substr(md.find("## Conclusion"));
+  // No audited claim: the audit re-derives stability claims from compare's stability.json, which this
+  // experiment does not write (its numbers are the pairs above).
+  results["claims"] = nlohmann::json::array();
+  ctx.write_json("results.json", results);
+  ctx.write_text("summary.md", md);
+  write_pairs_csv(ctx, sim);
+  write_figure(ctx, sim, lead, L["chance"].get<double>());
   return 0;
 }
 

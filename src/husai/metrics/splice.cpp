@@ -117,134 +117,168 @@ nlohmann::json SpliceMetrics::to_json() const {
           {"accuracy_zero_ablation", number(accuracy_zero_ablation)}};
 }
 
-SpliceMetrics splice_metrics(const LoadedModel& model, const SpliceSpec& spec,
-                             const ReconstructFn& reconstruct, bool quiet) {
-  const TransformerConfig& cfg = model.cfg;
-  const ModularTask& task = model.task;
-  const int64_t layer = resolve_layer_index(spec.layer, cfg.n_layers);
-  const int64_t position = resolve_splice_position(model, spec);
-  const int64_t answer = task.answer_position();
-  const std::string hook_name = "blocks." + std::to_string(layer) + ".hook_" + hook_site_name(spec.site);
+namespace {
+
+// Where a splice reads and writes, resolved and checked against the model.
+struct SpliceSites {
+  int64_t layer = 0, out_layer = 0, position = 0;
+  HookSite site = HookSite::ResidPost, out_site = HookSite::ResidPost;
+  std::string hook_name, out_hook_name;
+};
+
+SpliceSites resolve_splice_sites(const LoadedModel& model, const SpliceSpec& spec) {
+  SpliceSites s;
+  s.layer = resolve_layer_index(spec.layer, model.cfg.n_layers);
+  s.position = resolve_splice_position(model, spec);
+  s.site = spec.site;
+  s.hook_name = "blocks." + std::to_string(s.layer) + ".hook_" + hook_site_name(spec.site);
   const SpliceSpec written = spec.written();
-  const int64_t out_layer = resolve_layer_index(written.layer, cfg.n_layers);
-  const std::string out_hook_name =
-      "blocks." + std::to_string(out_layer) + ".hook_" + hook_site_name(written.site);
+  s.out_layer = resolve_layer_index(written.layer, model.cfg.n_layers);
+  s.out_site = written.site;
+  s.out_hook_name = "blocks." + std::to_string(s.out_layer) + ".hook_" + hook_site_name(written.site);
+  const int64_t answer = model.task.answer_position();
   // The prediction is made from the clean run's input rows; the patched runs must see those same rows, so
   // the written site has to come strictly later (sites are in forward order within a block).
   if (spec.out_site &&
-      std::pair(out_layer, static_cast<int>(written.site)) <= std::pair(layer, static_cast<int>(spec.site))) {
-    throw Error("a transcoder's output site " + out_hook_name + " must come after its input site " +
-                hook_name + " in the forward pass")
+      std::pair(s.out_layer, static_cast<int>(s.out_site)) <= std::pair(s.layer, static_cast<int>(s.site))) {
+    throw Error("a transcoder's output site " + s.out_hook_name + " must come after its input site " +
+                s.hook_name + " in the forward pass")
         .key("hook_name_out");
   }
   if (!splice_affects_answer(model, spec)) {
-    throw Error("splicing " + hook_name + " at position " + std::to_string(position) +
+    throw Error("splicing " + s.hook_name + " at position " + std::to_string(s.position) +
                 " cannot change the answer's logits at position " + std::to_string(answer) +
                 " (causal attention), so CE and KL scores are undefined there")
         .key("--position");
   }
   if (spec.batch_size < 1) throw Error("batch size must be >= 1").key("batch_size");
-  if (!reconstruct) throw Error("splice_metrics: no reconstruct function");
+  return s;
+}
 
-  const bool answer_only = position == answer;
-  const int64_t n_pos = answer_only ? answer + 1 : cfg.n_ctx;
-  const int64_t n_query = answer_only ? 1 : n_pos;
-  const int64_t answer_query = answer - (n_pos - n_query);  // the answer's row among a pair's logits rows
-  const int64_t n_pairs = task.n_pairs();
-  const int64_t D = cfg.d_model, V = cfg.d_vocab;
-  const std::vector<int64_t> tokens = task.tokens();
-  const std::vector<int64_t> labels = task.labels();
-  const ParamViews<float> pv = make_views(cfg, model.layout, const_cast<float*>(model.params.data()));
+enum SpliceRun { kClean = 0, kSae = 1, kZero = 2 };
 
-  // Per pair: CE and correctness for clean / sae / zero, KL for sae / zero; averaged in pair order at the
-  // end.
-  enum Run { kClean = 0, kSae = 1, kZero = 2 };
-  std::vector<double> ce[3], correct[3], kl[3];
-  for (int run = 0; run < 3; ++run) {
-    ce[run].resize(static_cast<size_t>(n_pairs));
-    correct[run].resize(static_cast<size_t>(n_pairs));
-    kl[run].resize(static_cast<size_t>(n_pairs));
+// The three forward passes over batches of pairs, and per pair the answer's CE and correctness for clean /
+// sae / zero and KL(clean || patched) for sae / zero.
+class SpliceRunner {
+ public:
+  SpliceRunner(const LoadedModel& model, const SpliceSpec& spec, const SpliceSites& sites)
+      : model_(model),
+        sites_(sites),
+        pv_(make_views(model.cfg, model.layout, const_cast<float*>(model.params.data()))),
+        tokens_(model.task.tokens()),
+        labels_(model.task.labels()) {
+    const TransformerConfig& cfg = model.cfg;
+    const int64_t answer = model.task.answer_position();
+    const bool answer_only = sites.position == answer;
+    n_pos_ = answer_only ? answer + 1 : cfg.n_ctx;
+    n_query_ = answer_only ? 1 : n_pos_;
+    answer_query_ = answer - (n_pos_ - n_query_);  // the answer's row among a pair's logits rows
+    const int64_t n_pairs = model.task.n_pairs();
+    for (int run = 0; run < 3; ++run) {
+      ce[run].resize(static_cast<size_t>(n_pairs));
+      correct[run].resize(static_cast<size_t>(n_pairs));
+      kl[run].resize(static_cast<size_t>(n_pairs));
+    }
+    const int64_t max_batch = std::min(spec.batch_size, n_pairs);
+    x.resize(static_cast<size_t>(max_batch * cfg.d_model));
+    x_hat.resize(x.size());
+    clean_log_probs_.resize(static_cast<size_t>(max_batch * cfg.d_vocab));
   }
 
-  const int64_t max_batch = std::min(spec.batch_size, n_pairs);
-  std::vector<float> x(static_cast<size_t>(max_batch * D)), x_hat(x.size());
-  std::vector<double> clean_log_probs(static_cast<size_t>(max_batch * V));
-  TransformerWorkspace<float> ws;
-
-  // The hook either captures the spliced rows into x (clean run) or overwrites them with `replacement`
-  // (nullptr: zeros).
-  bool capture = true;
-  const float* replacement = nullptr;
-  bool reached = false;
-  const HookFn<float> hook = [&](int64_t l, HookSite site, float* acts, int64_t B, int64_t hook_pos,
-                                 int64_t first_pos) {
-    const bool read_here = l == layer && site == spec.site;
-    const bool write_here = l == out_layer && site == written.site;
-    if (capture ? !read_here : !write_here) return;
-    reached = true;
-    for (int64_t b = 0; b < B; ++b) {
-      float* row = acts + (b * hook_pos + position - first_pos) * D;
-      if (capture) {
-        std::copy_n(row, D, x.data() + b * D);
-      } else if (replacement) {
-        std::copy_n(replacement + b * D, D, row);
-      } else {
-        std::fill_n(row, D, 0.0f);
+  // One run over pairs [start, start + count): the clean run captures the read site's rows into x, the sae
+  // run writes x_hat at the written site, the zero run zeros it.
+  void run_batch(SpliceRun run, int64_t start, int64_t count) {
+    const TransformerConfig& cfg = model_.cfg;
+    const int64_t D = cfg.d_model, V = cfg.d_vocab;
+    const bool capture = run == kClean;
+    const float* replacement = run == kSae ? x_hat.data() : nullptr;
+    bool reached = false;
+    const HookFn<float> hook = [&](int64_t l, HookSite site, float* acts, int64_t B, int64_t hook_pos,
+                                   int64_t first_pos) {
+      const bool read_here = l == sites_.layer && site == sites_.site;
+      const bool write_here = l == sites_.out_layer && site == sites_.out_site;
+      if (capture ? !read_here : !write_here) return;
+      reached = true;
+      for (int64_t b = 0; b < B; ++b) {
+        float* row = acts + (b * hook_pos + sites_.position - first_pos) * D;
+        if (capture) {
+          std::copy_n(row, D, x.data() + b * D);
+        } else if (replacement) {
+          std::copy_n(replacement + b * D, D, row);
+        } else {
+          std::fill_n(row, D, 0.0f);
+        }
       }
-    }
-  };
-
-  auto run_batch = [&](Run run, int64_t start, int64_t count) {
-    capture = run == kClean;
-    replacement = run == kSae ? x_hat.data() : nullptr;
-    reached = false;
-    transformer_forward(cfg, pv, ws, tokens.data() + start * cfg.n_ctx, count, n_pos, n_query, &hook);
-    if (!reached) throw Error("internal: splice hook " + hook_name + " was not reached");
+    };
+    transformer_forward(cfg, pv_, ws_, tokens_.data() + start * cfg.n_ctx, count, n_pos_, n_query_, &hook);
+    if (!reached) throw Error("internal: splice hook " + sites_.hook_name + " was not reached");
     parallel_chunks(count, 64, [&](int64_t b0, int64_t b1) {
       std::vector<double> log_probs(static_cast<size_t>(V));
       for (int64_t b = b0; b < b1; ++b) {
         const auto pair = static_cast<size_t>(start + b);
-        const float* logits = ws.logits.data() + (b * n_query + answer_query) * V;
-        double* lp = run == kClean ? clean_log_probs.data() + b * V : log_probs.data();
+        const float* logits = ws_.logits.data() + (b * n_query_ + answer_query_) * V;
+        double* lp = run == kClean ? clean_log_probs_.data() + b * V : log_probs.data();
         const int64_t arg = log_softmax(logits, V, lp);
-        const int64_t label = labels[pair];
+        const int64_t label = labels_[pair];
         ce[run][pair] = -lp[label];
         correct[run][pair] = arg == label ? 1.0 : 0.0;
         if (run != kClean) {
-          const double* lc = clean_log_probs.data() + b * V;
+          const double* lc = clean_log_probs_.data() + b * V;
           double sum = 0;
           for (int64_t v = 0; v < V; ++v) sum += std::exp(lc[v]) * (lc[v] - lp[v]);
           kl[run][pair] = sum;
         }
       }
     });
-  };
+  }
 
+  std::vector<double> ce[3], correct[3], kl[3];
+  std::vector<float> x, x_hat;  // the read site's rows of a batch, and their reconstruction
+
+ private:
+  const LoadedModel& model_;
+  const SpliceSites& sites_;
+  ParamViews<float> pv_;
+  std::vector<int64_t> tokens_, labels_;
+  int64_t n_pos_ = 0, n_query_ = 0, answer_query_ = 0;
+  std::vector<double> clean_log_probs_;
+  TransformerWorkspace<float> ws_;
+};
+
+}  // namespace
+
+SpliceMetrics splice_metrics(const LoadedModel& model, const SpliceSpec& spec,
+                             const ReconstructFn& reconstruct, bool quiet) {
+  const SpliceSites sites = resolve_splice_sites(model, spec);
+  if (!reconstruct) throw Error("splice_metrics: no reconstruct function");
+  const int64_t n_pairs = model.task.n_pairs();
+  SpliceRunner runner(model, spec, sites);
   Progress progress("splice", n_pairs, quiet);
   for (int64_t start = 0; start < n_pairs; start += spec.batch_size) {
     const int64_t count = std::min(spec.batch_size, n_pairs - start);
-    run_batch(kClean, start, count);
-    reconstruct(x.data(), count, x_hat.data());
-    run_batch(kSae, start, count);
-    run_batch(kZero, start, count);
+    runner.run_batch(kClean, start, count);
+    reconstruct(runner.x.data(), count, runner.x_hat.data());
+    runner.run_batch(kSae, start, count);
+    runner.run_batch(kZero, start, count);
     progress.update(start + count);
   }
   progress.finish();
 
+  // Per-pair values averaged in pair order.
   SpliceMetrics m;
   m.n_pairs = n_pairs;
-  m.hook_name = spec.out_site ? hook_name + " -> " + out_hook_name : hook_name;
-  m.position = position;
-  m.ce_clean = mean(ce[kClean]);
-  m.ce_sae = mean(ce[kSae]);
-  m.ce_zero_ablation = mean(ce[kZero]);
+  m.hook_name = spec.out_site ? sites.hook_name + " -> " + sites.out_hook_name : sites.hook_name;
+  m.position = sites.position;
+  m.ce_clean = mean(runner.ce[kClean]);
+  m.ce_sae = mean(runner.ce[kSae]);
+  m.ce_zero_ablation = mean(runner.ce[kZero]);
   m.ce_loss_score = ratio_or_nan(m.ce_zero_ablation - m.ce_sae, m.ce_zero_ablation - m.ce_clean);
-  m.kl_sae = mean(kl[kSae]);
-  m.kl_zero_ablation = mean(kl[kZero]);
+  m.kl_sae = mean(runner.kl[kSae]);
+  m.kl_zero_ablation = mean(runner.kl[kZero]);
   m.kl_div_score = ratio_or_nan(m.kl_zero_ablation - m.kl_sae, m.kl_zero_ablation);
-  m.accuracy_clean = mean(correct[kClean]);
-  m.accuracy_sae = mean(correct[kSae]);
-  m.accuracy_zero_ablation = mean(correct[kZero]);
+  m.accuracy_clean = mean(runner.correct[kClean]);
+  m.accuracy_sae = mean(runner.correct[kSae]);
+  m.accuracy_zero_ablation = mean(runner.correct[kZero]);
   return m;
 }
 

@@ -126,6 +126,208 @@ void apply_verdicts(StabilityStudy& s) {
   }
 }
 
+// Throws husai::Error when the trained dictionaries, the groups or the options cannot make a study.
+void check_study_inputs(const std::vector<StudyDictionary>& trained,
+                        const std::vector<ComparisonGroup>& groups, const StudyOptions& options) {
+  const auto n = static_cast<int64_t>(trained.size());
+  if (n < 2) throw Error("a stability study needs at least two trained dictionaries");
+  if (options.bootstrap < 1) throw Error("bootstrap resamples must be at least 1");
+  if (!(options.confidence > 0 && options.confidence < 1)) throw Error("confidence must lie in (0, 1)");
+  for (const ComparisonGroup& g : groups) {
+    if (g.dicts.size() < 2) throw Error("comparison group '" + g.name + "' needs at least two dictionaries");
+    for (const StudyDictionary& d : g.dicts) {
+      if (d.dec.dim != trained[0].dec.dim)
+        throw Error("comparison group '" + g.name + "' has dictionaries of another dimension");
+    }
+  }
+}
+
+// A study with its settings, labels and group descriptions, before any pair is computed.
+StabilityStudy study_header(const std::vector<StudyDictionary>& trained,
+                            const std::vector<ComparisonGroup>& groups, const StudyOptions& options) {
+  StabilityStudy s;
+  s.confidence = options.confidence;
+  s.bootstrap = options.bootstrap;
+  s.seed = options.seed;
+  for (const StudyDictionary& d : trained) s.trained_labels.push_back(d.label);
+  for (const ComparisonGroup& g : groups) {
+    GroupInfo info{g.name, g.role, g.geometry_matched, g.controls_for, {}};
+    for (const StudyDictionary& d : g.dicts) info.labels.push_back(d.label);
+    s.groups.push_back(std::move(info));
+  }
+  return s;
+}
+
+// Where the blocks of one group's pair jobs start.
+struct GroupJobs {
+  size_t within = 0, within_enc = 0, cross = 0, cross_enc = 0;  // first job index of each block
+  bool enc_is_dec = true;
+};
+
+// Every feature set and every pair job of a study, in the order pair_stabilities gets them.
+struct PairPlan {
+  std::vector<const FeatureSet*> sets;
+  std::vector<int64_t> group_base;              // per group, the index of its first set
+  std::vector<std::pair<int64_t, int64_t>> tp;  // the trained pairs
+  std::vector<std::pair<int64_t, int64_t>> jobs;
+  std::vector<GroupJobs> gj;
+};
+
+// The feature sets: trained decoders, trained encoders, then per group its decoders and encoders.
+void plan_sets(PairPlan& plan, const std::vector<StudyDictionary>& trained,
+               const std::vector<ComparisonGroup>& groups) {
+  std::vector<const FeatureSet*>& sets = plan.sets;
+  size_t n_sets = 2 * trained.size();
+  for (const ComparisonGroup& g : groups) n_sets += 2 * g.dicts.size();
+  sets.reserve(n_sets);
+  for (const StudyDictionary& d : trained) sets.push_back(&d.dec);
+  for (const StudyDictionary& d : trained) sets.push_back(&d.enc);
+  plan.group_base.resize(groups.size());
+  for (size_t k = 0; k < groups.size(); ++k) {
+    plan.group_base[k] = static_cast<int64_t>(sets.size());
+    for (const StudyDictionary& d : groups[k].dicts) sets.push_back(&d.dec);
+    for (const StudyDictionary& d : groups[k].dicts) sets.push_back(d.enc_is_dec ? &d.dec : &d.enc);
+  }
+}
+
+// The pair jobs: trained pairs (decoder, encoder), then per group its within-group and cross pairs.
+void plan_jobs(PairPlan& plan, int64_t n, const std::vector<ComparisonGroup>& groups) {
+  std::vector<std::pair<int64_t, int64_t>>& jobs = plan.jobs;
+  plan.tp = upper_pairs(n);
+  const std::vector<std::pair<int64_t, int64_t>>& tp = plan.tp;
+  size_t n_jobs = 2 * tp.size();
+  for (const ComparisonGroup& g : groups) {
+    const size_t m = g.dicts.size();
+    n_jobs += m * (m - 1) + 2 * static_cast<size_t>(n) * m;
+  }
+  jobs.reserve(n_jobs);
+  for (const auto& [a, b] : tp) jobs.emplace_back(a, b);
+  for (const auto& [a, b] : tp) jobs.emplace_back(n + a, n + b);
+  std::vector<GroupJobs>& gj = plan.gj;
+  gj.resize(groups.size());
+  for (size_t k = 0; k < groups.size(); ++k) {
+    const auto m = static_cast<int64_t>(groups[k].dicts.size());
+    const int64_t base = plan.group_base[k];
+    bool enc_is_dec = true;
+    for (const StudyDictionary& d : groups[k].dicts) enc_is_dec = enc_is_dec && d.enc_is_dec;
+    gj[k].enc_is_dec = enc_is_dec;
+    const std::vector<std::pair<int64_t, int64_t>> gp = upper_pairs(m);
+    gj[k].within = jobs.size();
+    for (const auto& [a, b] : gp) jobs.emplace_back(base + a, base + b);
+    gj[k].within_enc = jobs.size();
+    if (!enc_is_dec) {
+      for (const auto& [a, b] : gp) jobs.emplace_back(base + m + a, base + m + b);
+    }
+    gj[k].cross = jobs.size();
+    for (int64_t a = 0; a < n; ++a) {
+      for (int64_t b = 0; b < m; ++b) jobs.emplace_back(a, base + b);
+    }
+    gj[k].cross_enc = jobs.size();
+    for (int64_t a = 0; a < n; ++a) {
+      for (int64_t b = 0; b < m; ++b) jobs.emplace_back(n + a, base + m + b);
+    }
+  }
+}
+
+// Files the results of the pair jobs as the study's trained, within-group and cross pairs.
+void store_pairs(StabilityStudy& s, int64_t n, const std::vector<ComparisonGroup>& groups,
+                 const PairPlan& plan, const std::vector<PairStability>& results) {
+  const std::vector<std::pair<int64_t, int64_t>>& tp = plan.tp;
+  const std::vector<GroupJobs>& gj = plan.gj;
+  s.trained_pairs.resize(tp.size());
+  for (size_t p = 0; p < tp.size(); ++p) {
+    s.trained_pairs[p] = {tp[p].first, tp[p].second, results[p], results[tp.size() + p]};
+  }
+  s.group_pairs.resize(groups.size());
+  s.cross_pairs.resize(groups.size());
+  for (size_t k = 0; k < groups.size(); ++k) {
+    const auto m = static_cast<int64_t>(groups[k].dicts.size());
+    const std::vector<std::pair<int64_t, int64_t>> gp = upper_pairs(m);
+    for (size_t p = 0; p < gp.size(); ++p) {
+      const PairStability& dec = results[gj[k].within + p];
+      const PairStability& enc = gj[k].enc_is_dec ? dec : results[gj[k].within_enc + p];
+      s.group_pairs[k].push_back({gp[p].first, gp[p].second, dec, enc});
+    }
+    for (size_t p = 0; p < static_cast<size_t>(n * m); ++p) {
+      s.cross_pairs[k].push_back({static_cast<int64_t>(p) / m, static_cast<int64_t>(p) % m,
+                                  results[gj[k].cross + p], results[gj[k].cross_enc + p]});
+    }
+  }
+}
+
+// Per-feature stability of `count` dictionaries from their pairs' decoder (or encoder) results.
+std::vector<std::vector<double>> per_feature(int64_t count, const std::vector<StudyPair>& pairs, bool enc) {
+  std::vector<PairStability> v;
+  v.reserve(pairs.size());
+  for (const StudyPair& r : pairs) v.push_back(enc ? r.enc : r.dec);
+  return per_feature_stability(count, v);
+}
+
+// One metric of the trained dictionaries: the similarity matrix, its upper triangle and per-seed means.
+struct TrainedMetric {
+  stats::SimilarityMatrix ts;
+  std::vector<double> tv;
+  std::vector<double> t_seed;
+};
+
+// Trained seeds against group k for one metric: intervals, permutation test and effect sizes.
+GroupComparison compare_group(const StabilityStudy& s, const std::vector<ComparisonGroup>& groups, size_t k,
+                              const std::string& metric, const TrainedMetric& t, double trained_estimate,
+                              const StudyOptions& options) {
+  const int64_t n = t.ts.n;  // the trained seeds
+  const ComparisonGroup& g = groups[k];
+  const auto m = static_cast<int64_t>(g.dicts.size());
+  const std::string tag = metric + "/" + g.name;
+  const stats::SimilarityMatrix gs = similarity(m, s.group_pairs[k], metric);
+  const std::vector<double> gv = upper_values(gs);
+  GroupComparison c;
+  c.group = g.name;
+  c.role = g.role;
+  c.geometry_matched = g.geometry_matched;
+  c.family = family_of(g.role);
+  c.n_seeds = m;
+  c.n_pairs = static_cast<int64_t>(gv.size());
+  c.group_similarity = stats::seed_bootstrap(gs, options.bootstrap, options.confidence,
+                                             derived_seed(options.seed, "null/" + tag));
+  c.difference = stats::seed_bootstrap_difference(t.ts, gs, options.bootstrap, options.confidence,
+                                                  derived_seed(options.seed, "difference/" + tag));
+  c.ratio = c.group_similarity.estimate != 0 ? trained_estimate / c.group_similarity.estimate : kNaN;
+  c.permutation =
+      stats::permutation_test(pooled_matrix(t.ts, gs, s.cross_pairs[k], metric), n, options.bootstrap,
+                              derived_seed(options.seed, "permutation/" + tag));
+  c.min_attainable_p =
+      c.permutation.exact ? 1.0 / binomial(n + m, n) : 1.0 / (1.0 + static_cast<double>(options.bootstrap));
+  c.effect_size_seed_level = stats::cohens_d(t.t_seed, per_seed_means(gs));
+  c.reference_mann_whitney = stats::mann_whitney_greater(t.tv, gv);
+  return c;
+}
+
+// Statistics of one metric: the trained interval, every group's comparison and the decision null.
+MetricStudy study_metric(const StabilityStudy& s, int64_t n, const std::vector<ComparisonGroup>& groups,
+                         const std::string& metric, const StudyOptions& options) {
+  MetricStudy ms;
+  ms.metric = metric;
+  TrainedMetric t;
+  t.ts = similarity(n, s.trained_pairs, metric);
+  t.tv = upper_values(t.ts);
+  ms.trained = stats::seed_bootstrap(t.ts, options.bootstrap, options.confidence,
+                                     derived_seed(options.seed, "trained/" + metric));
+  ms.n_seeds = n;
+  ms.n_pairs = static_cast<int64_t>(t.tv.size());
+  t.t_seed = per_seed_means(t.ts);
+  double best_geometry_mean = -std::numeric_limits<double>::infinity();
+  for (size_t k = 0; k < groups.size(); ++k) {
+    const ComparisonGroup& g = groups[k];
+    GroupComparison c = compare_group(s, groups, k, metric, t, ms.trained.estimate, options);
+    if (g.geometry_matched && g.role == GroupRole::Null && c.group_similarity.estimate > best_geometry_mean) {
+      best_geometry_mean = c.group_similarity.estimate;
+      ms.decision_null = g.name;
+    }
+    ms.comparisons.push_back(std::move(c));
+  }
+  return ms;
+}
+
 }  // namespace
 
 std::string_view group_role_name(GroupRole role) {
@@ -220,108 +422,18 @@ std::vector<double> per_seed_means(const stats::SimilarityMatrix& sim) {
 StabilityStudy run_stability_study(const std::vector<StudyDictionary>& trained,
                                    const std::vector<ComparisonGroup>& groups, const StudyOptions& options) {
   const auto n = static_cast<int64_t>(trained.size());
-  if (n < 2) throw Error("a stability study needs at least two trained dictionaries");
-  if (options.bootstrap < 1) throw Error("bootstrap resamples must be at least 1");
-  if (!(options.confidence > 0 && options.confidence < 1)) throw Error("confidence must lie in (0, 1)");
-  for (const ComparisonGroup& g : groups) {
-    if (g.dicts.size() < 2) throw Error("comparison group '" + g.name + "' needs at least two dictionaries");
-    for (const StudyDictionary& d : g.dicts) {
-      if (d.dec.dim != trained[0].dec.dim)
-        throw Error("comparison group '" + g.name + "' has dictionaries of another dimension");
-    }
-  }
-
-  StabilityStudy s;
-  s.confidence = options.confidence;
-  s.bootstrap = options.bootstrap;
-  s.seed = options.seed;
-  for (const StudyDictionary& d : trained) s.trained_labels.push_back(d.label);
-  for (const ComparisonGroup& g : groups) {
-    GroupInfo info{g.name, g.role, g.geometry_matched, g.controls_for, {}};
-    for (const StudyDictionary& d : g.dicts) info.labels.push_back(d.label);
-    s.groups.push_back(std::move(info));
-  }
+  check_study_inputs(trained, groups, options);
+  StabilityStudy s = study_header(trained, groups, options);
 
   // ---- Every pair in one parallel loop (one single-threaded GEMM + assignment per pair). Encoder features
   // of a dictionary whose encoder is its decoder are not listed twice.
-  std::vector<const FeatureSet*> sets;
-  size_t n_sets = 2 * trained.size();
-  for (const ComparisonGroup& g : groups) n_sets += 2 * g.dicts.size();
-  sets.reserve(n_sets);
-  for (const StudyDictionary& d : trained) sets.push_back(&d.dec);
-  for (const StudyDictionary& d : trained) sets.push_back(&d.enc);
-  std::vector<int64_t> group_base(groups.size());
-  for (size_t k = 0; k < groups.size(); ++k) {
-    group_base[k] = static_cast<int64_t>(sets.size());
-    for (const StudyDictionary& d : groups[k].dicts) sets.push_back(&d.dec);
-    for (const StudyDictionary& d : groups[k].dicts) sets.push_back(d.enc_is_dec ? &d.dec : &d.enc);
-  }
-  std::vector<std::pair<int64_t, int64_t>> jobs;
-  const std::vector<std::pair<int64_t, int64_t>> tp = upper_pairs(n);
-  size_t n_jobs = 2 * tp.size();
-  for (const ComparisonGroup& g : groups) {
-    const size_t m = g.dicts.size();
-    n_jobs += m * (m - 1) + 2 * static_cast<size_t>(n) * m;
-  }
-  jobs.reserve(n_jobs);
-  for (const auto& [a, b] : tp) jobs.emplace_back(a, b);
-  for (const auto& [a, b] : tp) jobs.emplace_back(n + a, n + b);
-  struct GroupJobs {
-    size_t within = 0, within_enc = 0, cross = 0, cross_enc = 0;  // first job index of each block
-    bool enc_is_dec = true;
-  };
-  std::vector<GroupJobs> gj(groups.size());
-  for (size_t k = 0; k < groups.size(); ++k) {
-    const auto m = static_cast<int64_t>(groups[k].dicts.size());
-    const int64_t base = group_base[k];
-    bool enc_is_dec = true;
-    for (const StudyDictionary& d : groups[k].dicts) enc_is_dec = enc_is_dec && d.enc_is_dec;
-    gj[k].enc_is_dec = enc_is_dec;
-    const std::vector<std::pair<int64_t, int64_t>> gp = upper_pairs(m);
-    gj[k].within = jobs.size();
-    for (const auto& [a, b] : gp) jobs.emplace_back(base + a, base + b);
-    gj[k].within_enc = jobs.size();
-    if (!enc_is_dec) {
-      for (const auto& [a, b] : gp) jobs.emplace_back(base + m + a, base + m + b);
-    }
-    gj[k].cross = jobs.size();
-    for (int64_t a = 0; a < n; ++a) {
-      for (int64_t b = 0; b < m; ++b) jobs.emplace_back(a, base + b);
-    }
-    gj[k].cross_enc = jobs.size();
-    for (int64_t a = 0; a < n; ++a) {
-      for (int64_t b = 0; b < m; ++b) jobs.emplace_back(n + a, base + m + b);
-    }
-  }
-  const std::vector<PairStability> results = pair_stabilities(sets, jobs, true);
-
-  s.trained_pairs.resize(tp.size());
-  for (size_t p = 0; p < tp.size(); ++p) {
-    s.trained_pairs[p] = {tp[p].first, tp[p].second, results[p], results[tp.size() + p]};
-  }
-  s.group_pairs.resize(groups.size());
-  s.cross_pairs.resize(groups.size());
-  for (size_t k = 0; k < groups.size(); ++k) {
-    const auto m = static_cast<int64_t>(groups[k].dicts.size());
-    const std::vector<std::pair<int64_t, int64_t>> gp = upper_pairs(m);
-    for (size_t p = 0; p < gp.size(); ++p) {
-      const PairStability& dec = results[gj[k].within + p];
-      const PairStability& enc = gj[k].enc_is_dec ? dec : results[gj[k].within_enc + p];
-      s.group_pairs[k].push_back({gp[p].first, gp[p].second, dec, enc});
-    }
-    for (size_t p = 0; p < static_cast<size_t>(n * m); ++p) {
-      s.cross_pairs[k].push_back({static_cast<int64_t>(p) / m, static_cast<int64_t>(p) % m,
-                                  results[gj[k].cross + p], results[gj[k].cross_enc + p]});
-    }
-  }
+  PairPlan plan;
+  plan_sets(plan, trained, groups);
+  plan_jobs(plan, n, groups);
+  const std::vector<PairStability> results = pair_stabilities(plan.sets, plan.jobs, true);
+  store_pairs(s, n, groups, plan, results);
 
   // ---- Per-feature stability.
-  auto per_feature = [](int64_t count, const std::vector<StudyPair>& pairs, bool enc) {
-    std::vector<PairStability> v;
-    v.reserve(pairs.size());
-    for (const StudyPair& r : pairs) v.push_back(enc ? r.enc : r.dec);
-    return per_feature_stability(count, v);
-  };
   s.per_feature_dec = per_feature(n, s.trained_pairs, false);
   s.per_feature_enc = per_feature(n, s.trained_pairs, true);
   for (size_t k = 0; k < groups.size(); ++k) {
@@ -330,51 +442,8 @@ StabilityStudy run_stability_study(const std::vector<StudyDictionary>& trained,
   }
 
   // ---- Statistics per metric and group.
-  for (const std::string& metric : study_metrics()) {
-    MetricStudy ms;
-    ms.metric = metric;
-    const stats::SimilarityMatrix ts = similarity(n, s.trained_pairs, metric);
-    const std::vector<double> tv = upper_values(ts);
-    ms.trained = stats::seed_bootstrap(ts, options.bootstrap, options.confidence,
-                                       derived_seed(options.seed, "trained/" + metric));
-    ms.n_seeds = n;
-    ms.n_pairs = static_cast<int64_t>(tv.size());
-    const std::vector<double> t_seed = per_seed_means(ts);
-    double best_geometry_mean = -std::numeric_limits<double>::infinity();
-    for (size_t k = 0; k < groups.size(); ++k) {
-      const ComparisonGroup& g = groups[k];
-      const auto m = static_cast<int64_t>(g.dicts.size());
-      const std::string tag = metric + "/" + g.name;
-      const stats::SimilarityMatrix gs = similarity(m, s.group_pairs[k], metric);
-      const std::vector<double> gv = upper_values(gs);
-      GroupComparison c;
-      c.group = g.name;
-      c.role = g.role;
-      c.geometry_matched = g.geometry_matched;
-      c.family = family_of(g.role);
-      c.n_seeds = m;
-      c.n_pairs = static_cast<int64_t>(gv.size());
-      c.group_similarity = stats::seed_bootstrap(gs, options.bootstrap, options.confidence,
-                                                 derived_seed(options.seed, "null/" + tag));
-      c.difference = stats::seed_bootstrap_difference(ts, gs, options.bootstrap, options.confidence,
-                                                      derived_seed(options.seed, "difference/" + tag));
-      c.ratio = c.group_similarity.estimate != 0 ? ms.trained.estimate / c.group_similarity.estimate : kNaN;
-      c.permutation =
-          stats::permutation_test(pooled_matrix(ts, gs, s.cross_pairs[k], metric), n, options.bootstrap,
-                                  derived_seed(options.seed, "permutation/" + tag));
-      c.min_attainable_p = c.permutation.exact ? 1.0 / binomial(n + m, n)
-                                               : 1.0 / (1.0 + static_cast<double>(options.bootstrap));
-      c.effect_size_seed_level = stats::cohens_d(t_seed, per_seed_means(gs));
-      c.reference_mann_whitney = stats::mann_whitney_greater(tv, gv);
-      if (g.geometry_matched && g.role == GroupRole::Null &&
-          c.group_similarity.estimate > best_geometry_mean) {
-        best_geometry_mean = c.group_similarity.estimate;
-        ms.decision_null = g.name;
-      }
-      ms.comparisons.push_back(std::move(c));
-    }
-    s.metrics.push_back(std::move(ms));
-  }
+  for (const std::string& metric : study_metrics())
+    s.metrics.push_back(study_metric(s, n, groups, metric, options));
   std::vector<StabilityStudy*> one = {&s};
   holm_across_studies(one);
   return s;

@@ -33,6 +33,8 @@
 namespace husai {
 namespace {
 
+// Forward, loss and backward in one function (a hot kernel, a little over 100 lines): the passes share the
+// batch's [B, L] buffers in the workspace, and the header comment above lists them in the order they run.
 template <typename T>
 SaeLossParts gated_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
                                  const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {

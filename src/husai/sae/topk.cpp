@@ -238,11 +238,17 @@ void encode_select_topk(const SaeConfig& cfg, const SaeView<const T>& p, const T
   compact_rows<T>(B, k, ws.sel_count, ws.sel_idx, ws.sel_act, ws.row_ptr, ws.idx, ws.act);
 }
 
+// The three stages of sparse_loss_backward. Together they are the one hot loop of TopK-family training (the
+// encoder GEMM aside); each stage is a single pass over the batch's sparse entries and keeps its work in
+// cache, which is why a stage is longer than a helper elsewhere.
+
+// Stage 1: the nested-prefix reconstructions, their loss terms, and with gradients each active entry's
+// d loss / d z and the offsets where each row's entries enter each gradient latent range.
 template <typename T>
-SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
-                                  const SaeBatch<T>& batch, SaeWorkspace<T>& ws,
-                                  const std::vector<int64_t>& prefix_ends,
-                                  const std::vector<double>& prefix_weights) {
+SaeLossParts sparse_reconstruction(const SaeConfig& cfg, const SaeView<const T>& p, bool with_grads,
+                                   const SaeBatch<T>& batch, SaeWorkspace<T>& ws,
+                                   const std::vector<int64_t>& prefix_ends,
+                                   const std::vector<double>& prefix_weights) {
   const int64_t B = batch.n_rows;
   const int64_t D = cfg.d_in;
   const int64_t L = cfg.d_sae;
@@ -250,7 +256,6 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
   const T* y = batch.y();  // the decoder's target: x, or a transcoder's target rows
   const int64_t nnz = ws.row_ptr[static_cast<size_t>(B)];
   const T two_over_b = T(2) / static_cast<T>(B);
-  const int64_t n_chunks = (B + kRowChunk - 1) / kRowChunk;
 
   // Reconstructions of the nested prefixes, accumulated in place in ws.x_hat (a gather of the active W_dec
   // rows). ws.up[r, j] first holds w_j (2/B)(x_hat_j - y); the suffix sum below turns it into d loss / d
@@ -268,7 +273,7 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
   // passes it, z = f > 0) while the row is in cache, and where each row's entries cross into the next
   // gradient latent range (the gradient pass below).
   const int64_t n_ranges = (L + kGradLatents - 1) / kGradLatents;
-  if (g != nullptr) {
+  if (with_grads) {
     ws.dz_entry.resize(static_cast<size_t>(nnz));
     ws.range_ptr.resize(static_cast<size_t>(B * (n_ranges + 1)));
   }
@@ -291,7 +296,7 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
         const T* next = u + D;
         for (int64_t d = 0; d < D; ++d) u[d] += next[d];
       }
-      if (g != nullptr) {
+      if (with_grads) {
         const int64_t e0 = ws.row_ptr[static_cast<size_t>(r)];
         int32_t* rp = ws.range_ptr.data() + r * (n_ranges + 1);
         int64_t q = 0;
@@ -325,6 +330,19 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
     if (e == 0 || a < min_active) min_active = a;
   }
   ws.min_active = min_active;
+  return out;
+}
+
+// Stage 2: AuxK over the dead latents (adds to out.aux and out.loss; leaves the AuxK entries in ws).
+template <typename T>
+void sparse_auxk(const SaeConfig& cfg, const SaeView<const T>& p, const SaeBatch<T>& batch,
+                 SaeWorkspace<T>& ws, SaeLossParts& out) {
+  const int64_t B = batch.n_rows;
+  const int64_t D = cfg.d_in;
+  const int64_t L = cfg.d_sae;
+  const T* y = batch.y();
+  const T two_over_b = T(2) / static_cast<T>(B);
+  const int64_t n_chunks = (B + kRowChunk - 1) / kRowChunk;
 
   // AuxK over the dead latents: per row, the top k_eff pre-activations among them (signed: no floor).
   ws.dead_list.clear();
@@ -389,7 +407,15 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
     ws.aux_idx.clear();
     ws.aux_act.clear();
   }
-  if (g == nullptr) return out;
+}
+
+// Stage 3: every gradient, from the entries and d loss / d x_hat of stages 1 and 2.
+template <typename T>
+void sparse_gradients(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>& g, int64_t B,
+                      int64_t m, SaeWorkspace<T>& ws) {
+  const int64_t D = cfg.d_in;
+  const int64_t L = cfg.d_sae;
+  const int64_t n_ranges = (L + kGradLatents - 1) / kGradLatents;
 
   // d loss / d z of every AuxK entry: its row's AuxK residual gradient . W_dec,i (signed pre-activations:
   // no ReLU).
@@ -416,11 +442,11 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
   ws.dwenc_t.resize(static_cast<size_t>(L * D));
   parallel_chunks(L, kGradLatents, [&](int64_t i0, int64_t i1) {
     const int64_t q = i0 / kGradLatents;
-    T* gdec = g->W_dec;
+    T* gdec = g.W_dec;
     T* genc = ws.dwenc_t.data();
     std::fill(gdec + i0 * D, gdec + i1 * D, T(0));
     std::fill(genc + i0 * D, genc + i1 * D, T(0));
-    std::fill(g->b_enc + i0, g->b_enc + i1, T(0));
+    std::fill(g.b_enc + i0, g.b_enc + i1, T(0));
     for (int64_t r = 0; r < B; ++r) {
       const T* xr = ws.xc.data() + r * D;
       const int64_t base = ws.row_ptr[static_cast<size_t>(r)];
@@ -431,7 +457,7 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
 
         const T dz = ws.dz_entry[static_cast<size_t>(e)];
         const T* u = ws.up.data() + (r * m + ws.group[static_cast<size_t>(i)]) * D;
-        g->b_enc[i] += dz;
+        g.b_enc[i] += dz;
         axpy2<T>(gdec + i * D, ws.act[static_cast<size_t>(e)], u, genc + i * D, dz, xr, D);
       }
       if (n_aux > 0) {
@@ -441,7 +467,7 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
           const int64_t i = ws.aux_idx[static_cast<size_t>(e)];
           if (i < i0 || i >= i1) continue;
           const T dz = ws.aux_dz[static_cast<size_t>(e)];
-          g->b_enc[i] += dz;
+          g.b_enc[i] += dz;
           axpy2<T>(gdec + i * D, ws.aux_act[static_cast<size_t>(e)], u, genc + i * D, dz, xr, D);
         }
       }
@@ -451,15 +477,26 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
     for (int64_t t0 = i0; t0 < i1; t0 += kTile) {
       const int64_t t1 = std::min(i1, t0 + kTile);
       for (int64_t d = 0; d < D; ++d) {
-        for (int64_t i = t0; i < t1; ++i) g->W_enc[d * L + i] = genc[i * D + d];
+        for (int64_t i = t0; i < t1; ++i) g.W_enc[d * L + i] = genc[i * D + d];
       }
     }
   });
   // b_dec: in every prefix reconstruction (ws.up[r, 0] sums them), and minus through the encoder input.
-  column_sums<T>(ws.up.data(), B, D, m * D, g->b_dec, false);
+  column_sums<T>(ws.up.data(), B, D, m * D, g.b_dec, false);
   if (cfg.apply_b_dec_to_input) {
-    for (int64_t d = 0; d < D; ++d) g->b_dec[d] -= dot_lanes(p.W_enc + d * L, g->b_enc, L);
+    for (int64_t d = 0; d < D; ++d) g.b_dec[d] -= dot_lanes(p.W_enc + d * L, g.b_enc, L);
   }
+}
+
+template <typename T>
+SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
+                                  const SaeBatch<T>& batch, SaeWorkspace<T>& ws,
+                                  const std::vector<int64_t>& prefix_ends,
+                                  const std::vector<double>& prefix_weights) {
+  SaeLossParts out = sparse_reconstruction(cfg, p, g != nullptr, batch, ws, prefix_ends, prefix_weights);
+  sparse_auxk(cfg, p, batch, ws, out);
+  if (g == nullptr) return out;
+  sparse_gradients(cfg, p, *g, batch.n_rows, static_cast<int64_t>(prefix_ends.size()), ws);
   return out;
 }
 

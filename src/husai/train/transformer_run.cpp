@@ -197,38 +197,21 @@ bool render_grokking_figure(const std::string& dir, const std::vector<EpochMetri
   return true;
 }
 
-}  // namespace
-
-TrainTransformerResult train_transformer(const Config& config, const TrainTransformerOptions& options) {
-  const TransformerRunConfig rc = transformer_run_config(config);
-  rc.task.validate();
-  rc.model.validate();
-  const std::string& dir = options.out_dir;
-  const std::string config_hash = config.hash();
-  const bool resuming = prepare_output_dir(dir, options.existing);
-
-  nlohmann::json training = config.resolved().at("training");
-  const nlohmann::json config_json = transformer_config_json(rc.model, rc.task, training);
-  const Split split = make_split(rc.task.n_pairs(), rc.train.train_fraction, rc.train.seed);
-
-  TransformerTrainer trainer(rc.model, rc.task, rc.train, split);
-  trainer.init_fresh();
-  const std::string checkpoint_path = path_join(dir, kCheckpoint);
-  if (resuming && fs::exists(checkpoint_path)) {
-    load_checkpoint(checkpoint_path, trainer.state(), config_hash);
-    if (!options.quiet) {
-      std::fprintf(stderr, "husai: resuming %s at epoch %lld (step %lld)\n", dir.c_str(),
-                   static_cast<long long>(trainer.state().epochs_done),
-                   static_cast<long long>(trainer.state().step));
-    }
+// Loads the checkpoint into the trainer's state and, unless quiet, says where training resumes.
+void resume_from_checkpoint(TransformerTrainer& trainer, const std::string& checkpoint_path,
+                            const std::string& config_hash, const std::string& dir, bool quiet) {
+  load_checkpoint(checkpoint_path, trainer.state(), config_hash);
+  if (!quiet) {
+    std::fprintf(stderr, "husai: resuming %s at epoch %lld (step %lld)\n", dir.c_str(),
+                 static_cast<long long>(trainer.state().epochs_done),
+                 static_cast<long long>(trainer.state().step));
   }
-  write_file_atomic(path_join(dir, "config.json"), config_json.dump(2) + "\n");
-  write_split(path_join(dir, "split.safetensors"), rc.task, split);
+}
 
-  install_stop_handlers();
-  Progress progress("train-transformer", rc.train.epochs, options.quiet);
-  const int64_t start_step = trainer.state().step;
-  const auto t0 = std::chrono::steady_clock::now();
+// Runs the training loop (progress per epoch, checkpoints when due, stopping on a signal); returns whether
+// every epoch ran. A training error is rethrown naming the last good checkpoint.
+bool run_training(TransformerTrainer& trainer, Progress& progress, const std::string& dir,
+                  const std::string& checkpoint_path, const std::string& config_hash, bool resuming) {
   // The step of the checkpoint on disk, for the message when training stops with an error (divergence, a
   // full disk): that checkpoint is the last good state, left untouched by the failure.
   std::optional<int64_t> checkpoint_step;
@@ -252,30 +235,17 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
                                ") is kept in " + checkpoint_path
                          : "; no checkpoint had been written yet");
   }
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return completed;
+}
 
-  TrainTransformerResult result;
-  result.epochs = trainer.state().epochs_done;
-  result.grok_epoch = trainer.state().grok_epoch;
-  result.wall_time_s = wall;
-  if (!completed) {
-    progress.finish("interrupted");
-    result.completed = false;
-    return result;
-  }
-  save_checkpoint(dir, trainer.state(), config_hash);
-  result.completed = true;
-  result.train = trainer.evaluate(split.train_idx);
-  result.val = trainer.evaluate(split.val_idx);
-  progress.finish(fmt::format("val_acc {:.4f} grok_epoch {}", result.val.acc,
-                              result.grok_epoch ? std::to_string(*result.grok_epoch) : "none"));
-
-  save_model_safetensors(path_join(dir, "model.safetensors"), trainer.layout(), trainer.state().params.data(),
-                         {{"format", "pt"}, {"producer", "husai"}, {"config_hash", config_hash}});
+// The run's metrics.json: final accuracies and losses, the validation-loss summary, sizes and throughput.
+nlohmann::json metrics_json(const TransformerTrainer& trainer, const Split& split,
+                            const TrainTransformerResult& result, int64_t start_step, double wall,
+                            bool resuming) {
   const ValLossSummary val_summary = summarise_val_loss(trainer.state().history);
   const int64_t steps_run = trainer.state().step - start_step;
   const int64_t samples = steps_run * trainer.batch_size();
-  nlohmann::json metrics = {
+  return {
       {"schema_version", kMetricsSchemaVersion},
       {"train_acc", result.train.acc},
       {"val_acc", result.val.acc},
@@ -298,15 +268,11 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
       {"samples_per_s", wall > 0 ? static_cast<double>(samples) / wall : 0.0},
       {"resumed", resuming},
   };
-  write_file_atomic(path_join(dir, "metrics.json"), metrics.dump(2) + "\n");
-  bool has_figure = false;
-  if (options.figures) {
-    has_figure = render_grokking_figure(
-        dir, trainer.state().history, result.grok_epoch,
-        fmt::format("(a {} b) mod {}, {} layer(s), train fraction {}", to_string(rc.task.op), rc.task.modulus,
-                    rc.model.n_layers, rc.train.train_fraction));
-  }
+}
 
+// Writes the run's manifest: every output file (the figure when drawn) and the resolved config.
+void write_run_manifest(const std::string& dir, const std::string& config_hash, bool has_figure,
+                        const Config& config) {
   Manifest manifest;
   manifest.command = command_line();
   manifest.config_hash = config_hash;
@@ -320,6 +286,66 @@ TrainTransformerResult train_transformer(const Config& config, const TrainTransf
   }
   manifest.extra["resolved_config"] = config.resolved();
   manifest.write(dir);
+}
+
+}  // namespace
+
+TrainTransformerResult train_transformer(const Config& config, const TrainTransformerOptions& options) {
+  const TransformerRunConfig rc = transformer_run_config(config);
+  rc.task.validate();
+  rc.model.validate();
+  const std::string& dir = options.out_dir;
+  const std::string config_hash = config.hash();
+  const bool resuming = prepare_output_dir(dir, options.existing);
+
+  nlohmann::json training = config.resolved().at("training");
+  const nlohmann::json config_json = transformer_config_json(rc.model, rc.task, training);
+  const Split split = make_split(rc.task.n_pairs(), rc.train.train_fraction, rc.train.seed);
+
+  TransformerTrainer trainer(rc.model, rc.task, rc.train, split);
+  trainer.init_fresh();
+  const std::string checkpoint_path = path_join(dir, kCheckpoint);
+  if (resuming && fs::exists(checkpoint_path)) {
+    resume_from_checkpoint(trainer, checkpoint_path, config_hash, dir, options.quiet);
+  }
+  write_file_atomic(path_join(dir, "config.json"), config_json.dump(2) + "\n");
+  write_split(path_join(dir, "split.safetensors"), rc.task, split);
+
+  install_stop_handlers();
+  Progress progress("train-transformer", rc.train.epochs, options.quiet);
+  const int64_t start_step = trainer.state().step;
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool completed = run_training(trainer, progress, dir, checkpoint_path, config_hash, resuming);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  TrainTransformerResult result;
+  result.epochs = trainer.state().epochs_done;
+  result.grok_epoch = trainer.state().grok_epoch;
+  result.wall_time_s = wall;
+  if (!completed) {
+    progress.finish("interrupted");
+    result.completed = false;
+    return result;
+  }
+  save_checkpoint(dir, trainer.state(), config_hash);
+  result.completed = true;
+  result.train = trainer.evaluate(split.train_idx);
+  result.val = trainer.evaluate(split.val_idx);
+  progress.finish(fmt::format("val_acc {:.4f} grok_epoch {}", result.val.acc,
+                              result.grok_epoch ? std::to_string(*result.grok_epoch) : "none"));
+
+  save_model_safetensors(path_join(dir, "model.safetensors"), trainer.layout(), trainer.state().params.data(),
+                         {{"format", "pt"}, {"producer", "husai"}, {"config_hash", config_hash}});
+  const nlohmann::json metrics = metrics_json(trainer, split, result, start_step, wall, resuming);
+  write_file_atomic(path_join(dir, "metrics.json"), metrics.dump(2) + "\n");
+  bool has_figure = false;
+  if (options.figures) {
+    has_figure = render_grokking_figure(
+        dir, trainer.state().history, result.grok_epoch,
+        fmt::format("(a {} b) mod {}, {} layer(s), train fraction {}", to_string(rc.task.op), rc.task.modulus,
+                    rc.model.n_layers, rc.train.train_fraction));
+  }
+  write_run_manifest(dir, config_hash, has_figure, config);
   return result;
 }
 
