@@ -295,6 +295,12 @@ GroupComparison compare_group(const StabilityStudy& s, const std::vector<Compari
   c.permutation =
       stats::permutation_test(pooled_matrix(t.ts, gs, s.cross_pairs[k], metric), n, options.bootstrap,
                               derived_seed(options.seed, "permutation/" + tag));
+  // Why 1 / C(n + m, n): the exact test counts, among all C(n + m, n) ways to label n + m dictionaries as
+  // trained or null, those at least as extreme as the observed labelling, which is one of them; so no data
+  // can give p below one labelling's share. (Sampled: (1 + hits) / (1 + draws), at least 1 / (1 + draws).)
+  // Holm multiplies the smallest p by the family size, so when family size x this floor exceeds alpha no
+  // outcome could be "above" or "below": the verdict is then `undecidable`, not `indistinguishable`, because
+  // the seeds could not have shown a difference whatever it was.
   c.min_attainable_p =
       c.permutation.exact ? 1.0 / binomial(n + m, n) : 1.0 / (1.0 + static_cast<double>(options.bootstrap));
   c.effect_size_seed_level = stats::cohens_d(t.t_seed, per_seed_means(gs));

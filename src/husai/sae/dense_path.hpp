@@ -26,8 +26,8 @@ std::vector<SaeKey> l1_penalty_keys();
 // lambda_t = l1_coefficient * min(1, step / l1_warmup_steps).
 double l1_coefficient_at(const SaeConfig& cfg, int64_t step);
 
-// ws.xc = x - b_dec (or x), ws.z = xc W_enc + b_enc  [B, L]; without b_enc when add_b_enc is false (gated
-// adds its own biases to xc W_enc).
+// ws.xc = x - b_dec (or x), ws.z = xc W_enc + b_enc  [B, L]; without b_enc when add_b_enc is false (for an
+// architecture that adds its own per-path biases to xc W_enc).
 template <typename T>
 void encoder_pre(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B, SaeWorkspace<T>& ws,
                  bool add_b_enc = true) {
