@@ -144,6 +144,13 @@ def dict_cases() -> dict[str, list[np.ndarray]]:
         rng.normal(size=(40, 64)).astype(np.float32),
         rng.normal(size=(24, 64)).astype(np.float32),
     ]
+    # Above 4,096^2 pairs husai compares blockwise with a certified sparse matching (metrics/large_matching.hpp):
+    # a half-shared pair, and crowded low-dimensional atoms whose first candidate graph is not optimal.
+    a = rng.normal(size=(4608, 64))
+    b = rng.normal(size=(5000, 64))
+    b[:2304] = a[:2304] + 0.3 * rng.normal(size=(2304, 64))
+    out["large_half_shared_4608x5000"] = [a.astype(np.float32), b[rng.permutation(5000)].astype(np.float32)]
+    out["large_crowded_4200x8"] = [rng.normal(size=(4200, 8)).astype(np.float32) for _ in range(2)]
     return out
 
 

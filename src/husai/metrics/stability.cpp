@@ -8,6 +8,7 @@
 #include "husai/core/gemm.hpp"
 #include "husai/core/parallel_tasks.hpp"
 #include "husai/core/threading.hpp"
+#include "husai/metrics/large_matching.hpp"
 
 namespace husai {
 
@@ -94,6 +95,13 @@ PairStability pair_stability(const FeatureSet& a, const FeatureSet& b, Stability
                              bool keep_best) {
   const int64_t na = a.n_features, nb = b.n_features;
   if (na == 0 || nb == 0) throw Error("cannot compare an empty dictionary");
+  if (na * nb > kDenseStabilityLimit) {
+    if (na <= nb) return large_pair_stability(a, b, keep_best);
+    PairStability r = large_pair_stability(b, a, keep_best);  // it matches every feature of its first set
+    std::swap(r.pwmcc_ab, r.pwmcc_ba);
+    std::swap(r.best_ab, r.best_ba);
+    return r;
+  }
   ws.cos.resize(static_cast<size_t>(na * nb));
   abs_cosine_matrix(a, b, ws.cos.data());
   const float* C = ws.cos.data();

@@ -47,6 +47,11 @@ FeatureSet encoder_features(const SaeModel& sae);
 
 inline constexpr std::array<double, 3> kSharedThresholds = {0.5, 0.7, 0.9};
 
+// Above this many |cos| entries (n_a * n_b) a pair is compared blockwise (metrics/large_matching.hpp: no
+// n_a x n_b matrix, an exact matching certified by its dual potentials) instead of through the dense matrix;
+// at or below it, through the dense matrix and the dense assignment solver. 4,096^2 floats = 64 MiB.
+inline constexpr int64_t kDenseStabilityLimit = int64_t{4096} * 4096;
+
 struct PairStability {
   double pwmcc = 0;
   double pwmcc_ab = 0;
@@ -55,6 +60,10 @@ struct PairStability {
   std::array<double, 3> shared_frac{};  // at kSharedThresholds
   std::vector<float> best_ab;           // [n_a]: max_j C_ij (only with keep_best)
   std::vector<float> best_ba;           // [n_b]: max_i C_ij (only with keep_best)
+  // Blockwise path only (n_a * n_b > kDenseStabilityLimit): sparse solves until the optimality certificate
+  // held, and the candidate edges then (0 and 0: the dense solver, which needs no certificate).
+  int64_t matching_rounds = 0;
+  int64_t matching_edges = 0;
 };
 
 // Scratch reused across pairs by one thread: the |cos| matrix, column maxima and the assignment solver.
