@@ -10,7 +10,7 @@ FUZZ_TARGETS := safetensors config saelens
 HUSAI := $(BUILD)/bin/husai
 CMAKE_FLAGS ?=
 
-.PHONY: deps deps-test configure build build-cli build-asan demo test test-unit test-asan format format-check lint \
+.PHONY: bench-compare deps deps-test configure build build-cli build-asan demo test test-unit test-asan format format-check lint \
         smoke bench grok-nanda sae-table clean build-fuzz fuzz reproduce-phase4a ablate-core adaptive-l0 \
         adaptive-l0-control release-gate audit benchmark-slice consistency-sweep golden-update \
         transformer-seeds
@@ -96,6 +96,11 @@ golden-update: build
 
 bench: build deps-test
 	bash bench/run_bench.sh $(BUILD)
+
+# husai compare on two 8,192 x 768 SAEs beside SciPy (linear_sum_assignment + NumPy cosines), then 32,768 alone.
+bench-compare: build-cli deps-test
+	/usr/bin/python3 bench/compare_large.py --husai $(HUSAI) --n 8192
+	/usr/bin/python3 bench/compare_large.py --husai $(HUSAI) --n 32768 --no-scipy
 
 # Every SAE architecture on the latest demo's activations (from its phase4a run's results.json): L0, EV, dead fraction, CE loss score, time, plateau.
 sae-table: build-cli
