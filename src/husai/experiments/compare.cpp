@@ -431,7 +431,9 @@ void write_manifest(const CompareOptions& options, const json& settings, bool ha
     const fs::path cfg = fs::path(d) / "cfg.json";
     if (fs::exists(cfg)) manifest.add_input(cfg.string());
   }
-  if (has_acts) manifest.add_input(options.activations_path);
+  if (has_acts) {
+    for (const std::string& shard : activation_shards(options.activations_path)) manifest.add_input(shard);
+  }
   for (const std::string& name : written) manifest.add_output(dir, name);
   manifest.extra["settings"] = settings;
   manifest.extra["timing_s"] = {

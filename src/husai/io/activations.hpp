@@ -1,7 +1,10 @@
 #pragma once
 
-// Reading an activation file (`husai extract`, `husai synth`, or anyone's safetensors with a 2-D float
-// tensor): the rows, checked finite, and where they came from.
+// Reading activations (`husai extract`, `husai synth`, or anyone's): the rows, checked finite, and where they
+// came from. `path` is one file, a folder, or a glob (`acts/*.npy`); a folder or glob means its shards in
+// name order, their rows concatenated. A shard is a safetensors file (tensor `key`) or a NumPy .npy file (C
+// order, 2-D), of float32, float16, bfloat16 (safetensors only) or float64; computation is in float32. Shards
+// must agree on d_in and dtype. Rows are held in memory (streaming larger-than-RAM files is not done yet).
 
 #include <map>
 #include <string>
@@ -14,14 +17,21 @@ struct ActivationFile {
   std::string key;
   std::vector<float> x;  // [n_rows, d_in] row-major
   int64_t n_rows = 0, d_in = 0;
-  std::string sha256;
+  std::string sha256;  // of the file; of several shards, the sha256 of their sha256s one per line, in order
+  std::vector<std::string> shards;     // the files read, in order (one for a single file)
+  std::string dtype = "F32";           // as stored (safetensors spelling)
   std::string hook_name = "unknown";   // from the metadata, when present
   std::string model_name = "unknown";  // the transformer's path, or "synthetic"
   std::map<std::string, std::string> metadata;
 };
 
 // Errors (naming the file) for a missing key (listing the available ones), a tensor that is not 2-D
-// floats, fewer than 2 rows, and NaN/Inf values (naming the row and column, 0-based).
+// floats, fewer than 2 rows in all, a truncated file, shards that disagree on d_in or dtype, a folder or glob
+// with no shard, and NaN/Inf values (naming the shard, its row and column, 0-based, and the row overall).
 ActivationFile load_activation_file(const std::string& path, const std::string& key);
+
+// The shard files `path` names: itself when it is a file; a folder's *.safetensors and *.npy files; a glob's
+// matches; each sorted by name. Throws husai::Error when there are none.
+std::vector<std::string> activation_shards(const std::string& path);
 
 }  // namespace husai

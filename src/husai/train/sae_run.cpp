@@ -607,10 +607,9 @@ struct SaeEvalRows {
 };
 
 // The final folders, metrics and manifest of a completed run.
-void write_final_outputs(const std::string& dir, const Config& config, const TrainSaeOptions& options,
-                         const SaeTrainer& trainer, const SaeRunData& data,
-                         const std::vector<SaeSnapshotPoint>& snapshots, const std::string& consistency_dir,
-                         bool resuming, TrainSaeResult& result) {
+void write_final_outputs(const std::string& dir, const Config& config, const SaeTrainer& trainer,
+                         const SaeRunData& data, const std::vector<SaeSnapshotPoint>& snapshots,
+                         const std::string& consistency_dir, bool resuming, TrainSaeResult& result) {
   const SaeTrainSettings& settings = trainer.settings();
   const int64_t D = settings.sae.d_in;
   SaeEvalRows rows;
@@ -625,8 +624,10 @@ void write_final_outputs(const std::string& dir, const Config& config, const Tra
   Manifest manifest;
   manifest.command = command_line();
   manifest.config_hash = config.hash();
-  manifest.add_input(options.activations_path);
-  if (data.transcoder()) manifest.add_input(options.target_activations_path);
+  for (const std::string& shard : data.acts.shards) manifest.add_input(shard);
+  if (data.transcoder()) {
+    for (const std::string& shard : data.target->shards) manifest.add_input(shard);
+  }
   if (!consistency_dir.empty()) manifest.add_input(path_join(consistency_dir, "sae_weights.safetensors"));
   manifest.add_output(dir, "split.safetensors");
   manifest.add_output(dir, kState);
@@ -786,7 +787,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   }
   save_state(dir, trainer, config_hash, data);
   progress.finish();
-  write_final_outputs(dir, config, options, trainer, data, snapshots, consistency_dir, resuming, result);
+  write_final_outputs(dir, config, trainer, data, snapshots, consistency_dir, resuming, result);
   result.completed = true;
   return result;
 }
