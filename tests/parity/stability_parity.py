@@ -151,6 +151,8 @@ def dict_cases() -> dict[str, list[np.ndarray]]:
     b[:2304] = a[:2304] + 0.3 * rng.normal(size=(2304, 64))
     out["large_half_shared_4608x5000"] = [a.astype(np.float32), b[rng.permutation(5000)].astype(np.float32)]
     out["large_crowded_4200x8"] = [rng.normal(size=(4200, 8)).astype(np.float32) for _ in range(2)]
+    # More features in the first dictionary: husai matches the other way round and maps the result back.
+    out["large_reversed_5000x4608"] = out["large_half_shared_4608x5000"][::-1]
     return out
 
 

@@ -184,6 +184,7 @@ json pair_json(const StudyPair& r, const std::string& a_label, const std::string
   json j = {{"a", r.a}, {"b", r.b}, {"a_path", a_label}, {"b_path", b_label}};
   for (const std::string& m : pair_metric_names()) j[m] = pair_metric(r.dec, m);
   for (const std::string& m : pair_metric_names()) j[m + "_enc"] = pair_metric(r.enc, m);
+  if (std::isfinite(r.shared_frac_both_07)) j["shared_frac_both_07"] = r.shared_frac_both_07;
   if (r.dec.matching_rounds > 0 || r.enc.matching_rounds > 0) {
     // Large dictionaries: the matching came from the sparse candidate graph and was certified optimal.
     j["matching"] = {{"method", "sparse candidate graph, certified by dual potentials on every pair"},

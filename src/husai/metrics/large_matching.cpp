@@ -332,6 +332,10 @@ PairStability large_pair_stability(const FeatureSet& a, const FeatureSet& b, boo
     }
     total += c;
     for (size_t t = 0; t < kSharedThresholds.size(); ++t) shared[t] += c >= kSharedThresholds[t] ? 1 : 0;
+    if (keep_best) {
+      r.matching.emplace_back(static_cast<int32_t>(i), static_cast<int32_t>(j));
+      r.matched_cos.push_back(static_cast<float>(c));
+    }
   }
   r.matched_mean_cos = total / static_cast<double>(na);
   for (size_t t = 0; t < shared.size(); ++t)

@@ -100,6 +100,19 @@ PairStability pair_stability(const FeatureSet& a, const FeatureSet& b, Stability
     PairStability r = large_pair_stability(b, a, keep_best);  // it matches every feature of its first set
     std::swap(r.pwmcc_ab, r.pwmcc_ba);
     std::swap(r.best_ab, r.best_ba);
+    // Back to (row of a, column of b), in a's row order.
+    std::vector<size_t> order(r.matching.size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    std::sort(order.begin(), order.end(),
+              [&](size_t x, size_t y) { return r.matching[x].second < r.matching[y].second; });
+    std::vector<std::pair<int32_t, int32_t>> m;
+    std::vector<float> c;
+    for (const size_t k : order) {
+      m.emplace_back(r.matching[k].second, r.matching[k].first);
+      c.push_back(r.matched_cos[k]);
+    }
+    r.matching = std::move(m);
+    r.matched_cos = std::move(c);
     return r;
   }
   ws.cos.resize(static_cast<size_t>(na * nb));
@@ -136,6 +149,12 @@ PairStability pair_stability(const FeatureSet& a, const FeatureSet& b, Stability
   for (size_t k = 0; k < match.rows.size(); ++k) {
     const auto c = static_cast<double>(C[match.rows[k] * nb + match.cols[k]]);
     for (size_t t = 0; t < kSharedThresholds.size(); ++t) shared[t] += c >= kSharedThresholds[t] ? 1 : 0;
+  }
+  if (keep_best) {
+    for (size_t k = 0; k < match.rows.size(); ++k) {
+      r.matching.emplace_back(static_cast<int32_t>(match.rows[k]), static_cast<int32_t>(match.cols[k]));
+      r.matched_cos.push_back(C[match.rows[k] * nb + match.cols[k]]);
+    }
   }
   r.matched_mean_cos = match.total / n_matched;
   for (size_t t = 0; t < shared.size(); ++t) r.shared_frac[t] = static_cast<double>(shared[t]) / n_matched;

@@ -64,6 +64,10 @@ struct PairStability {
   // held, and the candidate edges then (0 and 0: the dense solver, which needs no certificate).
   int64_t matching_rounds = 0;
   int64_t matching_edges = 0;
+  // The optimal matching itself (only with keep_best): matched (row of a, column of b) pairs in row order and
+  // each pair's |cos|.
+  std::vector<std::pair<int32_t, int32_t>> matching;
+  std::vector<float> matched_cos;
 };
 
 // Scratch reused across pairs by one thread: the |cos| matrix, column maxima and the assignment solver.

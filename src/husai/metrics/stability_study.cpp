@@ -255,6 +255,23 @@ void store_pairs(StabilityStudy& s, int64_t n, const std::vector<ComparisonGroup
   }
 }
 
+// Fraction of the decoder matching's pairs whose decoder |cos| and encoder |cos| (columns of W_enc, summed in
+// dimension order) both reach `threshold`.
+double shared_both(const PairStability& dec, const FeatureSet& enc_a, const FeatureSet& enc_b,
+                   double threshold) {
+  if (dec.matching.empty()) return std::numeric_limits<double>::quiet_NaN();
+  int64_t both = 0;
+  for (size_t k = 0; k < dec.matching.size(); ++k) {
+    const auto [i, j] = dec.matching[k];
+    const float* x = enc_a.rows.data() + static_cast<int64_t>(i) * enc_a.dim;
+    const float* y = enc_b.rows.data() + static_cast<int64_t>(j) * enc_b.dim;
+    double dot = 0;
+    for (int64_t d = 0; d < enc_a.dim; ++d) dot += static_cast<double>(x[d]) * static_cast<double>(y[d]);
+    both += static_cast<double>(dec.matched_cos[k]) >= threshold && std::abs(dot) >= threshold ? 1 : 0;
+  }
+  return static_cast<double>(both) / static_cast<double>(dec.matching.size());
+}
+
 // Per-feature stability of `count` dictionaries from their pairs' decoder (or encoder) results.
 std::vector<std::vector<double>> per_feature(int64_t count, const std::vector<StudyPair>& pairs, bool enc) {
   std::vector<PairStability> v;
@@ -438,6 +455,10 @@ StabilityStudy run_stability_study(const std::vector<StudyDictionary>& trained,
   plan_jobs(plan, n, groups);
   const std::vector<PairStability> results = pair_stabilities(plan.sets, plan.jobs, true);
   store_pairs(s, n, groups, plan, results);
+  for (StudyPair& p : s.trained_pairs) {
+    p.shared_frac_both_07 =
+        shared_both(p.dec, trained[static_cast<size_t>(p.a)].enc, trained[static_cast<size_t>(p.b)].enc, 0.7);
+  }
 
   // ---- Per-feature stability.
   s.per_feature_dec = per_feature(n, s.trained_pairs, false);

@@ -86,6 +86,10 @@ struct StudyOptions {
 struct StudyPair {
   int64_t a = 0, b = 0;
   PairStability dec, enc;
+  // Trained pairs only (NaN otherwise): the fraction of the decoder's optimal matching whose pairs clear
+  // |cos| >= 0.7 with their decoder rows AND their encoder columns (Paulo & Belrose 2025's "shared" latent,
+  // matched on the decoder).
+  double shared_frac_both_07 = std::numeric_limits<double>::quiet_NaN();
 };
 
 // Trained seeds against one group, for one metric.

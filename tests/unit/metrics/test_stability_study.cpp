@@ -79,6 +79,35 @@ TEST(StabilityStudy, VerdictRuleOnFixedInputs) {
   }
 }
 
+// Paulo & Belrose's shared fraction: a decoder-matched pair counts only when its encoder columns agree too.
+// Two SAEs with the same decoder (noise 0.01) whose encoders agree on the first half of the latents and are
+// independent on the second half: the decoder shares ~all latents at 0.7, "both" only the first half.
+TEST(StabilityStudy, SharedBothNeedsEncoderAndDecoderAbove07) {
+  const int64_t d = 32, f = 40;
+  const std::vector<double> base = gaussian(f * d, 7);
+  std::vector<StudyDictionary> trained;
+  for (int i = 0; i < 2; ++i) {
+    StudyDictionary t = noisy_copy(base, f, d, 0.01, 200 + static_cast<uint64_t>(i), "t" + std::to_string(i));
+    const StudyDictionary other = noisy_copy(gaussian(f * d, 50 + static_cast<uint64_t>(i)), f, d, 0.0,
+                                             300 + static_cast<uint64_t>(i), "e");
+    for (int64_t r = f / 2; r < f; ++r) {  // second half: this SAE's own random encoder columns
+      std::copy_n(other.dec.rows.begin() + r * d, d, t.enc.rows.begin() + r * d);
+    }
+    trained.push_back(t);
+  }
+  trained.push_back(noisy_copy(base, f, d, 0.01, 202, "t2"));
+  const StabilityStudy s =
+      run_stability_study(trained, {random_group("geo", true, 4, f, d, 900)}, quick_options());
+  const StudyPair& p01 = s.trained_pairs[0];  // (0, 1): encoders agree on half the latents
+  EXPECT_GE(p01.dec.shared_frac[1], 0.95);
+  EXPECT_NEAR(p01.shared_frac_both_07, 0.5, 0.05);
+  const StudyPair& p02 = s.trained_pairs[1];  // (0, 2): t2 keeps the base encoder, so t0's first half agrees
+  EXPECT_NEAR(p02.shared_frac_both_07, 0.5, 0.05);
+  for (const auto& g : s.group_pairs) {
+    for (const StudyPair& q : g) EXPECT_TRUE(std::isnan(q.shared_frac_both_07));  // trained pairs only
+  }
+}
+
 TEST(StabilityStudy, PlantedStructureIsAboveAndHolmSpansMetricsAndNulls) {
   const int64_t n = 5, d = 16, f = 24;
   const std::vector<double> base = gaussian(f * d, 1);
