@@ -5,6 +5,7 @@
 # refused naming the file (and the row).
 set -euo pipefail
 HUSAI=$1; WORK=$2
+source "$(cd "$(dirname "$0")" && pwd)/lib.bash"
 rm -rf "$WORK"; mkdir -p "$WORK"; cd "$WORK"
 /usr/bin/python3 - <<'PY'
 import json, os, struct
@@ -55,17 +56,10 @@ cmp from_bf16/seed1/sae_weights.safetensors from_bf16_f32/seed1/sae_weights.safe
   { echo "FAIL: bfloat16 gave other weights than its widened float32 values" >&2; exit 1; }
 echo "bfloat16 safetensors = widened float32: identical SAE bytes"
 
-expect_fail() {  # NAME PATTERN -- command...
-  local name=$1 pattern=$2; shift 3
-  if "$@" 2> "$name.err"; then echo "FAIL: $name accepted" >&2; exit 1; fi
-  grep -q -- "$pattern" "$name.err" || { echo "FAIL: $name: message lacks '$pattern'" >&2; cat "$name.err" >&2; exit 1; }
-  echo "refused ($name): $(head -c 220 "$name.err")"
-}
-expect_fail width "bad_width/b.npy" -- "$HUSAI" "${args[@]}" --activations bad_width --out o1
-expect_fail dtype "every shard must have the same d_in and dtype" -- "$HUSAI" "${args[@]}" --activations bad_dtype --out o2
-expect_fail nan "row 5 (0-based), column 7 (row 4005 of all shards)" -- "$HUSAI" "${args[@]}" --activations bad_nan --out o3
-expect_fail trunc "truncated" -- "$HUSAI" "${args[@]}" --activations trunc.npy --out o4
-expect_fail fortran "Fortran-order" -- "$HUSAI" "${args[@]}" --activations fortran.npy --out o5
-expect_fail empty_glob "no file matches" -- "$HUSAI" "${args[@]}" --activations 'shards/none_*' --out o6
-for o in o1 o2 o3 o4 o5 o6; do [[ ! -e $o ]] || { echo "FAIL: $o written" >&2; exit 1; }; done
+expect_fail width "bad_width/b.npy" o1 -- "$HUSAI" "${args[@]}" --activations bad_width --out o1
+expect_fail dtype "every shard must have the same d_in and dtype" o2 -- "$HUSAI" "${args[@]}" --activations bad_dtype --out o2
+expect_fail nan "row 5 (0-based), column 7 (row 4005 of all shards)" o3 -- "$HUSAI" "${args[@]}" --activations bad_nan --out o3
+expect_fail trunc "truncated" o4 -- "$HUSAI" "${args[@]}" --activations trunc.npy --out o4
+expect_fail fortran "Fortran-order" o5 -- "$HUSAI" "${args[@]}" --activations fortran.npy --out o5
+expect_fail empty_glob "no file matches" o6 -- "$HUSAI" "${args[@]}" --activations 'shards/none_*' --out o6
 echo "activation_shards: all checks passed"

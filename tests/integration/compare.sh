@@ -6,6 +6,7 @@
 # nothing written.
 set -euo pipefail
 HUSAI=$1; WORK=$2
+source "$(cd "$(dirname "$0")" && pwd)/lib.bash"
 rm -rf "$WORK"; mkdir -p "$WORK"; cd "$WORK"
 "$HUSAI" synth --quiet --d-in 32 --n-features 64 --active 3 --rows 20000 --seed 1 --out synth.safetensors
 train=(train-sae --quiet --activations synth.safetensors --architecture topk --k 3 --batch-size 256)
@@ -185,13 +186,6 @@ for path, want in (('cmp_sur', 'above'), ('cmp_gauss', 'indistinguishable')):
 print('stability.json checks: ok')
 PY
 
-expect_fail() {  # NAME PATTERN OUTDIR -- command...
-  local name=$1 pattern=$2 out=$3; shift 4
-  if "$@" 2> "$name.err"; then echo "FAIL: $name accepted" >&2; exit 1; fi
-  grep -q -- "$pattern" "$name.err" || { echo "FAIL: $name: message lacks '$pattern'" >&2; cat "$name.err" >&2; exit 1; }
-  if [[ -n "$out" && -e "$out" ]]; then echo "FAIL: $name wrote $out" >&2; exit 1; fi
-  echo "refused ($name): $(head -c 160 "$name.err")"
-}
 "$HUSAI" synth --quiet --d-in 16 --n-features 32 --active 2 --rows 2000 --seed 2 --out d16.safetensors
 "$HUSAI" train-sae --quiet --activations d16.safetensors --architecture topk --k 2 --d-sae 32 --steps 20 --batch-size 128 \
   --seeds 7 --out d16sae

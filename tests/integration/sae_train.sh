@@ -6,6 +6,7 @@
 set -euo pipefail
 HUSAI=$1; WORK=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/lib.bash"
 rm -rf "$WORK"; mkdir -p "$WORK"; cd "$WORK"
 "$HUSAI" synth --quiet --d-in 32 --n-features 64 --active 3 --rows 20000 --seed 1 --out synth.safetensors
 common=(train-sae --quiet --activations synth.safetensors --d-sae 128 --k 3 --batch-size 256)
@@ -20,19 +21,9 @@ gated=("${common[@]}" --architecture gated --l1 6)
 "$HUSAI" "${gated[@]}" --steps 1500 --threads 1 --out rec_gated
 /usr/bin/python3 "$HERE/sae_recovery.py" synth.safetensors rec_gated/seed42 0.9
 # gated after kill -9 + --resume: the same bytes as an uninterrupted run.
-"$HUSAI" "${gated[@]}" --steps 400 --checkpoint-every 25 --threads 2 --out g1
-"$HUSAI" "${gated[@]}" --steps 400 --checkpoint-every 25 --threads 2 --out gk &
-pid=$!
-for delay in 0.15 0.2; do
-  sleep "$delay"; kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
-  "$HUSAI" "${gated[@]}" --steps 400 --checkpoint-every 25 --threads 2 --out gk --resume &
-  pid=$!
-done
-wait "$pid"
-for f in seed42/sae_weights.safetensors seed42/cfg.json seed42/metrics.jsonl trainer_state.safetensors; do
-  cmp "g1/$f" "gk/$f" || { echo "FAIL: gated $f differs after kill -9 + resume" >&2; exit 1; }
-done
-echo "gated kill -9 + resume: identical bytes"
+kill_resume_matches gated g1 gk "0.15 0.2" \
+  "seed42/sae_weights.safetensors seed42/cfg.json seed42/metrics.jsonl trainer_state.safetensors" -- \
+  "${gated[@]}" --steps 400 --checkpoint-every 25 --threads 2
 
 args=("${common[@]}" --architecture topk --steps 400 --checkpoint-every 25 --set sae.dead_window=5000)
 "$HUSAI" "${args[@]}" --threads 1 --out t1
@@ -94,13 +85,6 @@ grep -q "step_100" k/manifest.json && { echo "FAIL: the manifest lists a missing
 cmp t1/seed42/sae_weights.safetensors k/seed42/sae_weights.safetensors
 echo "resume with a snapshot removed: warned, not recreated, not in the manifest"
 
-expect_fail() {  # NAME PATTERN OUTDIR -- command...
-  local name=$1 pattern=$2 out=$3; shift 4
-  if "$@" 2> "$name.err"; then echo "FAIL: $name accepted" >&2; exit 1; fi
-  grep -q -- "$pattern" "$name.err" || { echo "FAIL: $name: message lacks '$pattern'" >&2; cat "$name.err" >&2; exit 1; }
-  if [[ -n "$out" && -e "$out" ]]; then echo "FAIL: $name wrote $out" >&2; exit 1; fi
-  echo "refused ($name): $(head -c 160 "$name.err")"
-}
 /usr/bin/python3 - <<'PY'
 import json, struct, array
 def write(path, rows, cols, bad_row=None):

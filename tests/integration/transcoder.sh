@@ -8,6 +8,7 @@
 set -euo pipefail
 HUSAI=$1; WORK=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/lib.bash"
 rm -rf "$WORK"; mkdir -p "$WORK"; cd "$WORK"
 
 "$HUSAI" synth --quiet --d-in 32 --n-features 64 --active 3 --rows 20000 --seed 1 --transcoder --out synth.safetensors
@@ -32,19 +33,8 @@ PY
 
 # kill -9 + --resume: the same bytes as an uninterrupted run.
 args=("${common[@]}" --architecture topk --steps 1000 --checkpoint-every 25 --threads 2)
-"$HUSAI" "${args[@]}" --out t1
-"$HUSAI" "${args[@]}" --out tk &
-pid=$!
-for delay in 0.15 0.25; do
-  sleep "$delay"; kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
-  "$HUSAI" "${args[@]}" --out tk --resume &
-  pid=$!
-done
-wait "$pid"
-for f in seed42/sae_weights.safetensors seed42/cfg.json seed42/metrics.jsonl trainer_state.safetensors; do
-  cmp "t1/$f" "tk/$f" || { echo "FAIL: transcoder $f differs after kill -9 + resume" >&2; exit 1; }
-done
-echo "transcoder kill -9 + resume: identical bytes"
+kill_resume_matches transcoder t1 tk "0.15 0.25" \
+  "seed42/sae_weights.safetensors seed42/cfg.json seed42/metrics.jsonl trainer_state.safetensors" -- "${args[@]}"
 
 "$HUSAI" eval-sae --quiet --sae rec_topk/seed42 --activations synth.safetensors --target-activations synth.safetensors \
   --target-key targets --out eval_synth.json
@@ -106,13 +96,6 @@ import json; e=json.load(open('eval_tc.json')); m=e['metrics']
 assert m['fvu'] < 1 and m['ce_loss_score'] is not None, m
 print('trained topk transcoder in place of the MLP: fvu %.4f, ce_loss_score %.4f, kl_div_score %.4f' % (m['fvu'], m['ce_loss_score'], m['kl_div_score']))"
 
-expect_fail() {  # NAME PATTERN OUTPATH -- command...
-  local name=$1 pattern=$2 out=$3; shift 4
-  if "$@" 2> "$name.err"; then echo "FAIL: $name accepted" >&2; exit 1; fi
-  grep -q -- "$pattern" "$name.err" || { echo "FAIL: $name: message lacks '$pattern'" >&2; cat "$name.err" >&2; exit 1; }
-  if [[ -n "$out" && -e "$out" ]]; then echo "FAIL: $name wrote $out" >&2; exit 1; fi
-  echo "refused ($name): $(head -c 200 "$name.err")"
-}
 "$HUSAI" synth --quiet --d-in 32 --n-features 64 --active 3 --rows 500 --seed 2 --out short.safetensors
 "$HUSAI" synth --quiet --d-in 16 --n-features 64 --active 3 --rows 20000 --seed 2 --out narrow.safetensors
 expect_fail tc_rows "500 rows" bad_rows -- "$HUSAI" train-sae --quiet --activations synth.safetensors \
