@@ -46,6 +46,14 @@ TensorData read_shard(const std::string& path, const std::string& key, bool sing
 
 }  // namespace
 
+void check_paired_rows(const ActivationFile& acts, const ActivationFile& target) {
+  if (target.n_rows != acts.n_rows) {
+    throw Error("the target has " + std::to_string(target.n_rows) + " rows, the activations " + acts.path +
+                " have " + std::to_string(acts.n_rows) + ": row r of one must be row r of the other")
+        .file(target.path);
+  }
+}
+
 std::vector<std::string> activation_shards(const std::string& path) {
   if (path.empty()) throw Error("--activations FILE is required");
   std::vector<std::string> out;

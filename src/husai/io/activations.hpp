@@ -30,6 +30,10 @@ struct ActivationFile {
 // with no shard, and NaN/Inf values (naming the shard, its row and column, 0-based, and the row overall).
 ActivationFile load_activation_file(const std::string& path, const std::string& key);
 
+// A transcoder's target file pairs row for row with its activation file: throws husai::Error naming the
+// target when the row counts differ.
+void check_paired_rows(const ActivationFile& acts, const ActivationFile& target);
+
 // The shard files `path` names: itself when it is a file; a folder's *.safetensors and *.npy files; a glob's
 // matches; each sorted by name. Throws husai::Error when there are none.
 std::vector<std::string> activation_shards(const std::string& path);

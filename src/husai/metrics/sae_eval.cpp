@@ -53,11 +53,7 @@ ActivationFile load_target(const EvalSaeOptions& options, const SaeModel& sae, c
         .file(options.sae_dir);
   }
   ActivationFile target = load_activation_file(options.target_activations_path, options.target_key);
-  if (target.n_rows != acts.n_rows) {
-    throw Error("the target has " + std::to_string(target.n_rows) + " rows, the activations " +
-                std::to_string(acts.n_rows) + ": row r of one must be row r of the other")
-        .file(target.path);
-  }
+  check_paired_rows(acts, target);
   if (target.d_in != sae.out_dim()) {
     throw Error("target rows have width " + std::to_string(target.d_in) + " but the transcoder in " +
                 options.sae_dir + " writes d_out " + std::to_string(sae.out_dim()))

@@ -131,11 +131,11 @@ SpliceSites resolve_splice_sites(const LoadedModel& model, const SpliceSpec& spe
   s.layer = resolve_layer_index(spec.layer, model.cfg.n_layers);
   s.position = resolve_splice_position(model, spec);
   s.site = spec.site;
-  s.hook_name = "blocks." + std::to_string(s.layer) + ".hook_" + hook_site_name(spec.site);
+  s.hook_name = hook_point_name(s.layer, spec.site);
   const SpliceSpec written = spec.written();
   s.out_layer = resolve_layer_index(written.layer, model.cfg.n_layers);
   s.out_site = written.site;
-  s.out_hook_name = "blocks." + std::to_string(s.out_layer) + ".hook_" + hook_site_name(written.site);
+  s.out_hook_name = hook_point_name(s.out_layer, written.site);
   const int64_t answer = model.task.answer_position();
   // The prediction is made from the clean run's input rows; the patched runs must see those same rows, so
   // the written site has to come strictly later (sites are in forward order within a block).

@@ -70,10 +70,6 @@ ExtractRows extract_rows(const LoadedModel& model, int64_t per_pair, bool all_po
   return rows;
 }
 
-std::string hook_name_of(int64_t layer, HookSite site) {
-  return "blocks." + std::to_string(layer) + ".hook_" + hook_site_name(site);
-}
-
 }  // namespace
 
 ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& spec,
@@ -154,7 +150,7 @@ ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& 
     if (all_positions) out.put("position", TensorData::i64({N}, rows.position.data()));
     out.metadata = {{"model_sha256", model.model_sha256},
                     {"model_path", model.model_path},
-                    {"hook_name", hook_name_of(l, site)},
+                    {"hook_name", hook_point_name(l, site)},
                     {"layer", std::to_string(l)},
                     {"site", hook_site_name(site)},
                     {"position", position_text},
@@ -167,10 +163,10 @@ ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& 
     out.save(path);
   };
   write(out_path, acts, layer, spec.site);
-  ExtractSummary summary{N, D, hook_name_of(layer, spec.site), position_text, ""};
+  ExtractSummary summary{N, D, hook_point_name(layer, spec.site), position_text, ""};
   if (with_target) {
     write(target_out_path, target_acts, target_layer, *spec.target_site);
-    summary.target_hook_name = hook_name_of(target_layer, *spec.target_site);
+    summary.target_hook_name = hook_point_name(target_layer, *spec.target_site);
   }
   return summary;
 }

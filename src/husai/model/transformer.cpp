@@ -69,6 +69,10 @@ const char* hook_site_name(HookSite site) {
   return "resid_post";
 }
 
+std::string hook_point_name(int64_t layer, HookSite site) {
+  return "blocks." + std::to_string(layer) + ".hook_" + hook_site_name(site);
+}
+
 HookSite parse_hook_site(const std::string& name) {
   for (HookSite s :
        {HookSite::ResidPre, HookSite::AttnOut, HookSite::ResidMid, HookSite::MlpOut, HookSite::ResidPost}) {

@@ -24,6 +24,8 @@ namespace husai {
 enum class HookSite { ResidPre, AttnOut, ResidMid, MlpOut, ResidPost };
 const char* hook_site_name(HookSite site);  // "resid_pre", ...
 HookSite parse_hook_site(const std::string& name);
+// TransformerLens hook point name: "blocks.<layer>.hook_<site>".
+std::string hook_point_name(int64_t layer, HookSite site);
 
 // Called after each hook point is computed, with its activations [B * n_pos, D] (row = b*n_pos + i,
 // position first_pos + i); it may read or overwrite them (activation patching, SAE splicing).

@@ -497,11 +497,7 @@ double scale_to_sqrt_d(std::vector<float>& rows, int64_t d) {
 
 // A transcoder's target file must pair row for row with the activation file.
 void check_target(const ActivationFile& acts, const ActivationFile& target) {
-  if (target.n_rows != acts.n_rows) {
-    throw Error("the target has " + std::to_string(target.n_rows) + " rows, the activations " + acts.path +
-                " have " + std::to_string(acts.n_rows) + ": row r of one must be row r of the other")
-        .file(target.path);
-  }
+  check_paired_rows(acts, target);
   if (target.d_in != acts.d_in) {
     throw Error("the target rows have width " + std::to_string(target.d_in) + ", the activations " +
                 std::to_string(acts.d_in) +
