@@ -67,7 +67,9 @@ Runner register_train_sae(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   add_common(sub, o->common);
   add_config_options(sub, o->config);
-  sub->add_option("--activations", o->activations, "safetensors file with the activation rows")->required();
+  sub->add_option("--activations", o->activations,
+                  "activation rows: a safetensors or .npy file, or a folder or glob of shards (f32/f16/bf16)")
+      ->required();
   sub->add_option("--target-activations", o->target,
                   "train transcoders: rows of another site to predict from --activations (row r pairs with "
                   "row r; e.g. husai extract --site resid_mid --target-site mlp_out)");
@@ -90,6 +92,8 @@ Runner register_train_sae(CLI::App& app) {
   add_config_flag(sub, o->config, "--data-order-seed", "training.data_order_seed",
                   "one data order shared by all seeds; null (default) = each seed its own order");
   add_config_flag(sub, o->config, "--eval-fraction", "data.eval_fraction", "fraction of rows held out");
+  add_config_flag(sub, o->config, "--buffer-rows", "data.buffer_rows",
+                  "rows held in memory; a larger file is streamed through a shuffle window this size");
   add_config_flag(sub, o->config, "--checkpoint-every", "training.checkpoint_every",
                   "steps between checkpoints");
   add_output_options(sub, o->output, "run folder to write");

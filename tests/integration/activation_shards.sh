@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Activations from others: a folder (and a glob) of float16 .npy and safetensors shards trains the same SAE bytes as
 # the same values widened into one float32 file (same rows in the same order); a bfloat16 safetensors file likewise;
-# shards that disagree on d_in or dtype, a truncated .npy, a Fortran-order .npy and a NaN in a later shard are
-# refused naming the file (and the row).
+# both also when streamed through a window smaller than the file; shards that disagree on d_in or dtype, a
+# truncated .npy, a Fortran-order .npy and a NaN in a later shard (in memory or streamed) are refused naming the
+# file (and the row).
 set -euo pipefail
 HUSAI=$1; WORK=$2
 source "$(cd "$(dirname "$0")" && pwd)/lib.bash"
@@ -50,6 +51,15 @@ for s in 1 2; do
     { echo "FAIL: a glob of shards gave other weights" >&2; exit 1; }
 done
 echo "3 float16 shards (2 .npy, 1 safetensors) = one float32 file: identical SAE bytes (folder and glob)"
+# The same, streamed: 6,000 rows through a 1,024-row window (held-out blocks, windowed shuffle).
+"$HUSAI" "${args[@]}" --buffer-rows 1024 --activations shards --out streamed_folder
+"$HUSAI" "${args[@]}" --buffer-rows 1024 --activations widened.safetensors --out streamed_f32
+for s in 1 2; do
+  cmp "streamed_folder/seed$s/sae_weights.safetensors" "streamed_f32/seed$s/sae_weights.safetensors" ||
+    { echo "FAIL: streamed float16 shards gave other weights than the widened float32 file" >&2; exit 1; }
+done
+grep -q '"mode": "streamed"' streamed_folder/seed1/metrics.json || { echo "FAIL: not streamed" >&2; exit 1; }
+echo "streamed (--buffer-rows 1024): float16 shards = widened float32 file, identical SAE bytes"
 "$HUSAI" "${args[@]}" --activations bf16.safetensors --out from_bf16
 "$HUSAI" "${args[@]}" --activations bf16_widened.safetensors --out from_bf16_f32
 cmp from_bf16/seed1/sae_weights.safetensors from_bf16_f32/seed1/sae_weights.safetensors ||
@@ -59,6 +69,8 @@ echo "bfloat16 safetensors = widened float32: identical SAE bytes"
 expect_fail width "bad_width/b.npy" o1 -- "$HUSAI" "${args[@]}" --activations bad_width --out o1
 expect_fail dtype "every shard must have the same d_in and dtype" o2 -- "$HUSAI" "${args[@]}" --activations bad_dtype --out o2
 expect_fail nan "row 5 (0-based), column 7 (row 4005 of all shards)" o3 -- "$HUSAI" "${args[@]}" --activations bad_nan --out o3
+expect_fail nan_streamed "row 5 (0-based), column 7 (row 4005 of all shards)" o7 -- \
+  "$HUSAI" "${args[@]}" --buffer-rows 1024 --activations bad_nan --out o7
 expect_fail trunc "truncated" o4 -- "$HUSAI" "${args[@]}" --activations trunc.npy --out o4
 expect_fail fortran "Fortran-order" o5 -- "$HUSAI" "${args[@]}" --activations fortran.npy --out o5
 expect_fail empty_glob "no file matches" o6 -- "$HUSAI" "${args[@]}" --activations 'shards/none_*' --out o6

@@ -1,6 +1,11 @@
 #include "husai/io/activations.hpp"
 
+#include <fcntl.h>
 #include <glob.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <cmath>
@@ -8,7 +13,6 @@
 
 #include "husai/core/error.hpp"
 #include "husai/io/npy.hpp"
-#include "husai/io/safetensors.hpp"
 #include "husai/io/sha256.hpp"
 
 namespace husai {
@@ -20,16 +24,30 @@ bool is_shard_name(const fs::path& p) {
   return p.extension() == ".safetensors" || p.extension() == ".npy";
 }
 
-// One shard's rows as stored, checked to be a 2-D float tensor.
-TensorData read_shard(const std::string& path, const std::string& key, bool single,
-                      std::map<std::string, std::string>* meta) {
-  TensorData t;
+// One shard's header, checked to describe a 2-D float tensor.
+struct ShardHeader {
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  uint64_t offset = 0;
+};
+
+ShardHeader read_shard_header(const std::string& path, const std::string& key, bool single,
+                              std::map<std::string, std::string>* meta) {
+  ShardHeader t;
   if (fs::path(path).extension() == ".npy") {
-    t = read_npy(path);
+    NpyHeader h = read_npy_header(path);
+    t = {h.dtype, std::move(h.shape), h.data_offset};
   } else {
-    SafetensorsFile f = SafetensorsFile::load(path);
-    t = f.get(key);  // a missing key names the available ones
-    if (meta != nullptr) *meta = f.metadata;
+    SafetensorsHeader h = read_safetensors_header(path);
+    const auto it = h.tensors.find(key);
+    if (it == h.tensors.end()) {
+      std::string names;
+      for (const auto& [name, e] : h.tensors) names += (names.empty() ? "" : ", ") + name;
+      throw Error("tensor '" + key + "' not found; available tensors: " + (names.empty() ? "(none)" : names))
+          .file(path);
+    }
+    t = {it->second.dtype, it->second.shape, it->second.offset};
+    if (meta != nullptr) *meta = h.metadata;
   }
   const std::string what =
       fs::path(path).extension() == ".npy" ? std::string("the array") : "tensor '" + key + "'";
@@ -44,9 +62,33 @@ TensorData read_shard(const std::string& path, const std::string& key, bool sing
   return t;
 }
 
+// pread of exactly `size` bytes at `offset`.
+void read_exact(int fd, const std::string& path, uint64_t offset, size_t size, uint8_t* out) {
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t got = ::pread(fd, out + done, size - done, static_cast<off_t>(offset + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0)
+      throw Error("cannot read " + std::to_string(size) + " bytes at offset " + std::to_string(offset) +
+                  " (truncated while open?)")
+          .file(path);
+    done += static_cast<size_t>(got);
+  }
+}
+
+struct Fd {
+  int fd;
+  explicit Fd(const std::string& path) : fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
+    if (fd < 0) throw Error(std::string("cannot open file: ") + std::strerror(errno)).file(path);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { ::close(fd); }
+};
+
 }  // namespace
 
-void check_paired_rows(const ActivationFile& acts, const ActivationFile& target) {
+void check_paired_rows(const ActivationInfo& acts, const ActivationInfo& target) {
   if (target.n_rows != acts.n_rows) {
     throw Error("the target has " + std::to_string(target.n_rows) + " rows, the activations " + acts.path +
                 " have " + std::to_string(acts.n_rows) + ": row r of one must be row r of the other")
@@ -75,16 +117,16 @@ std::vector<std::string> activation_shards(const std::string& path) {
   return out;
 }
 
-ActivationFile load_activation_file(const std::string& path, const std::string& key) {
-  ActivationFile a;
+ActivationSource ActivationSource::open(const std::string& path, const std::string& key) {
+  ActivationSource src;
+  ActivationInfo& a = src.info_;
   a.path = path;
   a.key = key;
   a.shards = activation_shards(path);
-  std::string sha_lines;
   for (size_t s = 0; s < a.shards.size(); ++s) {
     const std::string& shard = a.shards[s];
     std::map<std::string, std::string> meta;
-    const TensorData t = read_shard(shard, key, a.shards.size() == 1, s == 0 ? &a.metadata : &meta);
+    const ShardHeader t = read_shard_header(shard, key, a.shards.size() == 1, s == 0 ? &a.metadata : &meta);
     const std::string dtype(dtype_name(t.dtype));
     if (s == 0) {
       a.d_in = t.shape[1];
@@ -95,31 +137,107 @@ ActivationFile load_activation_file(const std::string& path, const std::string& 
                   ": every shard must have the same d_in and dtype")
           .file(shard);
     }
-    const std::vector<float> x = t.to_f32();
-    for (int64_t r = 0; r < t.shape[0]; ++r) {
-      for (int64_t d = 0; d < a.d_in; ++d) {
-        const float v = x[static_cast<size_t>(r * a.d_in + d)];
-        if (!std::isfinite(v)) {
-          std::string where =
-              "activation row " + std::to_string(r) + " (0-based), column " + std::to_string(d);
-          if (a.shards.size() > 1) where += " (row " + std::to_string(a.n_rows + r) + " of all shards)";
-          throw Error(where + " of '" + key + "' is " + (std::isnan(v) ? "NaN" : "infinite")).file(shard);
-        }
-      }
-    }
-    a.x.insert(a.x.end(), x.begin(), x.end());
+    src.shards_.push_back(Shard{shard, t.dtype, t.offset, t.shape[0], a.n_rows});
     a.n_rows += t.shape[0];
-    const std::string sha = sha256_file_hex(shard);
-    sha_lines += sha + "\n";
-    if (a.shards.size() == 1) a.sha256 = sha;
   }
   if (a.n_rows < 2) throw Error("the activations need at least 2 rows").file(path);
-  if (a.shards.size() > 1) a.sha256 = sha256_hex(sha_lines);
   if (auto it = a.metadata.find("hook_name"); it != a.metadata.end()) a.hook_name = it->second;
   if (auto it = a.metadata.find("model_path"); it != a.metadata.end()) a.model_name = it->second;
   if (auto it = a.metadata.find("producer"); it != a.metadata.end() && it->second == "husai synth") {
     a.model_name = "synthetic";
   }
+  return src;
+}
+
+void ActivationSource::check_finite(const Shard& s, int64_t shard_row, const float* rows,
+                                    int64_t count) const {
+  const int64_t D = info_.d_in;
+  for (int64_t i = 0; i < count * D; ++i) {
+    if (std::isfinite(rows[i])) continue;
+    const int64_t r = shard_row + i / D;
+    std::string where = "activation row " + std::to_string(r) + " (0-based), column " + std::to_string(i % D);
+    if (shards_.size() > 1) where += " (row " + std::to_string(s.first_row + r) + " of all shards)";
+    throw Error(where + " of '" + info_.key + "' is " + (std::isnan(rows[i]) ? "NaN" : "infinite"))
+        .file(s.path);
+  }
+}
+
+void ActivationSource::read_rows(int64_t first, int64_t count, float* out) const {
+  if (first < 0 || count < 0 || first + count > info_.n_rows) {
+    throw Error("rows [" + std::to_string(first) + ", " + std::to_string(first + count) +
+                ") are outside the " + std::to_string(info_.n_rows) + " rows")
+        .file(info_.path);
+  }
+  const int64_t D = info_.d_in;
+  std::vector<uint8_t> raw;
+  for (const Shard& s : shards_) {
+    const int64_t r0 = std::max(first, s.first_row);
+    const int64_t r1 = std::min(first + count, s.first_row + s.n_rows);
+    if (r0 >= r1) continue;
+    const size_t elem = dtype_size(s.dtype);
+    const auto n = static_cast<size_t>((r1 - r0) * D);
+    float* dst = out + (r0 - first) * D;
+    const uint64_t at = s.offset + static_cast<uint64_t>((r0 - s.first_row) * D) * elem;
+    const Fd fd(s.path);
+    if (s.dtype == DType::F32) {
+      read_exact(fd.fd, s.path, at, n * elem, reinterpret_cast<uint8_t*>(dst));
+    } else {
+      raw.resize(n * elem);
+      read_exact(fd.fd, s.path, at, raw.size(), raw.data());
+      convert_to_f32(s.dtype, raw.data(), n, dst);
+    }
+    check_finite(s, r0 - s.first_row, dst, r1 - r0);
+  }
+}
+
+void ActivationSource::verify() {
+  constexpr size_t kChunkBytes = size_t{8} << 20;
+  const int64_t D = info_.d_in;
+  std::string sha_lines;
+  std::vector<uint8_t> raw;
+  std::vector<float> rows;
+  for (const Shard& s : shards_) {
+    const Fd fd(s.path);
+    std::error_code ec;
+    const uint64_t size = fs::file_size(s.path, ec);
+    if (ec) throw Error("cannot read the file size: " + ec.message()).file(s.path);
+    Sha256 h;
+    const auto hash_range = [&](uint64_t begin, uint64_t end) {
+      for (uint64_t at = begin; at < end; at += kChunkBytes) {
+        raw.resize(static_cast<size_t>(std::min<uint64_t>(kChunkBytes, end - at)));
+        read_exact(fd.fd, s.path, at, raw.size(), raw.data());
+        h.update(raw.data(), raw.size());
+      }
+    };
+    hash_range(0, s.offset);
+    const size_t row_bytes = static_cast<size_t>(D) * dtype_size(s.dtype);
+    const int64_t chunk_rows = std::max<int64_t>(1, static_cast<int64_t>(kChunkBytes / row_bytes));
+    for (int64_t r = 0; r < s.n_rows; r += chunk_rows) {
+      const int64_t n = std::min(chunk_rows, s.n_rows - r);
+      raw.resize(static_cast<size_t>(n) * row_bytes);
+      read_exact(fd.fd, s.path, s.offset + static_cast<uint64_t>(r) * row_bytes, raw.size(), raw.data());
+      h.update(raw.data(), raw.size());
+      rows.resize(static_cast<size_t>(n * D));
+      convert_to_f32(s.dtype, raw.data(), rows.size(), rows.data());
+      check_finite(s, r, rows.data(), n);
+    }
+    hash_range(s.offset + static_cast<uint64_t>(s.n_rows) * row_bytes, size);
+    const std::string sha = h.hex_digest();
+    sha_lines += sha + "\n";
+    if (shards_.size() == 1) info_.sha256 = sha;
+  }
+  if (shards_.size() > 1) info_.sha256 = sha256_hex(sha_lines);
+}
+
+ActivationFile load_activation_file(const std::string& path, const std::string& key) {
+  const ActivationSource src = ActivationSource::open(path, key);
+  ActivationFile a;
+  static_cast<ActivationInfo&>(a) = src.info();
+  a.x.resize(static_cast<size_t>(a.n_rows * a.d_in));
+  src.read_rows(0, a.n_rows, a.x.data());
+  std::string sha_lines;
+  for (const std::string& shard : a.shards) sha_lines += sha256_file_hex(shard) + "\n";
+  a.sha256 = a.shards.size() == 1 ? sha_lines.substr(0, 64) : sha256_hex(sha_lines);
   return a;
 }
 

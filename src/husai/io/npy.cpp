@@ -1,7 +1,10 @@
 #include "husai/io/npy.hpp"
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string_view>
 
@@ -36,9 +39,9 @@ std::string dict_value(std::string_view header, const std::string& key, const st
 
 }  // namespace
 
-TensorData read_npy(const std::string& path) {
+NpyHeader read_npy_header(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open").file(path);
+  if (!in) throw Error(std::string("cannot open file: ") + std::strerror(errno)).file(path);
   char magic[8] = {};
   in.read(magic, 8);
   if (!in || std::memcmp(magic, "\x93NUMPY", 6) != 0) throw Error("not a .npy file (bad magic)").file(path);
@@ -62,7 +65,7 @@ TensorData read_npy(const std::string& path) {
   if (!in) throw Error("truncated .npy header").file(path);
 
   const std::string descr = dict_value(header, "descr", path);
-  TensorData t;
+  NpyHeader t;
   if (descr == "'<f4'") {
     t.dtype = DType::F32;
   } else if (descr == "'<f2'") {
@@ -93,15 +96,31 @@ TensorData read_npy(const std::string& path) {
     t.shape.push_back(dim);
     body.remove_prefix(n);
   }
-  const auto bytes = static_cast<size_t>(shape_numel(t.shape)) * dtype_size(t.dtype);
-  t.bytes.resize(bytes);
-  in.read(reinterpret_cast<char*>(t.bytes.data()), static_cast<std::streamsize>(bytes));
-  const auto got = static_cast<size_t>(in.gcount());
-  if (got != bytes) {
+  t.data_offset = static_cast<uint64_t>(in.tellg());
+  const auto bytes = static_cast<uint64_t>(shape_numel(t.shape)) * dtype_size(t.dtype);
+  std::error_code ec;
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (ec) throw Error("cannot read the file size: " + ec.message()).file(path);
+  const uint64_t got = size - std::min(size, t.data_offset);
+  if (got < bytes) {
     throw Error("truncated: the header promises " + std::to_string(bytes) + " bytes of data, the file has " +
                 std::to_string(got))
         .file(path);
   }
+  return t;
+}
+
+TensorData read_npy(const std::string& path) {
+  const NpyHeader h = read_npy_header(path);
+  TensorData t;
+  t.dtype = h.dtype;
+  t.shape = h.shape;
+  const auto bytes = static_cast<size_t>(shape_numel(t.shape)) * dtype_size(t.dtype);
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(h.data_offset));
+  t.bytes.resize(bytes);
+  in.read(reinterpret_cast<char*>(t.bytes.data()), static_cast<std::streamsize>(bytes));
+  if (static_cast<size_t>(in.gcount()) != bytes) throw Error("cannot read the data").file(path);
   return t;
 }
 

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <set>
 #include <tuple>
@@ -612,6 +615,79 @@ std::string SafetensorsFile::serialize() const {
 
 void SafetensorsFile::save(const std::string& path) const {
   write_file_atomic(path, serialize());
+}
+
+void convert_to_f32(DType dtype, const uint8_t* bytes, size_t n, float* out) {
+  switch (dtype) {
+    case DType::F64:
+      for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(load<double>(bytes + 8 * i));
+      return;
+    case DType::F32:
+      std::memcpy(out, bytes, n * sizeof(float));
+      return;
+    case DType::F16:
+      for (size_t i = 0; i < n; ++i) out[i] = f16_to_f32(load<uint16_t>(bytes + 2 * i));
+      return;
+    case DType::BF16:
+      for (size_t i = 0; i < n; ++i) out[i] = bf16_to_f32(load<uint16_t>(bytes + 2 * i));
+      return;
+    default:
+      throw Error("cannot read a " + std::string(dtype_name(dtype)) + " tensor as floats");
+  }
+}
+
+SafetensorsHeader read_safetensors_header(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail_file(path, std::string("cannot open file: ") + std::strerror(errno));
+  SafetensorsHeader h;
+  std::error_code ec;
+  h.file_size = std::filesystem::file_size(path, ec);
+  if (ec) fail_file(path, "cannot read the file size: " + ec.message());
+  if (h.file_size < 8) {
+    fail_file(path, "file is too short to be safetensors: " + std::to_string(h.file_size) +
+                        " bytes, need at least 8 for the header size");
+  }
+  unsigned char size_bytes[8] = {};
+  in.read(reinterpret_cast<char*>(size_bytes), 8);
+  uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | size_bytes[i];
+  if (header_size > SafetensorsFile::kMaxHeaderBytes) {
+    fail_file(path, "safetensors header size " + std::to_string(header_size) + " exceeds the limit of " +
+                        std::to_string(SafetensorsFile::kMaxHeaderBytes) +
+                        " bytes (corrupt or not a safetensors file)");
+  }
+  if (header_size > h.file_size - 8) {
+    fail_file(path, "safetensors header size " + std::to_string(header_size) + " is larger than the " +
+                        std::to_string(h.file_size - 8) + " bytes after the size field (file is " +
+                        std::to_string(h.file_size) + " bytes; truncated?)");
+  }
+  std::string header(header_size, '\0');
+  in.read(header.data(), static_cast<std::streamsize>(header_size));
+  if (!in) fail_file(path, "cannot read the safetensors header");
+  if (const auto bad = find_invalid_utf8(header)) {
+    fail_file(path, "safetensors header is not valid UTF-8 (bad byte at header offset " +
+                        std::to_string(*bad) + ")");
+  }
+  const json root = parse_header_json(header, path);
+  if (!root.is_object()) {
+    fail_file(path, std::string("safetensors header must be a JSON object, got ") + json_type(root));
+  }
+  const uint64_t data_begin = 8 + header_size;
+  const uint64_t data_size = h.file_size - data_begin;
+  std::vector<Range> ranges;
+  for (const auto& [name, entry] : root.items()) {
+    if (name == "__metadata__") {
+      parse_metadata(entry, path, h.metadata);
+      continue;
+    }
+    auto [dtype, shape, begin, end] = parse_entry(name, entry, data_size, path);
+    const auto it =
+        h.tensors.emplace(name, SafetensorsEntry{dtype, std::move(shape), data_begin + begin, end - begin})
+            .first;
+    ranges.push_back({begin, end, &it->first});
+  }
+  check_coverage(std::move(ranges), data_size, path);
+  return h;
 }
 
 SafetensorsFile SafetensorsFile::load(const std::string& path) {

@@ -90,4 +90,24 @@ class SafetensorsFile {
   std::string source_path_;
 };
 
+// Converts n floating elements stored as `dtype` (little-endian bytes, F64/F32/F16/BF16) to float, the
+// same conversion as TensorData::to_f32. Throws husai::Error for an integer dtype.
+void convert_to_f32(DType dtype, const uint8_t* bytes, size_t n, float* out);
+
+// A safetensors file's header, read without its data (for files larger than memory). offset is the
+// tensor's first byte counted from the start of the file.
+struct SafetensorsEntry {
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  uint64_t offset = 0, size = 0;
+};
+struct SafetensorsHeader {
+  std::map<std::string, SafetensorsEntry> tensors;
+  std::map<std::string, std::string> metadata;
+  uint64_t file_size = 0;
+};
+// The same checks as SafetensorsFile::load (header size, UTF-8, entries, tensors tiling the data buffer,
+// a file shorter than its header promises), each a husai::Error naming the file.
+SafetensorsHeader read_safetensors_header(const std::string& path);
+
 }  // namespace husai

@@ -29,9 +29,31 @@ ReconstructionMetrics sae_reconstruction_metrics(const SaeModel& sae, const floa
   return acc.finish();
 }
 
+ReconstructionMetrics sae_reconstruction_metrics(const SaeModel& sae, const SaeRowReader& read,
+                                                 int64_t n_rows, int64_t batch_rows, bool paired) {
+  if (!paired && sae.out_dim() != sae.d_in) {
+    throw Error("a transcoder with d_out " + std::to_string(sae.out_dim()) + " != d_in " +
+                std::to_string(sae.d_in) + " needs its target rows");
+  }
+  ReconstructionAccumulator acc(sae.out_dim(), sae.d_sae);
+  std::vector<float> x, y, f, x_hat;
+  for (int64_t start = 0; start < n_rows; start += batch_rows) {
+    const int64_t n = std::min(batch_rows, n_rows - start);
+    x.resize(static_cast<size_t>(n * sae.d_in));
+    if (paired) y.resize(static_cast<size_t>(n * sae.out_dim()));
+    read(start, n, x.data(), paired ? y.data() : nullptr);
+    f.resize(static_cast<size_t>(n * sae.d_sae));
+    x_hat.resize(static_cast<size_t>(n * sae.out_dim()));
+    sae.encode(x.data(), n, f.data());
+    sae.decode(f.data(), n, x_hat.data());
+    acc.add(paired ? y.data() : x.data(), x_hat.data(), f.data(), n);
+  }
+  return acc.finish();
+}
+
 namespace {
 
-void check_same_model(const ActivationFile& acts, const LoadedModel& model) {
+void check_same_model(const ActivationInfo& acts, const LoadedModel& model) {
   if (acts.metadata.count("model_sha256") && acts.metadata.at("model_sha256") != model.model_sha256) {
     throw Error("the activations were extracted from another model (model_sha256 " +
                 acts.metadata.at("model_sha256").substr(0, 12) + ", --model has " +
@@ -41,7 +63,7 @@ void check_same_model(const ActivationFile& acts, const LoadedModel& model) {
 }
 
 // The target file of a transcoder: as many rows as the input file, the transcoder's output width.
-ActivationFile load_target(const EvalSaeOptions& options, const SaeModel& sae, const ActivationFile& acts) {
+ActivationSource open_target(const EvalSaeOptions& options, const SaeModel& sae, const ActivationInfo& acts) {
   if (!sae.transcoder) {
     throw Error("--target-activations is for transcoders; " + options.sae_dir +
                 " is an SAE (it reconstructs its own input)")
@@ -52,13 +74,14 @@ ActivationFile load_target(const EvalSaeOptions& options, const SaeModel& sae, c
                 "): give its target rows with --target-activations")
         .file(options.sae_dir);
   }
-  ActivationFile target = load_activation_file(options.target_activations_path, options.target_key);
-  check_paired_rows(acts, target);
-  if (target.d_in != sae.out_dim()) {
-    throw Error("target rows have width " + std::to_string(target.d_in) + " but the transcoder in " +
+  ActivationSource target = ActivationSource::open(options.target_activations_path, options.target_key);
+  check_paired_rows(acts, target.info());
+  if (target.d_in() != sae.out_dim()) {
+    throw Error("target rows have width " + std::to_string(target.d_in()) + " but the transcoder in " +
                 options.sae_dir + " writes d_out " + std::to_string(sae.out_dim()))
-        .file(target.path);
+        .file(target.info().path);
   }
+  target.verify();
   return target;
 }
 
@@ -66,16 +89,27 @@ ActivationFile load_target(const EvalSaeOptions& options, const SaeModel& sae, c
 
 nlohmann::json evaluate_sae(const EvalSaeOptions& options) {
   const SaeModel sae = load_sae(options.sae_dir);
-  const ActivationFile acts = load_activation_file(options.activations_path, options.key);
+  // Streamed in batches: memory holds the SAE and one batch of rows, whatever the file size.
+  ActivationSource src = ActivationSource::open(options.activations_path, options.key);
+  const ActivationInfo& acts = src.info();
   if (acts.d_in != sae.d_in) {
     throw Error("activations have d_in " + std::to_string(acts.d_in) + " but the SAE in " + options.sae_dir +
                 " expects d_in " + std::to_string(sae.d_in))
         .file(options.activations_path);
   }
-  std::optional<ActivationFile> target;
-  if (sae.transcoder || !options.target_activations_path.empty()) target = load_target(options, sae, acts);
-  const ReconstructionMetrics rec =
-      sae_reconstruction_metrics(sae, acts.x.data(), acts.n_rows, 4096, target ? target->x.data() : nullptr);
+  src.verify();
+  std::optional<ActivationSource> target_src;
+  if (sae.transcoder || !options.target_activations_path.empty()) {
+    target_src = open_target(options, sae, acts);
+  }
+  const ReconstructionMetrics rec = sae_reconstruction_metrics(
+      sae,
+      [&](int64_t first, int64_t count, float* x, float* y) {
+        src.read_rows(first, count, x);
+        if (y != nullptr) target_src->read_rows(first, count, y);
+      },
+      acts.n_rows, 4096, target_src.has_value());
+  const ActivationInfo* target = target_src ? &target_src->info() : nullptr;
   nlohmann::json out = {
       {"schema_version", 1},
       {"sae",

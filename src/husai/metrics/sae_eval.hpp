@@ -5,6 +5,7 @@
 // `husai eval-sae`, which adds the spliced CE/KL scores.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -18,6 +19,14 @@ namespace husai {
 // transcoder's metrics are those of its prediction of the target rows (fvu = 1 - explained_variance).
 ReconstructionMetrics sae_reconstruction_metrics(const SaeModel& sae, const float* x, int64_t n_rows,
                                                  int64_t batch_rows = 4096, const float* target = nullptr);
+
+// The same metrics over rows read in batches of batch_rows (for rows larger than memory):
+// read(first, count, x, target) fills rows [first, first + count) into x [count, d_in] and, when `paired`,
+// the target rows into target [count, out_dim] (target is null otherwise). The value equals the in-memory
+// version's on the same rows.
+using SaeRowReader = std::function<void(int64_t first, int64_t count, float* x, float* target)>;
+ReconstructionMetrics sae_reconstruction_metrics(const SaeModel& sae, const SaeRowReader& read,
+                                                 int64_t n_rows, int64_t batch_rows, bool paired);
 
 struct EvalSaeOptions {
   std::string sae_dir;           // a SAELens folder (cfg.json + sae_weights.safetensors) or sparsify folder

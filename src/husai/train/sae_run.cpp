@@ -24,6 +24,7 @@
 #include "husai/metrics/sae_eval.hpp"
 #include "husai/sae/architecture.hpp"
 #include "husai/sae/saelens_io.hpp"
+#include "husai/train/sae_run_data.hpp"
 #include "husai/train/sae_trainer.hpp"
 
 namespace husai {
@@ -33,7 +34,6 @@ namespace fs = std::filesystem;
 
 constexpr int kSchemaVersion = 1;
 constexpr const char* kState = "trainer_state.safetensors";
-constexpr int64_t kMedianRows = 16384;
 
 std::string seed_dir(const std::string& dir, uint64_t seed) {
   return sae_seed_dir(dir, static_cast<int64_t>(seed));
@@ -113,21 +113,6 @@ SaeLogRow log_from_json(const nlohmann::json& j) {
   return r;
 }
 
-// The rows a train-sae run learns from: the activation file and, for a transcoder, the target file (row r of
-// one paired with row r of the other), split by row index into training and held-out rows. Training rows
-// are scaled (sae.normalize_activations) so that E||x|| = sqrt(d_in), the target by its own factor; both
-// factors are folded back into the saved weights.
-struct SaeRunData {
-  ActivationFile acts;
-  std::optional<ActivationFile> target;  // a transcoder's output site
-  std::string acts_path, target_path;
-  std::vector<int64_t> train_idx, eval_idx;
-  std::vector<float> train_x, train_y;  // scaled; train_y empty for an SAE
-  double scale = 1.0, target_scale = 1.0;
-  bool transcoder() const { return target.has_value(); }
-  int64_t n_train() const { return static_cast<int64_t>(train_idx.size()); }
-};
-
 void write_curves(const std::string& dir, const SaeTrainer& t) {
   const bool thr = t.settings().sae.arch->running_threshold;
   const bool cons = t.settings().consistency_active();
@@ -176,8 +161,8 @@ void save_state(const std::string& dir, const SaeTrainer& t, const std::string& 
   f.metadata["config_hash"] = config_hash;
   f.metadata["step"] = std::to_string(t.step());
   f.metadata["d_in"] = std::to_string(t.settings().sae.d_in);
-  f.metadata["activations_sha256"] = data.acts.sha256;
-  if (data.transcoder()) f.metadata["target_activations_sha256"] = data.target->sha256;
+  f.metadata["activations_sha256"] = data.acts().sha256;
+  if (data.transcoder()) f.metadata["target_activations_sha256"] = data.target()->sha256;
   f.metadata["seeds"] = seeds.dump();
   f.save(SaeRunLayout(dir).trainer_state_file());
   write_curves(dir, t);
@@ -185,8 +170,8 @@ void save_state(const std::string& dir, const SaeTrainer& t, const std::string& 
 
 void read_state_fields(const std::string& path, SaeTrainer& t, const std::string& config_hash,
                        const SaeRunData& data) {
-  const ActivationFile& acts = data.acts;
-  const std::string& acts_path = data.acts_path;
+  const ActivationInfo& acts = data.acts();
+  const std::string& acts_path = data.options().activations_path;
   const SafetensorsFile f = SafetensorsFile::load(path);
   auto meta = [&](const std::string& key) -> const std::string& {
     const auto it = f.metadata.find(key);
@@ -209,7 +194,7 @@ void read_state_fields(const std::string& path, SaeTrainer& t, const std::string
   }
   const auto target_it = f.metadata.find("target_activations_sha256");
   const std::string was_target = target_it == f.metadata.end() ? "" : target_it->second;
-  const std::string now_target = data.transcoder() ? data.target->sha256 : "";
+  const std::string now_target = data.transcoder() ? data.target()->sha256 : "";
   if (was_target != now_target) {
     throw Error(std::string("cannot resume: the run was trained ") +
                 (was_target.empty() ? "as an SAE (no --target-activations)"
@@ -274,20 +259,20 @@ SaeModel export_model(const SaeTrainer& t, const SaeSeedState& s, const SaeRunDa
   if (data.transcoder()) {
     m.transcoder = true;
     m.d_out = cfg.d_in;
-    m.hook_name_out = data.target->hook_name;
-    const auto layer = data.target->metadata.find("layer");
-    if (layer != data.target->metadata.end()) m.hook_layer_out = std::stoll(layer->second);
+    m.hook_name_out = data.target()->hook_name;
+    const auto layer = data.target()->metadata.find("layer");
+    if (layer != data.target()->metadata.end()) m.hook_layer_out = std::stoll(layer->second);
   }
   const float* p = s.params.data();
   m.W_enc.assign(p + l.W_enc, p + l.W_enc + cfg.d_in * cfg.d_sae);
   m.W_dec.assign(p + l.W_dec, p + l.W_dec + cfg.d_in * cfg.d_sae);
   m.b_enc.assign(p + l.b_enc, p + l.b_enc + cfg.d_sae);
   m.b_dec.assign(p + l.b_dec, p + l.b_dec + cfg.d_in);
-  if (data.scale != 1.0) {
-    const auto sf = static_cast<float>(data.scale);
+  if (data.scale() != 1.0) {
+    const auto sf = static_cast<float>(data.scale());
     for (float& w : m.W_enc) w *= sf;
   }
-  const double out_scale = data.transcoder() ? data.target_scale : data.scale;
+  const double out_scale = data.transcoder() ? data.target_scale() : data.scale();
   if (out_scale != 1.0) {
     const auto sf = static_cast<float>(out_scale);
     for (float& w : m.W_dec) w /= sf;
@@ -316,18 +301,18 @@ nlohmann::json seed_metadata(const ExportContext& e, const SaeSeedState& s, int6
   // The seed whose permutations ordered this SAE's batches: its own seed unless one order is shared.
   meta["data_order_seed"] = e.settings.data_order_seed.value_or(s.seed);
   meta["data_order_shared"] = e.settings.data_order_seed.has_value();
-  meta["hook_name"] = e.data.acts.hook_name;
-  meta["model_name"] = e.data.acts.model_name;
-  meta["activations_path"] = e.data.acts_path;
-  meta["activations_sha256"] = e.data.acts.sha256;
-  meta["activation_scaling_factor"] = e.data.scale;
+  meta["hook_name"] = e.data.acts().hook_name;
+  meta["model_name"] = e.data.acts().model_name;
+  meta["activations_path"] = e.data.options().activations_path;
+  meta["activations_sha256"] = e.data.acts().sha256;
+  meta["activation_scaling_factor"] = e.data.scale();
   meta["activation_scaling_folded"] = true;
   if (e.data.transcoder()) {
     meta["transcoder"] = true;
-    meta["hook_name_out"] = e.data.target->hook_name;
-    meta["target_activations_path"] = e.data.target_path;
-    meta["target_activations_sha256"] = e.data.target->sha256;
-    meta["target_scaling_factor"] = e.data.target_scale;
+    meta["hook_name_out"] = e.data.target()->hook_name;
+    meta["target_activations_path"] = e.data.options().target_path;
+    meta["target_activations_sha256"] = e.data.target()->sha256;
+    meta["target_scaling_factor"] = e.data.target_scale();
   }
   if (e.settings.sae.arch->export_metadata != nullptr)
     e.settings.sae.arch->export_metadata(e.settings.sae, s.running, meta);
@@ -406,6 +391,10 @@ ConfigSchema sae_config_schema() {
   s.add_string("data.key", "activations", "tensor of the activation file holding the rows [N, d_in]");
   s.add_float("data.eval_fraction", 0.1, "fraction of rows held out from training").min(0.0).less_than(1.0);
   s.add_int("data.split_seed", 0, "seed of the held-out permutation (independent of the SAE seeds)").min(0);
+  s.add_int("data.buffer_rows", 131072,
+            "rows held in memory: a file with more rows is streamed through a shuffle window this size "
+            "(held-out blocks, train/sae_run_data.hpp)")
+      .min(SaeRunData::kSplitBlockRows);
 
   s.add_int("training.steps", 3000, "optimizer steps (each seed)").min(1);
   s.add_float("training.epochs", nullptr, "passes over the training rows instead of steps")
@@ -468,102 +457,6 @@ ConfigSchema sae_config_schema() {
 
 namespace {
 
-std::vector<float> gather_rows(const std::vector<float>& x, int64_t d, const std::vector<int64_t>& rows) {
-  std::vector<float> out(rows.size() * static_cast<size_t>(d));
-  for (size_t r = 0; r < rows.size(); ++r) {
-    std::copy_n(x.begin() + rows[r] * d, d, out.begin() + static_cast<int64_t>(r) * d);
-  }
-  return out;
-}
-
-// SAELens' expected_average_only_in: the factor s with E||s x|| = sqrt(d), applied to the rows in place.
-double scale_to_sqrt_d(std::vector<float>& rows, int64_t d) {
-  const auto n = static_cast<int64_t>(rows.size()) / d;
-  double norm_sum = 0;
-  for (int64_t r = 0; r < n; ++r) {
-    double n2 = 0;
-    for (int64_t j = 0; j < d; ++j) {
-      const auto v = static_cast<double>(rows[static_cast<size_t>(r * d + j)]);
-      n2 += v * v;
-    }
-    norm_sum += std::sqrt(n2);
-  }
-  const double mean_norm = norm_sum / static_cast<double>(n);
-  if (mean_norm <= 0) return 1.0;
-  const double scale = std::sqrt(static_cast<double>(d)) / mean_norm;
-  for (float& v : rows) v = static_cast<float>(static_cast<double>(v) * scale);
-  return scale;
-}
-
-// A transcoder's target file must pair row for row with the activation file.
-void check_target(const ActivationFile& acts, const ActivationFile& target) {
-  check_paired_rows(acts, target);
-  if (target.d_in != acts.d_in) {
-    throw Error("the target rows have width " + std::to_string(target.d_in) + ", the activations " +
-                std::to_string(acts.d_in) +
-                "; train-sae's transcoders need equal widths (d_out = d_in, as both MLP sites have)")
-        .file(target.path);
-  }
-  const auto same = [&](const char* key) {
-    const auto a = acts.metadata.find(key), t = target.metadata.find(key);
-    return a == acts.metadata.end() || t == target.metadata.end() || a->second == t->second;
-  };
-  for (const char* key : {"model_sha256", "position"}) {
-    if (!same(key)) {
-      throw Error(std::string("the target was extracted with another ") + key + " (" +
-                  target.metadata.at(key) + ") than the activations " + acts.path + " (" +
-                  acts.metadata.at(key) + ")")
-          .file(target.path);
-    }
-  }
-}
-
-// Reads the file(s), splits rows by a seeded permutation of row indices (data.split_seed, independent of
-// the SAE seeds), gathers and scales the training rows. Everything that can be wrong with the input is
-// found here, before anything is written.
-SaeRunData load_run_data(const Config& config, const TrainSaeOptions& options) {
-  SaeRunData d;
-  d.acts_path = options.activations_path;
-  d.acts = load_activation_file(options.activations_path, config.get_string("data.key"));
-  if (!options.target_activations_path.empty()) {
-    d.target_path = options.target_activations_path;
-    d.target = load_activation_file(options.target_activations_path, options.target_key);
-    check_target(d.acts, *d.target);
-    if (config.source("sae.apply_b_dec_to_input").kind != ValueSource::Kind::kDefault &&
-        config.get_bool("sae.apply_b_dec_to_input")) {
-      config.fail("a transcoder's b_dec lives at its target site, so it cannot centre the input",
-                  {"sae.apply_b_dec_to_input"});
-    }
-  }
-  const int64_t N = d.acts.n_rows;
-  const int64_t D = d.acts.d_in;
-  const auto n_eval =
-      static_cast<int64_t>(std::llround(config.get_double("data.eval_fraction") * static_cast<double>(N)));
-  if (N - n_eval < 1) throw Error("no rows left for training after holding out " + std::to_string(n_eval));
-  const std::vector<int64_t> perm =
-      permutation(N, static_cast<uint64_t>(config.get_int("data.split_seed")), stream_id("sae.eval_split"));
-  d.eval_idx.assign(perm.begin(), perm.begin() + n_eval);
-  d.train_idx.assign(perm.begin() + n_eval, perm.end());
-  std::sort(d.eval_idx.begin(), d.eval_idx.end());
-  std::sort(d.train_idx.begin(), d.train_idx.end());
-  d.train_x = gather_rows(d.acts.x, D, d.train_idx);
-  if (d.transcoder()) d.train_y = gather_rows(d.target->x, D, d.train_idx);
-  if (config.get_string("sae.normalize_activations") == "expected_average_only_in") {
-    d.scale = scale_to_sqrt_d(d.train_x, D);
-    d.target_scale = d.transcoder() ? scale_to_sqrt_d(d.train_y, D) : d.scale;
-  }
-  return d;
-}
-
-// b_dec at init (sae.b_dec_init), from the rows the decoder is trained to produce.
-std::vector<float> initial_b_dec(const Config& config, const SaeRunData& d, int64_t D) {
-  const std::vector<float>& rows = d.transcoder() ? d.train_y : d.train_x;
-  const std::string how = config.get_string("sae.b_dec_init");
-  if (how == "geometric_median") return geometric_median(rows.data(), std::min(d.n_train(), kMedianRows), D);
-  if (how == "mean") return rows_mean(rows.data(), d.n_train(), D);
-  return std::vector<float>(static_cast<size_t>(D), 0.0f);
-}
-
 std::shared_ptr<const ConsistencyReference> consistency_reference(const std::string& dir, int64_t d_in) {
   const SaeModel reference = load_sae(dir);
   if (reference.d_in != d_in) {
@@ -575,54 +468,20 @@ std::shared_ptr<const ConsistencyReference> consistency_reference(const std::str
       make_consistency_reference(reference.W_dec.data(), reference.d_sae, reference.d_in));
 }
 
-void write_split(const std::string& dir, const Config& config, const SaeRunData& d) {
-  SafetensorsFile split;
-  split.put("train_idx", TensorData::i64({d.n_train()}, d.train_idx.data()));
-  split.put("eval_idx", TensorData::i64({static_cast<int64_t>(d.eval_idx.size())}, d.eval_idx.data()));
-  split.metadata = {{"activations_sha256", d.acts.sha256},
-                    {"split_seed", std::to_string(config.get_int("data.split_seed"))}};
-  if (d.transcoder()) split.metadata["target_activations_sha256"] = d.target->sha256;
-  split.save(SaeRunLayout(dir).split_file());
-}
-
-// Held-out and training-row metrics of one exported SAE, on raw (unscaled) rows; a transcoder's against its
-// target rows.
-struct SaeEvalRows {
-  std::vector<float> eval_x, eval_y, train_x, train_y;
-  ReconstructionMetrics held(const SaeModel& m, int64_t batch) const {
-    return sae_reconstruction_metrics(m, eval_x.data(), n(eval_x, m), batch,
-                                      eval_y.empty() ? nullptr : eval_y.data());
-  }
-  ReconstructionMetrics train(const SaeModel& m, int64_t batch) const {
-    return sae_reconstruction_metrics(m, train_x.data(), n(train_x, m), batch,
-                                      train_y.empty() ? nullptr : train_y.data());
-  }
-  static int64_t n(const std::vector<float>& x, const SaeModel& m) {
-    return static_cast<int64_t>(x.size()) / m.d_in;
-  }
-};
-
 // The final folders, metrics and manifest of a completed run.
 void write_final_outputs(const std::string& dir, const Config& config, const SaeTrainer& trainer,
                          const SaeRunData& data, const std::vector<SaeSnapshotPoint>& snapshots,
                          const std::string& consistency_dir, bool resuming, TrainSaeResult& result) {
   const SaeTrainSettings& settings = trainer.settings();
   const int64_t D = settings.sae.d_in;
-  SaeEvalRows rows;
-  rows.eval_x = gather_rows(data.acts.x, D, data.eval_idx);
-  rows.train_x = gather_rows(data.acts.x, D, data.train_idx);
-  if (data.transcoder()) {
-    rows.eval_y = gather_rows(data.target->x, D, data.eval_idx);
-    rows.train_y = gather_rows(data.target->x, D, data.train_idx);
-  }
   const int64_t eval_batch = config.get_int("training.eval_batch_size");
   const ExportContext export_ctx{config, settings, data};
   Manifest manifest;
   manifest.command = command_line();
   manifest.config_hash = config.hash();
-  for (const std::string& shard : data.acts.shards) manifest.add_input(shard);
+  for (const std::string& shard : data.acts().shards) manifest.add_input(shard);
   if (data.transcoder()) {
-    for (const std::string& shard : data.target->shards) manifest.add_input(shard);
+    for (const std::string& shard : data.target()->shards) manifest.add_input(shard);
   }
   if (!consistency_dir.empty()) manifest.add_input(path_join(consistency_dir, "sae_weights.safetensors"));
   manifest.add_output(dir, "split.safetensors");
@@ -631,8 +490,8 @@ void write_final_outputs(const std::string& dir, const Config& config, const Sae
     const SaeModel model = export_model(trainer, s, data);
     const std::string sdir = seed_dir(dir, s.seed);
     write_saelens_folder(sdir, model, seed_metadata(export_ctx, s, trainer.step()));
-    const ReconstructionMetrics held = rows.held(model, eval_batch);
-    const ReconstructionMetrics tr = rows.train(model, eval_batch);
+    const ReconstructionMetrics held = data.held_out_metrics(model, eval_batch);
+    const ReconstructionMetrics tr = data.train_metrics(model, eval_batch);
     nlohmann::json metrics = {{"schema_version", kSchemaVersion},
                               {"seed", s.seed},
                               {"architecture", model.architecture},
@@ -646,16 +505,17 @@ void write_final_outputs(const std::string& dir, const Config& config, const Sae
                               {"final_batch", log_json(s.history.empty() ? SaeLogRow{} : s.history.back(),
                                                        true, settings.consistency_active())},
                               {"plateau", plateau_info(s.history)},
-                              {"activation_scaling_factor", data.scale},
+                              {"activation_scaling_factor", data.scale()},
+                              {"data", data.describe()},
                               {"wall_time_s", result.wall_time_s},
                               {"samples_per_s", result.samples_per_s},
                               {"resumed", resuming}};
     if (data.transcoder()) {
       // The metrics above compare the prediction with the target rows: fvu = 1 - explained variance.
-      metrics["transcoder"] = {{"hook_name_in", data.acts.hook_name},
-                               {"hook_name_out", data.target->hook_name},
+      metrics["transcoder"] = {{"hook_name_in", data.acts().hook_name},
+                               {"hook_name_out", data.target()->hook_name},
                                {"held_out_fvu", 1.0 - held.explained_variance},
-                               {"target_scaling_factor", data.target_scale}};
+                               {"target_scaling_factor", data.target_scale()}};
     }
     if (settings.consistency_active()) {
       metrics["consistency"] = {
@@ -700,8 +560,22 @@ void warn_missing_snapshots(const std::string& dir, const SaeTrainer& trainer,
 
 TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   const std::string& dir = options.out_dir;
-  const SaeRunData data = load_run_data(config, options);
-  const int64_t D = data.acts.d_in;
+  SaeRunDataOptions data_options;
+  data_options.activations_path = options.activations_path;
+  data_options.key = config.get_string("data.key");
+  data_options.target_path = options.target_activations_path;
+  data_options.target_key = options.target_key;
+  data_options.eval_fraction = config.get_double("data.eval_fraction");
+  data_options.split_seed = config.get_int("data.split_seed");
+  data_options.normalize = config.get_string("sae.normalize_activations") == "expected_average_only_in";
+  data_options.buffer_rows = config.get_int("data.buffer_rows");
+  const SaeRunData data = SaeRunData::load(data_options);
+  if (data.transcoder() && config.source("sae.apply_b_dec_to_input").kind != ValueSource::Kind::kDefault &&
+      config.get_bool("sae.apply_b_dec_to_input")) {
+    config.fail("a transcoder's b_dec lives at its target site, so it cannot centre the input",
+                {"sae.apply_b_dec_to_input"});
+  }
+  const int64_t D = data.d_in();
   SaeTrainSettings settings = settings_from(config, D, data.n_train());
   if (data.transcoder()) settings.sae.apply_b_dec_to_input = false;
   settings.sae.validate();
@@ -713,12 +587,11 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
 
   const std::string config_hash = config.hash();
   const bool resuming = prepare_output_dir(dir, options.existing);
-  SaeTrainer trainer(settings, data.train_x.data(), data.n_train(), initial_b_dec(config, data, D),
-                     data.transcoder() ? data.train_y.data() : nullptr);
+  SaeTrainer trainer(settings, data.train_rows(), data.initial_b_dec(config.get_string("sae.b_dec_init")));
   trainer.init_fresh();
   const std::string state_path = SaeRunLayout(dir).trainer_state_file();
   if (resuming && fs::exists(state_path)) load_state(state_path, trainer, config_hash, data);
-  write_split(dir, config, data);
+  data.write_split(SaeRunLayout(dir).split_file());
 
   const ExportContext export_ctx{config, settings, data};
   const std::vector<SaeSnapshotPoint> snapshots =

@@ -10,19 +10,24 @@
 
 namespace husai {
 
-SaeTrainer::SaeTrainer(SaeTrainSettings settings, const float* train_x, int64_t n_train,
+SaeTrainer::SaeTrainer(const SaeTrainSettings& settings, const float* train_x, int64_t n_train,
                        std::vector<float> b_dec_init, const float* train_y)
+    : SaeTrainer(settings, SaeRowStream(train_x, train_y, n_train, settings.sae.d_in),
+                 std::move(b_dec_init)) {}
+
+SaeTrainer::SaeTrainer(SaeTrainSettings settings, SaeRowStream rows, std::vector<float> b_dec_init)
     : settings_(std::move(settings)),
-      train_x_(train_x),
-      train_y_(train_y),
-      n_train_(n_train),
+      rows_(std::move(rows)),
       b_dec_init_(std::move(b_dec_init)),
       layout_(make_sae_layout(settings_.sae)) {
   settings_.adam.weight_decay = 0.0;
   settings_.sae.validate();
-  if (n_train_ < 1) throw Error("no training rows");
   if (settings_.seeds.empty()) throw Error("no seeds given").key("training.seeds");
-  if (train_y_ != nullptr && settings_.sae.apply_b_dec_to_input) {
+  if (rows_.d_in() != settings_.sae.d_in) {
+    throw Error("the rows have width " + std::to_string(rows_.d_in()) + ", the SAE d_in " +
+                std::to_string(settings_.sae.d_in));
+  }
+  if (rows_.paired() && settings_.sae.apply_b_dec_to_input) {
     throw Error("a transcoder's b_dec lives at its target site: apply_b_dec_to_input must be false")
         .key("sae.apply_b_dec_to_input");
   }
@@ -61,29 +66,6 @@ double SaeTrainer::lr_at(int64_t step) const {
   if (decay_steps <= 0 || step <= decay_start) return lr;
   const double left = static_cast<double>(total - step) / static_cast<double>(decay_steps);
   return lr * (settings_.min_lr_ratio + (1.0 - settings_.min_lr_ratio) * std::max(0.0, left));
-}
-
-void SaeTrainer::batch_rows(uint64_t order_seed, int64_t step, std::vector<int64_t>& rows) {
-  const int64_t B = settings_.batch_size;
-  rows.resize(static_cast<size_t>(B));
-  OrderCache* cache = nullptr;
-  for (OrderCache& c : order_cache_) {
-    if (c.order_seed == order_seed) cache = &c;
-  }
-  if (cache == nullptr) {
-    order_cache_.push_back(OrderCache{order_seed, -1, {}});
-    cache = &order_cache_.back();
-  }
-  for (int64_t j = 0; j < B; ++j) {
-    const int64_t pos = (step - 1) * B + j;
-    const int64_t epoch = pos / n_train_;
-    if (epoch != cache->epoch) {
-      cache->perm =
-          permutation(n_train_, order_seed, stream_id("sae.shuffle") + static_cast<uint64_t>(epoch));
-      cache->epoch = epoch;
-    }
-    rows[static_cast<size_t>(j)] = cache->perm[static_cast<size_t>(pos % n_train_)];
-  }
 }
 
 SaeLogRow SaeTrainer::train_step(SaeSeedState& s, const float* x, const float* y) {
@@ -252,7 +234,7 @@ bool SaeTrainer::run(const std::function<bool()>& should_stop, const std::functi
     }
   }
   batch_.resize(static_cast<size_t>(B * D));
-  if (train_y_ != nullptr) target_batch_.resize(static_cast<size_t>(B * D));
+  if (rows_.paired()) target_batch_.resize(static_cast<size_t>(B * D));
   while (step_ < settings_.steps) {
     if (should_stop()) {
       on_checkpoint();
@@ -262,13 +244,8 @@ bool SaeTrainer::run(const std::function<bool()>& should_stop, const std::functi
     const bool log = settings_.log_every > 0 ? (step % settings_.log_every == 0 || step == settings_.steps)
                                              : step == settings_.steps;
     for (const auto& [order, members] : groups) {
-      batch_rows(order, step, rows_);
-      for (int64_t j = 0; j < B; ++j) {
-        std::copy_n(train_x_ + rows_[static_cast<size_t>(j)] * D, D, batch_.begin() + j * D);
-        if (train_y_ != nullptr)
-          std::copy_n(train_y_ + rows_[static_cast<size_t>(j)] * D, D, target_batch_.begin() + j * D);
-      }
-      const float* y = train_y_ != nullptr ? target_batch_.data() : nullptr;
+      rows_.gather(order, step, B, batch_.data(), rows_.paired() ? target_batch_.data() : nullptr);
+      const float* y = rows_.paired() ? target_batch_.data() : nullptr;
       for (size_t i : members) {
         const SaeLogRow row = train_step(seeds_[i], batch_.data(), y);
         if (log) seeds_[i].history.push_back(row);

@@ -5,8 +5,8 @@
 // A seed sets the initialisation. The data order of a seed is a pure function of (order seed, epoch):
 // with data_order_seed set every seed sees the same batches (gathered once per step and used by all), and a
 // seed's weights are byte-identical to those of a run that trains that seed alone; with it unset each seed
-// shuffles with its own seed. Batches run continuously through epochs: step s (1-based) uses stream positions
-// [(s-1) B, s B), position p being row perm_e[p mod n] of epoch e = p / n.
+// shuffles with its own seed. The order itself, and the window through which rows larger than memory are
+// streamed, are train/row_stream.hpp's.
 //
 // One optimizer step of one seed: loss + gradient (sae_loss_backward), global-norm gradient clipping, the
 // decoder constraint (gradient component along each W_dec row removed), Adam (no weight decay), decoder
@@ -23,6 +23,7 @@
 #include "husai/sae/sae.hpp"
 #include "husai/train/adamw.hpp"
 #include "husai/train/consistency.hpp"
+#include "husai/train/row_stream.hpp"
 
 namespace husai {
 
@@ -78,8 +79,10 @@ class SaeTrainer {
   // train_x [n_train, d_in] must outlive the trainer (already scaled, if scaling is on). train_y: a
   // transcoder's target rows [n_train, d_in], row r paired with row r of train_x (same lifetime and
   // scaling rule); null trains an SAE (the target is x).
-  SaeTrainer(SaeTrainSettings settings, const float* train_x, int64_t n_train, std::vector<float> b_dec_init,
-             const float* train_y = nullptr);
+  SaeTrainer(const SaeTrainSettings& settings, const float* train_x, int64_t n_train,
+             std::vector<float> b_dec_init, const float* train_y = nullptr);
+  // Rows from a stream (resident or read through a window); a paired stream trains a transcoder.
+  SaeTrainer(SaeTrainSettings settings, SaeRowStream rows, std::vector<float> b_dec_init);
 
   const SaeTrainSettings& settings() const { return settings_; }
   const SaeLayout& layout() const { return layout_; }
@@ -97,8 +100,7 @@ class SaeTrainer {
            const std::function<void()>& on_checkpoint, const std::function<void(int64_t)>& on_step = {});
 
   double lr_at(int64_t step) const;
-  // The rows of one step's batch in a data order (exposed for tests).
-  void batch_rows(uint64_t order_seed, int64_t step, std::vector<int64_t>& rows);
+  SaeRowStream& rows() { return rows_; }
 
  private:
   SaeLogRow train_step(SaeSeedState& s, const float* x, const float* y);
@@ -106,9 +108,7 @@ class SaeTrainer {
   void optimizer_step(SaeSeedState& s, int64_t step, bool clip, float clip_scale);
 
   SaeTrainSettings settings_;
-  const float* train_x_;
-  const float* train_y_;
-  int64_t n_train_;
+  SaeRowStream rows_;
   std::vector<float> b_dec_init_;
   SaeLayout layout_;
   std::vector<SaeSeedState> seeds_;
@@ -118,14 +118,6 @@ class SaeTrainer {
   std::vector<float> grads_, batch_, target_batch_;
   std::vector<uint8_t> dead_;
   std::vector<double> norm_parts_;
-  std::vector<int64_t> rows_;
-  // Cached permutation of the epoch last used, per order seed.
-  struct OrderCache {
-    uint64_t order_seed = 0;
-    int64_t epoch = -1;
-    std::vector<int64_t> perm;
-  };
-  std::vector<OrderCache> order_cache_;
 };
 
 }  // namespace husai
