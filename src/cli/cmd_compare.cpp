@@ -45,8 +45,11 @@ Runner register_compare(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   sub->add_option(
       "--activations", o->cmp.activations_path,
-      "activation file the SAEs were trained on (enables the covariance and axis_reflection nulls "
-      "and the surrogate control)");
+      "activation rows the SAEs were trained on: a safetensors or .npy file, or a folder or glob of shards "
+      "(enables the covariance and axis_reflection nulls and the surrogate control)");
+  sub->add_option("--buffer-rows", o->cmp.buffer_rows,
+                  "activation files with more rows are streamed, not read into memory (default 131072)")
+      ->check(CLI::Range(int64_t{2}, int64_t{1} << 40));
   sub->add_option(
       "--surrogate", o->cmp.surrogate,
       "surrogate-data control: 'gaussian' trains the same SAE family (same config, rows and seeds) "

@@ -30,7 +30,9 @@ Runner register_eval_sae(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   add_common(sub, o->common);
   sub->add_option("--sae", o->eval.sae_dir, "SAE folder (cfg.json + sae_weights.safetensors)")->required();
-  sub->add_option("--activations", o->eval.activations_path, "activation rows (streamed in batches): a safetensors or .npy file, or a folder or glob of shards")
+  sub->add_option(
+         "--activations", o->eval.activations_path,
+         "activation rows (streamed in batches): a safetensors or .npy file, or a folder or glob of shards")
       ->required();
   sub->add_option("--key", o->eval.key, "tensor name in the activation file (default: activations)");
   sub->add_option("--target-activations", o->eval.target_activations_path,

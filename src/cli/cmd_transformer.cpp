@@ -106,6 +106,7 @@ Runner register_extract(CLI::App& app) {
     std::string target_site, target_out;
     std::optional<int64_t> target_layer;
     int64_t layer = -1;
+    int64_t shard_rows = 0;
     bool overwrite = false;
   };
   auto o = std::make_shared<Opts>();
@@ -127,6 +128,11 @@ Runner register_extract(CLI::App& app) {
   sub->add_option("--target-out", o->target_out, "output .safetensors file of --target-site")
       ->needs(target_site);
   target_site->needs("--target-out");
+  sub->add_option(
+         "--shard-rows", o->shard_rows,
+         "write --out (and --target-out) as a folder of safetensors shards of at most this many rows "
+         "(shard_00000.safetensors, ...; read back as one file by train-sae, eval-sae and compare)")
+      ->check(CLI::PositiveNumber);
   sub->add_flag("--overwrite", o->overwrite, "replace an existing output file");
   return [o] {
     apply_common(o->common);
@@ -144,6 +150,7 @@ Runner register_extract(CLI::App& app) {
     spec.layer = o->layer;
     spec.site = parse_hook_site(o->site);
     spec.position = o->position;
+    spec.shard_rows = o->shard_rows;
     if (!o->target_site.empty()) {
       spec.target_site = parse_hook_site(o->target_site);
       spec.target_layer = o->target_layer;

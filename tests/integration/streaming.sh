@@ -2,7 +2,8 @@
 # Activation files larger than the row buffer are streamed: train-sae's peak RSS does not grow with the file (a
 # file 4x larger, same --buffer-rows, stays within a few MB and far below the file's size), a streamed run killed
 # with -9 mid-epoch resumes to identical bytes, the held-out blocks are recorded, and a NaN deep in a streamed file
-# is refused before anything is written.
+# is refused before anything is written. compare streams the rows of its activation-based nulls with the same
+# numbers as in memory.
 set -euo pipefail
 HUSAI=$1; WORK=$2
 source "$(cd "$(dirname "$0")" && pwd)/lib.bash"
@@ -42,6 +43,36 @@ kill_resume_matches streamed ref res "1.5 1.5" \
   "seed42/sae_weights.safetensors seed42/cfg.json seed42/metrics.jsonl trainer_state.safetensors" \
   -- train-sae --quiet --architecture topk --d-sae 256 --k 8 --steps 2000 --batch-size 512 --threads 2 \
   --buffer-rows 8192 --checkpoint-every 100 --activations big.safetensors
+
+# compare streams the rows for the covariance (and axis_reflection) nulls: the same numbers as with every row in
+# memory, in a fraction of the memory.
+"$HUSAI" "${args[@]}" --seeds 1,2 --activations small.safetensors --out pair
+for b in 8192 131072; do
+  /usr/bin/time -f "%M" -o "cmp_$b.rss" "$HUSAI" compare --quiet pair/seed1 pair/seed2 --activations small.safetensors \
+    --buffer-rows "$b" --null covariance,axis_reflection --null-seeds 4 --bootstrap 200 --no-figures --out "cmp_$b"
+done
+/usr/bin/python3 - <<'PY'
+import json
+a, b = (json.load(open(f"cmp_{n}/stability.json")) for n in (8192, 131072))
+assert a["settings"]["activations"]["streamed"] and not b["settings"]["activations"]["streamed"]
+count = 0
+def same(x, y, path=""):
+    global count
+    if isinstance(x, dict):
+        assert set(x) == set(y), path
+        for k in x:
+            if k not in ("settings", "timing"): same(x[k], y[k], path + "." + k)
+    elif isinstance(x, list):
+        assert len(x) == len(y), path
+        for i, (u, v) in enumerate(zip(x, y)): same(u, v, f"{path}[{i}]")
+    elif isinstance(x, float):
+        count += 1
+        assert abs(x - y) <= 1e-9 * max(1.0, abs(y)), (path, x, y)
+same(a, b)
+rss = [int(open(f"cmp_{n}.rss").read()) for n in (8192, 131072)]
+assert rss[0] < rss[1], rss
+print(f"compare streamed (--buffer-rows 8192) = in memory: {count} numbers agree; peak RSS {rss[0]} vs {rss[1]} KiB")
+PY
 
 /usr/bin/python3 - <<'PY'
 import json, struct

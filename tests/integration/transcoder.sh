@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Transcoders end to end: train-sae --target-activations on planted pairs (synth --transcoder) recovers the target
 # dictionary (relu, topk); SAELens transcoder keys in cfg.json; kill -9 + --resume gives identical bytes; extract
-# writes both sites in one pass, byte-identical to two single-site extracts; the MLP of a ReLU model without
+# writes both sites in one pass, byte-identical to two single-site extracts, and as shards (--shard-rows) that
+# concatenate to the same tensors and train the same transcoder bytes; the MLP of a ReLU model without
 # LayerNorm, written as a SAELens "transcoder" folder, spliced in place of the MLP by eval-sae, reproduces the
 # clean model (fvu 0, ce_loss_score 1, KL 0) -- so the splice reads resid_mid and writes mlp_out; a trained
 # transcoder on that model gets its scores; bad inputs are refused with clear errors.
@@ -54,6 +55,28 @@ print('eval-sae (synthetic transcoder): fvu %.4f' % m['fvu'])"
 cmp in.safetensors in_alone.safetensors && cmp out.safetensors out_alone.safetensors ||
   { echo "FAIL: a two-site extract differs from single-site extracts" >&2; exit 1; }
 echo "extract: both sites in one pass, identical bytes to two single-site extracts"
+"$HUSAI" extract --quiet --model model --layer 0 --site resid_mid --target-site mlp_out --shard-rows 100 \
+  --out in_shards --target-out out_shards
+/usr/bin/python3 - <<'PY'
+import glob, json, struct
+import numpy as np
+def tensors(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+    out = {k: np.frombuffer(b[8 + n + v['data_offsets'][0]:8 + n + v['data_offsets'][1]],
+                            dtype={'F32': np.float32, 'I64': np.int64}[v['dtype']]).reshape(v['shape'])
+           for k, v in h.items() if k != '__metadata__'}
+    return out, h.get('__metadata__', {})
+for one, folder in (('in.safetensors', 'in_shards'), ('out.safetensors', 'out_shards')):
+    whole, meta = tensors(one)
+    shards = sorted(glob.glob(folder + '/shard_*.safetensors'))
+    assert len(shards) == 6, shards  # 529 rows in shards of 100
+    parts = [tensors(s) for s in shards]
+    for k in whole:
+        assert np.array_equal(np.concatenate([p[0][k] for p in parts]), whole[k]), (folder, k)
+    assert [p[1]['shard_first_row'] for p in parts] == [str(100 * i) for i in range(6)]
+    assert all(p[1]['hook_name'] == meta['hook_name'] and p[1]['total_rows'] == '529' for p in parts)
+print('extract --shard-rows 100: 6 shards per site, every tensor equal to the single file when concatenated')
+PY
 /usr/bin/python3 - <<'PY'
 import json, struct, os
 def load(p):
@@ -86,9 +109,14 @@ assert abs(m['ce_loss_score'] - 1) < 1e-4 and s['ce_zero_ablation'] != s['ce_cle
 print('the MLP as a transcoder: fvu %.2e, ce %.6f vs clean %.6f, kl %.2e, ce_loss_score %.6f (zero ablation ce %.4f)' %
       (m['fvu'], s['ce_sae'], s['ce_clean'], s['kl_sae'], m['ce_loss_score'], s['ce_zero_ablation']))"
 
-# A transcoder trained on that pair, spliced in place of the MLP.
+# A transcoder trained on that pair, spliced in place of the MLP; the same from the sharded extract, same bytes.
 "$HUSAI" train-sae --quiet --activations in.safetensors --target-activations out.safetensors --architecture topk \
   --d-sae 128 --k 8 --steps 300 --batch-size 128 --set data.eval_fraction=0.1 --out tc_model
+"$HUSAI" train-sae --quiet --activations in_shards --target-activations out_shards --architecture topk \
+  --d-sae 128 --k 8 --steps 300 --batch-size 128 --set data.eval_fraction=0.1 --out tc_model_shards
+cmp tc_model/seed42/sae_weights.safetensors tc_model_shards/seed42/sae_weights.safetensors ||
+  { echo "FAIL: the transcoder trained on extract shards differs" >&2; exit 1; }
+echo "transcoder from extract --shard-rows folders: identical bytes to the single files"
 "$HUSAI" eval-sae --quiet --sae tc_model/seed42 --activations in.safetensors --target-activations out.safetensors \
   --model model --out eval_tc.json
 /usr/bin/python3 -c "

@@ -189,7 +189,7 @@ Config surrogate_config(const std::vector<SaeModel>& saes, const std::vector<std
 
 // Trains the input SAEs' family on Gaussian surrogate data with the activations' mean and covariance (same
 // number of rows, same config, same seeds) into dir/run; returns the surrogate SAEs' dictionaries.
-ComparisonGroup surrogate_group(const CompareOptions& options, const ActivationFile& acts,
+ComparisonGroup surrogate_group(const CompareOptions& options, const ActivationInfo& acts,
                                 const CovarianceNull& moments, const Config& config, const std::string& dir) {
   fs::create_directories(dir);
   const std::string acts_path = (fs::path(dir) / "activations.safetensors").string();
@@ -276,17 +276,52 @@ std::vector<SaeModel> load_saes(const CompareOptions& options) {
   return saes;
 }
 
-// Loads the activation file when one is given and checks its width against the SAEs' d_in.
-std::optional<ActivationFile> load_activations(const CompareOptions& options, int64_t d_in) {
-  std::optional<ActivationFile> acts;
-  if (!options.activations_path.empty()) {
-    acts = load_activation_file(options.activations_path, options.activations_key);
-    if (acts->d_in != d_in) {
-      throw Error(fmt::format("activations have {} columns but the SAEs have d_in = {}", acts->d_in, d_in))
+// The activation rows of a comparison: their header and hash always; the rows themselves in memory only when
+// there are at most options.buffer_rows of them (the covariance null streams a larger file; the surrogate
+// control and the feature types need them in memory).
+struct CompareActivations {
+  std::optional<ActivationSource> src;
+  std::optional<ActivationFile> resident;
+  const ActivationInfo& info() const { return resident ? *resident : src->info(); }
+};
+
+// Opens the activation file when one is given and checks its width against the SAEs' d_in.
+std::optional<CompareActivations> load_activations(const CompareOptions& options, int64_t d_in) {
+  if (options.activations_path.empty()) return std::nullopt;
+  CompareActivations acts;
+  acts.src = ActivationSource::open(options.activations_path, options.activations_key);
+  if (acts.src->d_in() != d_in) {
+    throw Error(
+        fmt::format("activations have {} columns but the SAEs have d_in = {}", acts.src->d_in(), d_in))
+        .file(options.activations_path);
+  }
+  if (acts.src->n_rows() <= options.buffer_rows) {
+    acts.resident = load_activation_file(options.activations_path, options.activations_key);
+  } else {
+    if (!options.surrogate.empty()) {
+      throw Error(
+          fmt::format("the {} surrogate control trains on rows held in memory, and the file has {} rows, "
+                      "more than --buffer-rows {}",
+                      options.surrogate, acts.src->n_rows(), options.buffer_rows))
           .file(options.activations_path);
     }
+    acts.src->verify();
   }
   return acts;
+}
+
+std::optional<CovarianceNull> covariance_moments(const std::optional<CompareActivations>& acts,
+                                                 int64_t buffer_rows) {
+  std::optional<CovarianceNull> cov;
+  if (!acts) return cov;
+  if (acts->resident) {
+    cov.emplace(acts->resident->x.data(), acts->resident->n_rows, acts->resident->d_in);
+  } else {
+    const ActivationSource& src = *acts->src;
+    cov.emplace([&](int64_t first, int64_t count, float* x) { src.read_rows(first, count, x); }, src.n_rows(),
+                src.d_in(), std::min<int64_t>(buffer_rows, 16384));
+  }
+  return cov;
 }
 
 // The trained dictionaries (decoder and encoder features) of the input SAEs.
@@ -391,7 +426,7 @@ json inputs_json(const CompareOptions& options, const std::vector<SaeModel>& sae
 
 // The comparison's settings (stability.json and the manifest).
 json settings_json(const CompareOptions& options, const std::vector<NullKind>& nulls, int64_t m,
-                   const std::optional<ActivationFile>& acts) {
+                   const std::optional<CompareActivations>& acts) {
   std::vector<uint64_t> null_seeds(static_cast<size_t>(m));
   for (int64_t j = 0; j < m; ++j) null_seeds[static_cast<size_t>(j)] = 1000 + static_cast<uint64_t>(j);
   json settings = {{"nulls", json::array()},
@@ -405,11 +440,10 @@ json settings_json(const CompareOptions& options, const std::vector<NullKind>& n
                    {"model", options.model_dir.empty() ? json(nullptr) : json(options.model_dir)}};
   for (const NullKind k : nulls) settings["nulls"].push_back(std::string(null_kind_name(k)));
   if (acts) {
-    settings["activations"] = {{"path", options.activations_path},
-                               {"key", options.activations_key},
-                               {"sha256", acts->sha256},
-                               {"n_rows", acts->n_rows},
-                               {"hook_name", acts->hook_name}};
+    settings["activations"] = {
+        {"path", options.activations_path},    {"key", options.activations_key},
+        {"sha256", acts->info().sha256},       {"n_rows", acts->info().n_rows},
+        {"hook_name", acts->info().hook_name}, {"streamed", !acts->resident.has_value()}};
   }
   return settings;
 }
@@ -451,7 +485,7 @@ nlohmann::json run_compare(const CompareOptions& options) {
   const auto n = static_cast<int64_t>(options.sae_dirs.size());
   const std::vector<SaeModel> saes = load_saes(options);
   const int64_t d_in = saes[0].d_in;
-  const std::optional<ActivationFile> acts = load_activations(options, d_in);
+  const std::optional<CompareActivations> acts = load_activations(options, d_in);
   // Null seeds: at least 10 by default, so that an exact permutation test against 5 trained seeds can reach
   // p = 1 / C(15, 5) = 3.3e-4, small enough to survive Holm over a family of tests.
   const int64_t m = options.null_seeds > 0 ? options.null_seeds : std::max<int64_t>(n, kDefaultMinNullSeeds);
@@ -466,8 +500,7 @@ nlohmann::json run_compare(const CompareOptions& options) {
 
   // ---- Dictionaries: trained, each null's, and the surrogate-trained SAEs.
   const std::vector<StudyDictionary> trained = trained_dictionaries(options, saes);
-  std::optional<CovarianceNull> cov;
-  if (acts) cov.emplace(acts->x.data(), acts->n_rows, acts->d_in);
+  const std::optional<CovarianceNull> cov = covariance_moments(acts, options.buffer_rows);
   std::vector<ComparisonGroup> groups;
   groups.reserve(nulls.size() + 1);
   for (const NullKind k : nulls) groups.push_back(null_group(k, saes, trained, m, cov ? &*cov : nullptr));
@@ -478,7 +511,7 @@ nlohmann::json run_compare(const CompareOptions& options) {
     if (!options.quiet)
       std::fprintf(stderr, "compare: training the surrogate control (%s)\n", options.surrogate.c_str());
     groups.push_back(
-        surrogate_group(options, *acts, *cov, *surrogate_cfg, (fs::path(dir) / "surrogate").string()));
+        surrogate_group(options, acts->info(), *cov, *surrogate_cfg, (fs::path(dir) / "surrogate").string()));
   }
 
   const StudyRun run = run_study(options, trained, groups);
@@ -488,9 +521,10 @@ nlohmann::json run_compare(const CompareOptions& options) {
   StabilityReportContext ctx;
   ctx.figures = options.figures;
   // Ground-truth feature types when the activations are a modular-addition answer-position file.
-  if (acts && acts->metadata.count("modulus") != 0 && acts->metadata.count("position") != 0 &&
-      acts->metadata.at("position") == "answer") {
-    const FeatureTypeReport ft = feature_type_breakdown(saes, study, *acts, options.model_dir);
+  if (acts && acts->resident && acts->resident->metadata.count("modulus") != 0 &&
+      acts->resident->metadata.count("position") != 0 &&
+      acts->resident->metadata.at("position") == "answer") {
+    const FeatureTypeReport ft = feature_type_breakdown(saes, study, *acts->resident, options.model_dir);
     ctx.extra_sections["feature_types"] = ft.section;
     ctx.extra_markdown += ft.markdown;
   }

@@ -33,6 +33,8 @@ struct CompareOptions {
   std::string model_dir;
   std::string activations_path;  // optional: enables the covariance null
   std::string activations_key = "activations";
+  // Activation files with more rows are streamed (covariance null) instead of read into memory.
+  int64_t buffer_rows = 131072;
   int64_t bootstrap = 10000;  // seed-bootstrap resamples (and Monte Carlo permutations when not exact)
   double confidence = 0.95;
   uint64_t seed = 0;  // seeds the statistics' draws; null dictionaries use seeds 1000, 1001, ... (CONTRACTS)

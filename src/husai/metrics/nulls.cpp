@@ -173,6 +173,41 @@ CovarianceNull::CovarianceNull(const float* x, int64_t n_rows, int64_t d_in) : d
   MatrixR<double> sigma(D, D);
   gemm<double>(true, false, D, D, n_rows, 1.0 / static_cast<double>(n_rows - 1), xc.data(), D, xc.data(), D,
                0.0, sigma.data(), D);
+  decompose(sigma);
+}
+
+CovarianceNull::CovarianceNull(const std::function<void(int64_t, int64_t, float*)>& read, int64_t n_rows,
+                               int64_t d_in, int64_t block_rows)
+    : d_in_(d_in) {
+  if (n_rows < 2) throw Error("the covariance null needs at least 2 activation rows");
+  const int64_t D = d_in;
+  std::vector<float> x(static_cast<size_t>(block_rows * D), 0.0f);
+  std::vector<double> mean(static_cast<size_t>(D), 0.0);
+  for (int64_t r0 = 0; r0 < n_rows; r0 += block_rows) {
+    const int64_t n = std::min(block_rows, n_rows - r0);
+    read(r0, n, x.data());
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t d = 0; d < D; ++d) mean[static_cast<size_t>(d)] += static_cast<double>(x[r * D + d]);
+    }
+  }
+  for (double& m : mean) m /= static_cast<double>(n_rows);
+  mean_ = mean;
+  std::vector<double> xc(static_cast<size_t>(block_rows * D), 0.0);
+  MatrixR<double> sigma = MatrixR<double>::Zero(D, D);
+  for (int64_t r0 = 0; r0 < n_rows; r0 += block_rows) {
+    const int64_t n = std::min(block_rows, n_rows - r0);
+    read(r0, n, x.data());
+    for (int64_t i = 0; i < n * D; ++i) {
+      xc[static_cast<size_t>(i)] =
+          static_cast<double>(x[static_cast<size_t>(i)]) - mean[static_cast<size_t>(i % D)];
+    }
+    gemm<double>(true, false, D, D, n, 1.0 / static_cast<double>(n_rows - 1), xc.data(), D, xc.data(), D, 1.0,
+                 sigma.data(), D);
+  }
+  decompose(sigma);
+}
+
+void CovarianceNull::decompose(Eigen::MatrixXd sigma) {
   sigma = 0.5 * (sigma + sigma.transpose()).eval();  // exactly symmetric for the eigensolver
   sigma_ = sigma;
   if (!(sigma_.trace() > 0)) throw Error("the activations have zero variance: no covariance null");

@@ -38,6 +38,7 @@
 // initialisation sets W_enc = W_dec^T), so a null's encoder features equal its decoder features.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -69,6 +70,12 @@ class CovarianceNull {
  public:
   // x: [n_rows, d_in] row-major. Throws husai::Error for fewer than 2 rows or zero variance.
   CovarianceNull(const float* x, int64_t n_rows, int64_t d_in);
+  // The same from rows read block_rows at a time (two passes: the mean, then the centred products summed
+  // block by block), for rows larger than memory. read(first, count, x) fills rows [first, first + count).
+  // The mean equals the in-memory one bit for bit; Sigma can differ in the last bits (the products are
+  // summed in blocks).
+  CovarianceNull(const std::function<void(int64_t, int64_t, float*)>& read, int64_t n_rows, int64_t d_in,
+                 int64_t block_rows);
 
   int64_t d_in() const { return d_in_; }
   // W_dec [d_sae, d_in], unit rows.
@@ -92,6 +99,8 @@ class CovarianceNull {
   std::vector<float> reflect(const float* W_dec, int64_t d_sae, uint64_t seed) const;
 
  private:
+  void decompose(Eigen::MatrixXd sigma);  // sets sigma_, factor_, eigenvalues_, axes_
+
   int64_t d_in_ = 0;
   Eigen::MatrixXd sigma_;
   std::vector<double> mean_;

@@ -3,11 +3,15 @@
 #include <algorithm>
 #include <filesystem>
 
+#include <fmt/format.h>
+
 #include "husai/core/error.hpp"
 #include "husai/core/progress.hpp"
 #include "husai/io/safetensors.hpp"
 
 namespace husai {
+
+namespace fs = std::filesystem;
 
 int64_t resolve_layer_index(int64_t layer, int64_t n_layers) {
   const int64_t resolved = layer < 0 ? n_layers + layer : layer;
@@ -139,15 +143,17 @@ ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& 
   const int64_t N = n_pairs * per_pair;
   const std::string position_text =
       all_positions ? "all" : (prefix_only ? "answer" : std::to_string(position));
-  const auto write = [&](const std::string& path, const std::vector<float>& values, int64_t l,
-                         HookSite site) {
+  // Rows [r0, r1) of everything into one safetensors file.
+  const auto write_rows = [&](const std::string& path, const std::vector<float>& values, int64_t l,
+                              HookSite site, int64_t r0, int64_t r1) {
+    const int64_t n = r1 - r0;
     SafetensorsFile out;
-    out.put("activations", TensorData::f32({N, D}, values.data()));
-    out.put("a", TensorData::i64({N}, rows.a.data()));
-    out.put("b", TensorData::i64({N}, rows.b.data()));
-    out.put("labels", TensorData::i64({N}, rows.labels.data()));
-    out.put("is_train", TensorData::i64({N}, rows.is_train.data()));
-    if (all_positions) out.put("position", TensorData::i64({N}, rows.position.data()));
+    out.put("activations", TensorData::f32({n, D}, values.data() + r0 * D));
+    out.put("a", TensorData::i64({n}, rows.a.data() + r0));
+    out.put("b", TensorData::i64({n}, rows.b.data() + r0));
+    out.put("labels", TensorData::i64({n}, rows.labels.data() + r0));
+    out.put("is_train", TensorData::i64({n}, rows.is_train.data() + r0));
+    if (all_positions) out.put("position", TensorData::i64({n}, rows.position.data() + r0));
     out.metadata = {{"model_sha256", model.model_sha256},
                     {"model_path", model.model_path},
                     {"hook_name", hook_point_name(l, site)},
@@ -160,7 +166,33 @@ ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& 
                     {"operation", to_string(task.op)},
                     {"format", to_string(task.format)},
                     {"producer", "husai"}};
+    if (spec.shard_rows > 0) {
+      out.metadata["shard_index"] = std::to_string(r0 / spec.shard_rows);
+      out.metadata["shard_first_row"] = std::to_string(r0);
+      out.metadata["n_shards"] = std::to_string((N + spec.shard_rows - 1) / spec.shard_rows);
+      out.metadata["total_rows"] = std::to_string(N);
+    }
     out.save(path);
+  };
+  const auto write = [&](const std::string& path, const std::vector<float>& values, int64_t l,
+                         HookSite site) {
+    if (spec.shard_rows <= 0) {
+      write_rows(path, values, l, site, 0, N);
+      return;
+    }
+    // Shards appear together or not at all: written into a temporary folder beside the final one, renamed.
+    const fs::path final_dir(path);
+    const fs::path tmp = final_dir.parent_path() / ("." + final_dir.filename().string() + ".tmp");
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    fs::create_directories(tmp);
+    for (int64_t r0 = 0; r0 < N; r0 += spec.shard_rows) {
+      const std::string name = fmt::format("shard_{:05d}.safetensors", r0 / spec.shard_rows);
+      write_rows((tmp / name).string(), values, l, site, r0, std::min(N, r0 + spec.shard_rows));
+    }
+    fs::remove_all(final_dir, ec);
+    fs::rename(tmp, final_dir, ec);
+    if (ec) throw Error("cannot rename " + tmp.string() + " to " + path + ": " + ec.message());
   };
   write(out_path, acts, layer, spec.site);
   ExtractSummary summary{N, D, hook_point_name(layer, spec.site), position_text, ""};

@@ -19,6 +19,9 @@ struct ExtractSpec {
   // resid_mid -> mlp_out): the same rows in the same order, its own hook metadata.
   std::optional<HookSite> target_site;
   std::optional<int64_t> target_layer;  // unset: `layer`
+  // > 0: each output is a folder of shards shard_00000.safetensors, ... of at most shard_rows rows each (the
+  // layout train-sae, eval-sae and compare read as one file, rows concatenated in name order).
+  int64_t shard_rows = 0;
 };
 
 struct ExtractSummary {
@@ -38,7 +41,9 @@ int64_t resolve_position_index(const std::string& position, const ModularTask& t
 // Writes a safetensors file: activations [N, d_model] F32 (one position: N = p^2 rows in pair order;
 // "all": pair-major rows pair*n_ctx + pos plus an I64 `position`), a, b, labels, is_train (I64), and
 // metadata (model hash and path, hook_name, layer, site, position, answer_position, modulus).
-// With spec.target_site, target_out_path receives the same layout for the target hook point.
+// With spec.target_site, target_out_path receives the same layout for the target hook point. With
+// spec.shard_rows, each path is a folder of shards (every tensor cut by rows; metadata adds shard_index,
+// shard_first_row, n_shards, total_rows), written into a temporary folder and renamed into place.
 ExtractSummary extract_activations(const LoadedModel& model, const ExtractSpec& spec,
                                    const std::string& out_path, bool quiet,
                                    const std::string& target_out_path = "");

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -214,6 +215,12 @@ TEST(Nulls, CovarianceNullLivesInTheDataSubspace) {
     }
   }
   const CovarianceNull cov(x.data(), n, D);
+  // Streamed in blocks of 64 rows (the last one partial): the same mean bit for bit, Sigma to rounding.
+  const CovarianceNull streamed(
+      [&](int64_t first, int64_t count, float* out) { std::copy_n(x.begin() + first * D, count * D, out); },
+      n, D, 64);
+  EXPECT_EQ(streamed.mean(), cov.mean());
+  EXPECT_LT((streamed.covariance() - cov.covariance()).cwiseAbs().maxCoeff(), 1e-12);
   for (int64_t i = 0; i < D; ++i) {
     for (int64_t j = 0; j < D; ++j) {
       double mi = 0, mj = 0, s = 0;
