@@ -51,6 +51,12 @@ Runner register_compare(CLI::App& app) {
                   "activation files with more rows are streamed, not read into memory (default 131072)")
       ->check(CLI::Range(int64_t{2}, int64_t{1} << 40));
   sub->add_option(
+         "--activation-rows", o->cmp.activation_rows,
+         "with --activations: activation similarity of every pair (correlation of latent activations, "
+         "matched one-to-one, with a shuffled-rows chance level) on the first N rows; 0 skips it "
+         "(default 16384)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option(
       "--surrogate", o->cmp.surrogate,
       "surrogate-data control: 'gaussian' trains the same SAE family (same config, rows and seeds) "
       "on Gaussian data with the activations' mean and covariance and compares against it");

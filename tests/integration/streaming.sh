@@ -69,6 +69,12 @@ def same(x, y, path=""):
         count += 1
         assert abs(x - y) <= 1e-9 * max(1.0, abs(y)), (path, x, y)
 same(a, b)
+act = a["activation_similarity"]
+assert act["rows"] == 16384 and len(act["pairs"]) == 1, act
+p = act["pairs"][0]
+assert p["act_matched_mean_corr"] > 5 * p["chance"]["act_matched_mean_corr"], p
+print(f"activation similarity on 16,384 streamed rows: matched corr {p['act_matched_mean_corr']:.4f}, "
+      f"chance {p['chance']['act_matched_mean_corr']:.4f}")
 rss = [int(open(f"cmp_{n}.rss").read()) for n in (8192, 131072)]
 assert rss[0] < rss[1], rss
 print(f"compare streamed (--buffer-rows 8192) = in memory: {count} numbers agree; peak RSS {rss[0]} vs {rss[1]} KiB")

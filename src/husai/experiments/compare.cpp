@@ -1,4 +1,5 @@
 #include "husai/experiments/compare.hpp"
+#include "husai/experiments/compare_activations.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -527,6 +528,17 @@ nlohmann::json run_compare(const CompareOptions& options) {
     const FeatureTypeReport ft = feature_type_breakdown(saes, study, *acts->resident, options.model_dir);
     ctx.extra_sections["feature_types"] = ft.section;
     ctx.extra_markdown += ft.markdown;
+  }
+  if (acts && options.activation_rows > 0) {
+    const ActivationSource& src = *acts->src;
+    const int64_t rows = std::min(options.activation_rows, src.n_rows());
+    if (!options.quiet)
+      std::fprintf(stderr, "compare: activation similarity on %lld rows\n", static_cast<long long>(rows));
+    const ActivationAgreement agree = activation_agreement(
+        saes, options.sae_dirs,
+        [&](int64_t first, int64_t count, float* x) { src.read_rows(first, count, x); }, rows, options.seed);
+    ctx.extra_sections["activation_similarity"] = agree.section;
+    ctx.extra_markdown += agree.markdown;
   }
   add_convergence(options, ctx);
   ctx.inputs = inputs_json(options, saes);

@@ -35,6 +35,9 @@ struct CompareOptions {
   std::string activations_key = "activations";
   // Activation files with more rows are streamed (covariance null) instead of read into memory.
   int64_t buffer_rows = 131072;
+  // With activations: activation similarity of every pair on the first activation_rows rows
+  // (experiments/compare_activations.hpp); 0 skips it.
+  int64_t activation_rows = 16384;
   int64_t bootstrap = 10000;  // seed-bootstrap resamples (and Monte Carlo permutations when not exact)
   double confidence = 0.95;
   uint64_t seed = 0;  // seeds the statistics' draws; null dictionaries use seeds 1000, 1001, ... (CONTRACTS)

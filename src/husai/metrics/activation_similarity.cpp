@@ -114,11 +114,46 @@ LatentActivations permute_rows(const LatentActivations& z, const std::vector<int
   return out;
 }
 
-void abs_correlation_matrix(const LatentActivations& a, const LatentActivations& b, double* out) {
+namespace {
+
+void check_same_rows(const LatentActivations& a, const LatentActivations& b) {
   if (a.n_rows != b.n_rows) {
     throw Error("cannot correlate latents over different rows (" + std::to_string(a.n_rows) + " vs " +
                 std::to_string(b.n_rows) + ")");
   }
+}
+
+// |R| from S (in place) for rows [i0, i1) of a: out holds S_ij = sum_n z_ni z'_nj for those rows.
+void finish_abs_correlation(const LatentActivations& a, const LatentActivations& b, int64_t i0, int64_t i1,
+                            double* out) {
+  const int64_t Fb = b.n_latents;
+  const auto N = static_cast<double>(a.n_rows);
+  std::vector<double> inv_b(static_cast<size_t>(Fb), 0.0);
+  for (int64_t j = 0; j < Fb; ++j) {
+    const double ss = b.centred_ss[static_cast<size_t>(j)];
+    inv_b[static_cast<size_t>(j)] = ss > 0 ? 1.0 / std::sqrt(ss) : 0.0;
+  }
+  for (int64_t i = i0; i < i1; ++i) {
+    double* row = out + (i - i0) * Fb;
+    const double ss = a.centred_ss[static_cast<size_t>(i)];
+    if (!(ss > 0)) {
+      std::fill(row, row + Fb, 0.0);
+      continue;
+    }
+    const double inv_a = 1.0 / std::sqrt(ss);
+    const double n_mean_a = N * a.mean[static_cast<size_t>(i)];
+    for (int64_t j = 0; j < Fb; ++j) {
+      const double cov = row[j] - n_mean_a * b.mean[static_cast<size_t>(j)];
+      // Rounding can put a perfect correlation a hair beyond 1.
+      row[j] = std::min(1.0, std::fabs(cov * inv_a * inv_b[static_cast<size_t>(j)]));
+    }
+  }
+}
+
+}  // namespace
+
+void abs_correlation_matrix(const LatentActivations& a, const LatentActivations& b, double* out) {
+  check_same_rows(a, b);
   const int64_t Fa = a.n_latents, Fb = b.n_latents;
   std::fill(out, out + Fa * Fb, 0.0);
   // S_ij = sum_n z_ni z'_nj over the rows where both fire, rows in ascending order.
@@ -133,27 +168,64 @@ void abs_correlation_matrix(const LatentActivations& a, const LatentActivations&
       for (size_t eb = b0; eb < b1; ++eb) row[b.latent[eb]] += va * b.value[eb];
     }
   }
-  const auto N = static_cast<double>(a.n_rows);
-  std::vector<double> inv_b(static_cast<size_t>(Fb), 0.0);
-  for (int64_t j = 0; j < Fb; ++j) {
-    const double ss = b.centred_ss[static_cast<size_t>(j)];
-    inv_b[static_cast<size_t>(j)] = ss > 0 ? 1.0 / std::sqrt(ss) : 0.0;
-  }
-  for (int64_t i = 0; i < Fa; ++i) {
-    double* row = out + i * Fb;
-    const double ss = a.centred_ss[static_cast<size_t>(i)];
-    if (!(ss > 0)) {
-      std::fill(row, row + Fb, 0.0);
-      continue;
+  finish_abs_correlation(a, b, 0, Fa, out);
+}
+
+ActivationPairSimilarity large_activation_pair_similarity(const LatentActivations& a_in,
+                                                          const LatentActivations& b_in,
+                                                          LargeMatchingInfo* info) {
+  check_same_rows(a_in, b_in);
+  // The matching needs n_a <= n_b: swap, and swap the one-sided scores back.
+  const bool swapped = a_in.n_latents > b_in.n_latents;
+  const LatentActivations& a = swapped ? b_in : a_in;
+  const LatentActivations& b = swapped ? a_in : b_in;
+  const int64_t Fa = a.n_latents, Fb = b.n_latents;
+  // a by column: latent i's (row, value) entries in row order, so each S_ij sums in row order as above.
+  std::vector<int64_t> col_ptr(static_cast<size_t>(Fa + 1), 0);
+  for (const int32_t i : a.latent) ++col_ptr[static_cast<size_t>(i) + 1];
+  for (int64_t i = 0; i < Fa; ++i) col_ptr[static_cast<size_t>(i + 1)] += col_ptr[static_cast<size_t>(i)];
+  std::vector<int64_t> col_row(a.latent.size());
+  std::vector<double> col_val(a.latent.size());
+  {
+    std::vector<int64_t> at(col_ptr.begin(), col_ptr.end() - 1);
+    for (int64_t n = 0; n < a.n_rows; ++n) {
+      for (int64_t e = a.row_ptr[static_cast<size_t>(n)]; e < a.row_ptr[static_cast<size_t>(n + 1)]; ++e) {
+        const auto slot = static_cast<size_t>(at[static_cast<size_t>(a.latent[static_cast<size_t>(e)])]++);
+        col_row[slot] = n;
+        col_val[slot] = a.value[static_cast<size_t>(e)];
+      }
     }
-    const double inv_a = 1.0 / std::sqrt(ss);
-    const double n_mean_a = N * a.mean[static_cast<size_t>(i)];
-    for (int64_t j = 0; j < Fb; ++j) {
-      const double cov = row[j] - n_mean_a * b.mean[static_cast<size_t>(j)];
-      // Rounding can put a perfect correlation a hair beyond 1.
-      row[j] = std::min(1.0, std::fabs(cov * inv_a * inv_b[static_cast<size_t>(j)]));
-    }
   }
+  std::vector<double> S;
+  const SimilarityRowsFn fill = [&](int64_t i0, int64_t i1, std::vector<float>& block) {
+    S.assign(static_cast<size_t>((i1 - i0) * Fb), 0.0);
+    parallel_chunks(i1 - i0, 8, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        double* row = S.data() + r * Fb;
+        const auto i = static_cast<size_t>(i0 + r);
+        for (int64_t e = col_ptr[i]; e < col_ptr[i + 1]; ++e) {
+          const int64_t n = col_row[static_cast<size_t>(e)];
+          const double va = col_val[static_cast<size_t>(e)];
+          for (int64_t eb = b.row_ptr[static_cast<size_t>(n)]; eb < b.row_ptr[static_cast<size_t>(n + 1)];
+               ++eb)
+            row[b.latent[static_cast<size_t>(eb)]] += va * b.value[static_cast<size_t>(eb)];
+        }
+      }
+    });
+    finish_abs_correlation(a, b, i0, i1, S.data());
+    block.resize(S.size());
+    for (size_t t = 0; t < S.size(); ++t) block[t] = static_cast<float>(S[t]);
+  };
+  const PairStability p = large_pair_similarity(Fa, Fb, fill, false, info);
+  ActivationPairSimilarity r;
+  r.zero_variance_a = a_in.n_zero_variance();
+  r.zero_variance_b = b_in.n_zero_variance();
+  r.act_pwmcc = p.pwmcc;
+  r.act_pwmcc_ab = swapped ? p.pwmcc_ba : p.pwmcc_ab;
+  r.act_pwmcc_ba = swapped ? p.pwmcc_ab : p.pwmcc_ba;
+  r.act_matched_mean_corr = p.matched_mean_cos;
+  r.act_shared_frac = p.shared_frac;
+  return r;
 }
 
 ActivationPairSimilarity activation_pair_similarity(const LatentActivations& a, const LatentActivations& b,

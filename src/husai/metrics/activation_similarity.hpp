@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "husai/metrics/assignment.hpp"
+#include "husai/metrics/large_matching.hpp"
 #include "husai/metrics/stability.hpp"
 #include "husai/sae/saelens_io.hpp"
 
@@ -88,6 +89,14 @@ void abs_correlation_matrix(const LatentActivations& a, const LatentActivations&
 ActivationPairSimilarity activation_pair_similarity(const LatentActivations& a, const LatentActivations& b,
                                                     ActivationSimilarityWorkspace& ws);
 ActivationPairSimilarity activation_pair_similarity(const LatentActivations& a, const LatentActivations& b);
+
+// The same scores without the dense [F_a, F_b] matrix, for 16k-131k latents: |R| is computed in blocks of
+// kLargeBlockRows latents of the smaller SAE (its entries by column, so every S_ij still sums in row order),
+// converted to float, and matched by metrics/large_matching.hpp's certified sparse assignment. The scores
+// equal the dense ones up to that float rounding (about 1e-7). info (optional) receives the certificate.
+ActivationPairSimilarity large_activation_pair_similarity(const LatentActivations& a,
+                                                          const LatentActivations& b,
+                                                          LargeMatchingInfo* info = nullptr);
 
 // The listed pairs (indices into sets) in parallel, one single-threaded computation per pair.
 std::vector<ActivationPairSimilarity> activation_pair_similarities(

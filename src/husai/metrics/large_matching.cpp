@@ -50,8 +50,7 @@ struct FirstPass {
   std::vector<int64_t> top_n;
 };
 
-FirstPass first_pass(const FeatureSet& a, const FeatureSet& b, int64_t k) {
-  const int64_t na = a.n_features, nb = b.n_features;
+FirstPass first_pass(const SimilarityRowsFn& fill, int64_t na, int64_t nb, int64_t k) {
   FirstPass p;
   p.row_max.assign(static_cast<size_t>(na), 0.0f);
   p.col_max.assign(static_cast<size_t>(nb), -1.0f);
@@ -62,7 +61,7 @@ FirstPass first_pass(const FeatureSet& a, const FeatureSet& b, int64_t k) {
   std::vector<float> block;
   for (int64_t i0 = 0; i0 < na; i0 += kLargeBlockRows) {
     const int64_t i1 = std::min(na, i0 + kLargeBlockRows);
-    abs_cos_block(a, b, i0, i1, block);
+    fill(i0, i1, block);
     parallel_chunks(i1 - i0, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t i = i0 + r;
@@ -133,16 +132,15 @@ Graph build_graph(const FirstPass& p, int64_t na, int64_t k,
 
 // Pass 2: every pair whose reduced cost -|cos| - u_i - v_j is below -kTolerance (at most `cap` per row, the
 // most violating), or an empty list when the certificate holds.
-std::vector<std::vector<std::pair<int32_t, float>>> violations(const FeatureSet& a, const FeatureSet& b,
-                                                               const SparseAssignment& s, int64_t cap,
-                                                               int64_t& count) {
-  const int64_t na = a.n_features, nb = b.n_features;
+std::vector<std::vector<std::pair<int32_t, float>>> violations(const SimilarityRowsFn& fill, int64_t na,
+                                                               int64_t nb, const SparseAssignment& s,
+                                                               int64_t cap, int64_t& count) {
   std::vector<std::vector<std::pair<int32_t, float>>> out(static_cast<size_t>(na));
   std::vector<int64_t> per_row(static_cast<size_t>(na), 0);
   std::vector<float> block;
   for (int64_t i0 = 0; i0 < na; i0 += kLargeBlockRows) {
     const int64_t i1 = std::min(na, i0 + kLargeBlockRows);
-    abs_cos_block(a, b, i0, i1, block);
+    fill(i0, i1, block);
     parallel_chunks(i1 - i0, 16, [&](int64_t r0, int64_t r1) {
       std::vector<std::pair<double, int32_t>> found;
       for (int64_t r = r0; r < r1; ++r) {
@@ -267,16 +265,25 @@ bool solve_sparse_assignment(int64_t n_rows, int64_t n_cols, const std::vector<i
 PairStability large_pair_stability(const FeatureSet& a, const FeatureSet& b, bool keep_best,
                                    LargeMatchingInfo* info, std::vector<int64_t>* matched,
                                    int64_t candidates) {
-  const int64_t na = a.n_features, nb = b.n_features;
-  if (na == 0 || nb == 0) throw Error("cannot compare an empty dictionary");
+  if (a.n_features == 0 || b.n_features == 0) throw Error("cannot compare an empty dictionary");
   if (a.dim != b.dim) {
     throw Error("cannot compare dictionaries of different dimension (" + std::to_string(a.dim) + " vs " +
                 std::to_string(b.dim) + ")");
   }
+  return large_pair_similarity(
+      a.n_features, b.n_features,
+      [&](int64_t i0, int64_t i1, std::vector<float>& block) { abs_cos_block(a, b, i0, i1, block); },
+      keep_best, info, matched, candidates);
+}
+
+PairStability large_pair_similarity(int64_t na, int64_t nb, const SimilarityRowsFn& fill, bool keep_best,
+                                    LargeMatchingInfo* info, std::vector<int64_t>* matched,
+                                    int64_t candidates) {
+  if (na == 0 || nb == 0) throw Error("cannot compare an empty dictionary");
   if (na > nb) throw Error("the large-dictionary matching needs n_a <= n_b (swap the dictionaries)");
   if (candidates < 1) throw Error("large matching: candidates must be >= 1");
   int64_t k = std::min<int64_t>(candidates, nb);
-  FirstPass p = first_pass(a, b, k);
+  FirstPass p = first_pass(fill, na, nb, k);
   PairStability r;
   double sum_ab = 0, sum_ba = 0;
   for (const float m : p.row_max) sum_ab += static_cast<double>(m);
@@ -300,11 +307,11 @@ PairStability large_pair_stability(const FeatureSet& a, const FeatureSet& b, boo
       // The candidates admit no matching of every row: widen every row's candidate list and start over.
       if (k >= std::min(kMaxCandidates, nb)) throw Error("large matching: no complete matching found");
       k = std::min({2 * k, kMaxCandidates, nb});
-      p = first_pass(a, b, k);
+      p = first_pass(fill, na, nb, k);
       continue;
     }
     int64_t found = 0;
-    const auto more = violations(a, b, s, std::max<int64_t>(candidates, kLargeCandidates), found);
+    const auto more = violations(fill, na, nb, s, std::max<int64_t>(candidates, kLargeCandidates), found);
     if (found == 0) {
       inf.certified = true;
       break;

@@ -23,6 +23,7 @@
 // two dictionaries, whatever the thread count.
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "husai/metrics/stability.hpp"
@@ -46,6 +47,16 @@ struct LargeMatchingInfo {
 PairStability large_pair_stability(const FeatureSet& a, const FeatureSet& b, bool keep_best,
                                    LargeMatchingInfo* info = nullptr, std::vector<int64_t>* matched = nullptr,
                                    int64_t candidates = kLargeCandidates);
+
+// The same summaries and certified matching for any similarity in [0, 1] given by row blocks:
+// fill(i0, i1, block) writes the similarities of rows [i0, i1) of a (i1 - i0 <= kLargeBlockRows) against all
+// n_b columns into block [(i1 - i0), n_b], row-major, the same values every time it is asked (activation
+// correlations use it: metrics/activation_similarity.hpp). large_pair_stability is this with |cos|.
+using SimilarityRowsFn = std::function<void(int64_t i0, int64_t i1, std::vector<float>& block)>;
+PairStability large_pair_similarity(int64_t n_a, int64_t n_b, const SimilarityRowsFn& fill, bool keep_best,
+                                    LargeMatchingInfo* info = nullptr,
+                                    std::vector<int64_t>* matched = nullptr,
+                                    int64_t candidates = kLargeCandidates);
 
 // The sparse assignment of step 2 on its own (exposed for tests): n_rows rows, n_cols >= n_rows columns, the
 // edges of each row (cols and costs, CSR by row_ptr). Minimises the total cost with every row matched; fills

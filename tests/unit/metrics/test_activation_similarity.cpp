@@ -189,3 +189,51 @@ TEST(ActivationSimilarity, ThreadCountIndependentAndChecked) {
 
 }  // namespace
 }  // namespace husai
+
+namespace husai {
+namespace {
+
+// Sparse latents with shared structure: b's latents are noisy copies of some of a's, so the matching is not
+// trivial; several blocks of kLargeBlockRows latents, both orders (F_a < F_b and F_a > F_b).
+LatentActivations sparse_latents(int64_t n_rows, int64_t n_latents, uint64_t seed,
+                                 const LatentActivations* like) {
+  Rng rng(seed);
+  std::vector<float> z(static_cast<size_t>(n_rows * n_latents), 0.0f);
+  for (int64_t n = 0; n < n_rows; ++n) {
+    for (int64_t i = 0; i < n_latents; ++i) {
+      float v = rng.uniform() < 0.03 ? static_cast<float>(rng.uniform() + 0.1) : 0.0f;
+      if (like != nullptr && i < like->n_latents && i % 3 != 0) {
+        for (int64_t e = like->row_ptr[static_cast<size_t>(n)]; e < like->row_ptr[static_cast<size_t>(n + 1)];
+             ++e) {
+          if (like->latent[static_cast<size_t>(e)] == (i * 7) % like->n_latents)
+            v = static_cast<float>(like->value[static_cast<size_t>(e)] * (1.0 + 0.2 * rng.uniform()));
+        }
+      }
+      z[static_cast<size_t>(n * n_latents + i)] = v;
+    }
+  }
+  return latent_activations_from_dense(z.data(), n_rows, n_latents);
+}
+
+TEST(ActivationSimilarity, LargeBlockwiseEqualsDense) {
+  const LatentActivations a = sparse_latents(400, 600, 1, nullptr);
+  const LatentActivations b = sparse_latents(400, 700, 2, &a);
+  for (const bool swap : {false, true}) {
+    const LatentActivations& x = swap ? b : a;
+    const LatentActivations& y = swap ? a : b;
+    const ActivationPairSimilarity d = activation_pair_similarity(x, y);
+    LargeMatchingInfo info;
+    const ActivationPairSimilarity l = large_activation_pair_similarity(x, y, &info);
+    EXPECT_TRUE(info.certified);
+    EXPECT_NEAR(l.act_pwmcc, d.act_pwmcc, 1e-6);
+    EXPECT_NEAR(l.act_pwmcc_ab, d.act_pwmcc_ab, 1e-6);
+    EXPECT_NEAR(l.act_pwmcc_ba, d.act_pwmcc_ba, 1e-6);
+    EXPECT_NEAR(l.act_matched_mean_corr, d.act_matched_mean_corr, 1e-6);
+    for (size_t t = 0; t < 3; ++t) EXPECT_NEAR(l.act_shared_frac[t], d.act_shared_frac[t], 2.0 / 600);
+    EXPECT_EQ(l.zero_variance_a, d.zero_variance_a);
+    EXPECT_GT(d.act_matched_mean_corr, 0.3);  // the planted copies are found
+  }
+}
+
+}  // namespace
+}  // namespace husai
