@@ -1,6 +1,7 @@
 // SAE kernels: the encoder GEMM (husai tiled gemm, and as TopK training blocks it) vs one plain
 // (single-threaded, EIGEN_DONT_PARALLELIZE) Eigen sgemm of the same shape in the same run, and a whole TopK
-// training step (forward, AuxK off, every gradient) at d_in 128, d_sae 1024, k 32, batch 4096.
+// training step (forward, AuxK off, every gradient) at d_in 128, d_sae 1024, k 32, batch 4096; and a relu
+// training step at the same size and L0 about 32, sparse path against the dense reference.
 
 // Instantiates Eigen's GEMM directly: the same GCC 12 false -W(maybe-)uninitialized inside AVX-512 intrinsics
 // that src/husai/core/gemm.cpp documents.
@@ -16,6 +17,7 @@
 #include "husai/core/rng.hpp"
 #include "husai/core/threading.hpp"
 #include "husai/sae/architecture.hpp"
+#include "husai/sae/dense_path.hpp"
 #include "husai/sae/encoder_kernel.hpp"
 #include "husai/sae/sae.hpp"
 
@@ -103,5 +105,46 @@ void BM_TopKTrainStep(benchmark::State& state) {
   state.counters["threads"] = husai::num_threads();
 }
 BENCHMARK(BM_TopKTrainStep)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// relu at the same size with L0 about 32 (b_enc = -1.86: with unit encoder columns and x ~ N(0, I) a
+// pre-activation is N(0, 1), so P(z > 1.86) = 3.1%, 32 of 1,024): the training path (sparse after the encoder
+// product) against the dense reference it replaced (relu_loss_backward_dense), side by side.
+template <bool kDense>
+void BM_ReluTrainStep(benchmark::State& state) {
+  husai::SaeConfig cfg;
+  cfg.arch = &husai::sae_architecture("relu");
+  cfg.d_in = kD;
+  cfg.d_sae = kL;
+  const husai::SaeLayout layout = husai::make_sae_layout(cfg);
+  std::vector<float> params(static_cast<size_t>(layout.total)), grads(params.size());
+  husai::init_sae_params(cfg, layout, params.data(), 42, std::vector<float>(kD, 0.0f));
+  for (int64_t i = 0; i < kL; ++i) params[static_cast<size_t>(layout.b_enc + i)] = -1.86f;
+  const std::vector<float> x = normal(kB * kD, 3);
+  husai::SaeWorkspace<float> ws;
+  const husai::SaeBatch<float> batch{x.data(), kB, 1, nullptr};
+  const husai::SaeView<const float> p =
+      husai::make_sae_view(layout, static_cast<const float*>(params.data()));
+  const husai::SaeView<float> g = husai::make_sae_view(layout, grads.data());
+  double l0 = 0;
+  for (auto _ : state) {
+    const husai::SaeLossParts r =
+        kDense ? husai::sae_detail::relu_loss_backward_dense<float>(cfg, p, &g, batch, ws)
+               : husai::sae_loss_backward<float>(cfg, layout, params.data(), grads.data(), batch, ws);
+    l0 = r.l0;
+    benchmark::DoNotOptimize(grads.data());
+  }
+  state.counters["samples/s"] =
+      benchmark::Counter(static_cast<double>(kB * state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["l0"] = l0;
+  state.counters["threads"] = husai::num_threads();
+}
+BENCHMARK(BM_ReluTrainStep<false>)
+    ->Name("BM_ReluTrainStep_sparse")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_ReluTrainStep<true>)
+    ->Name("BM_ReluTrainStep_dense")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace

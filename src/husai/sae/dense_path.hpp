@@ -26,6 +26,12 @@ std::vector<SaeKey> l1_penalty_keys();
 // lambda_t = l1_coefficient * min(1, step / l1_warmup_steps).
 double l1_coefficient_at(const SaeConfig& cfg, int64_t step);
 
+// relu's loss and gradients computed densely over [B, d_sae] (the path relu trained with before its sparse
+// one, relu.cpp): kept as the reference the sparse path is tested and benchmarked against.
+template <typename T>
+SaeLossParts relu_loss_backward_dense(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
+                                      const SaeBatch<T>& batch, SaeWorkspace<T>& ws);
+
 // ws.xc = x - b_dec (or x), ws.z = xc W_enc + b_enc  [B, L]; without b_enc when add_b_enc is false (for an
 // architecture that adds its own per-path biases to xc W_enc).
 template <typename T>

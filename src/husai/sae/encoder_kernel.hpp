@@ -28,13 +28,16 @@ template <typename T>
 EncoderPanels<T> pack_encoder_panels(const T* W, const T* b, int64_t D, int64_t L, std::vector<T>& w_buf,
                                      std::vector<T>& b_buf);
 
-// Which code computes the chains: Auto takes the AVX-512 kernel (float only) where the CPU has AVX-512F and
-// the portable one elsewhere; both give the same bits. Generic / Avx512 force one (for the test that compares
-// them; Avx512 throws husai::Error on a CPU without it).
-enum class EncoderPath { Auto, Generic, Avx512 };
+// Which code computes the chains: Auto takes the AVX-512 kernel (float only) where the CPU has AVX-512F, else
+// the AVX2 + FMA kernel (float; every x86-64-v3 build has it), else the portable one; all give the same bits.
+// Generic / Avx2 / Avx512 force one (for the tests that compare them; Avx512 throws husai::Error on a CPU
+// without it, Avx2 in a build without AVX2).
+enum class EncoderPath { Auto, Generic, Avx2, Avx512 };
 
 // Whether this CPU can run the AVX-512 kernel (checked once, at run time: the build targets x86-64-v3).
 bool encoder_avx512_available();
+// Whether this build has the AVX2 + FMA kernel (compiled for x86-64-v3).
+bool encoder_avx2_available();
 
 // z[r * ldz + i] = b[i] + sum_d xc[r * D + d] W[d, i] for r in [0, M), i in [0, L), single-threaded.
 template <typename T>

@@ -15,6 +15,7 @@
 #include "husai/io/config.hpp"
 #include "husai/sae/architecture.hpp"
 #include "husai/sae/dense_path.hpp"
+#include "husai/sae/sparse_path.hpp"
 
 namespace husai {
 
@@ -51,8 +52,9 @@ std::vector<SaeKey> l1_penalty_keys() {
 }  // namespace sae_detail
 
 template <typename T>
-SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
-                                const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {
+SaeLossParts sae_detail::relu_loss_backward_dense(const SaeConfig& cfg, const SaeView<const T>& p,
+                                                  const SaeView<T>* g, const SaeBatch<T>& batch,
+                                                  SaeWorkspace<T>& ws) {
   using namespace sae_detail;
   const int64_t B = batch.n_rows;
   const int64_t D = cfg.d_in;
@@ -103,6 +105,59 @@ SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p,
   }
   return out;
 }
+
+// The training path: the encoder product is dense (every pre-activation decides whether its latent fires);
+// after it only the active entries (z > 0; an L0 of tens out of thousands) are touched, by the TopK family's
+// sparse path (sparse_path.hpp): decoding, the L1 term's gradient (added to each active entry's d loss / d
+// z), and every weight gradient. The same loss and gradients as relu_loss_backward_dense up to rounding
+// order.
+template <typename T>
+SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
+                                const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {
+  using namespace sae_detail;
+  const int64_t B = batch.n_rows;
+  const int64_t D = cfg.d_in;
+  const int64_t L = cfg.d_sae;
+  encode_select_positive(cfg, p, batch.x, B, ws);
+  const std::vector<T> dec_norm = decoder_row_norms(cfg, p);
+  const double lambda = l1_coefficient_at(cfg, batch.step);
+  const auto coef = static_cast<T>(lambda / static_cast<double>(B));
+  std::vector<T> l1_grad(static_cast<size_t>(L));  // d penalty / d f_bi = (lambda_t / B) ||W_dec,i||
+  for (int64_t i = 0; i < L; ++i) l1_grad[static_cast<size_t>(i)] = coef * dec_norm[static_cast<size_t>(i)];
+  SaeLossParts out = sparse_loss_backward_no_aux(cfg, p, g, batch, ws, l1_grad.data());
+  // sum_b sum_i f_bi ||W_dec,i|| and, per latent, sum_b f_bi: the entries in row order.
+  double weighted_l1 = 0;
+  std::vector<T> f_sum(static_cast<size_t>(L), T(0));
+  const int64_t nnz = ws.row_ptr[static_cast<size_t>(B)];
+  for (int64_t e = 0; e < nnz; ++e) {
+    const int32_t i = ws.idx[static_cast<size_t>(e)];
+    const T a = ws.act[static_cast<size_t>(e)];
+    weighted_l1 += static_cast<double>(a * dec_norm[static_cast<size_t>(i)]);
+    f_sum[static_cast<size_t>(i)] += a;
+  }
+  out.sparsity = lambda * weighted_l1 / static_cast<double>(B);
+  out.loss += out.sparsity;
+  if (g == nullptr) return out;
+  // The penalty through the decoder norms: (lambda_t / B) (sum_b f_bi) W_dec,i / ||W_dec,i||.
+  for (int64_t i = 0; i < L; ++i) {
+    const T n = dec_norm[static_cast<size_t>(i)];
+    if (n <= T(0) || f_sum[static_cast<size_t>(i)] == T(0)) continue;
+    const T c = coef * f_sum[static_cast<size_t>(i)] / n;
+    for (int64_t d = 0; d < D; ++d) g->W_dec[i * D + d] += c * p.W_dec[i * D + d];
+  }
+  return out;
+}
+
+template SaeLossParts sae_detail::relu_loss_backward_dense<float>(const SaeConfig&,
+                                                                  const SaeView<const float>&,
+                                                                  const SaeView<float>*,
+                                                                  const SaeBatch<float>&,
+                                                                  SaeWorkspace<float>&);
+template SaeLossParts sae_detail::relu_loss_backward_dense<double>(const SaeConfig&,
+                                                                   const SaeView<const double>&,
+                                                                   const SaeView<double>*,
+                                                                   const SaeBatch<double>&,
+                                                                   SaeWorkspace<double>&);
 
 namespace {
 

@@ -1,6 +1,7 @@
 #pragma once
 
-// The fused sparse path of the TopK family (topk, batchtopk, matryoshka). Internal to src/husai/sae.
+// The fused sparse path of the TopK family (topk, batchtopk, matryoshka) and of relu. Internal to
+// src/husai/sae.
 //
 // The encoder is one dense product (every pre-activation is needed to choose the active latents; topk runs it
 // with its own kernel, encoder_kernel.hpp, fused with the selection); everything after it touches only the
@@ -48,6 +49,18 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
                                   const SaeBatch<T>& batch, SaeWorkspace<T>& ws,
                                   const std::vector<int64_t>& prefix_ends,
                                   const std::vector<double>& prefix_weights);
+
+// The same path for a sign-selected activation (relu): one prefix, no AuxK; with gradients, dz_add[i] (may be
+// null) is added to d loss / d z of every active entry of latent i (the gradient of an L1 penalty on f).
+template <typename T>
+SaeLossParts sparse_loss_backward_no_aux(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
+                                         const SaeBatch<T>& batch, SaeWorkspace<T>& ws, const T* dz_add);
+
+// ws.xc, ws.z = xc W_enc + b_enc by the encoder kernel (encoder_kernel.hpp) in blocks of rows, and the
+// entries of z that are > 0 (ReLU), ascending within a row, into ws.row_ptr/idx/act.
+template <typename T>
+void encode_select_positive(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B,
+                            SaeWorkspace<T>& ws);
 
 // Per-row top-k of z (ties to the lower latent index), ReLU after selection: fills ws.row_ptr/idx/act.
 template <typename T>

@@ -500,6 +500,73 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
   return out;
 }
 
+template <typename T>
+SaeLossParts sparse_loss_backward_no_aux(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
+                                         const SaeBatch<T>& batch, SaeWorkspace<T>& ws, const T* dz_add) {
+  const int64_t B = batch.n_rows;
+  SaeLossParts out = sparse_reconstruction(cfg, p, g != nullptr, batch, ws, {cfg.d_sae}, {1.0});
+  ws.aux_row_ptr.assign(static_cast<size_t>(B + 1), 0);
+  ws.aux_idx.clear();
+  ws.aux_act.clear();
+  if (g == nullptr) return out;
+  if (dz_add != nullptr) {
+    const int64_t nnz = ws.row_ptr[static_cast<size_t>(B)];
+    for (int64_t e = 0; e < nnz; ++e)
+      ws.dz_entry[static_cast<size_t>(e)] += dz_add[ws.idx[static_cast<size_t>(e)]];
+  }
+  sparse_gradients(cfg, p, *g, B, 1, ws);
+  return out;
+}
+
+template <typename T>
+void encode_select_positive(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B,
+                            SaeWorkspace<T>& ws) {
+  const int64_t D = cfg.d_in;
+  const int64_t L = cfg.d_sae;
+  ws.xc.resize(static_cast<size_t>(B * D));
+  ws.z.resize(static_cast<size_t>(B * L));
+  ws.sel_count.resize(static_cast<size_t>(B));
+  const EncoderPanels<T> panels = pack_encoder_panels(p.W_enc, p.b_enc, D, L, ws.enc_panel_w, ws.enc_panel_b);
+  // Encode a block of rows and count its positive entries while the block is in cache.
+  parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
+    T* xc = ws.xc.data();
+    T* z = ws.z.data();
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t d = 0; d < D; ++d)
+        xc[r * D + d] = cfg.apply_b_dec_to_input ? x[r * D + d] - p.b_dec[d] : x[r * D + d];
+    }
+    encoder_block(panels, xc + r0 * D, r1 - r0, z + r0 * L, L);
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* zr = z + r * L;
+      int64_t n = 0;
+      for (int64_t i = 0; i < L; ++i) n += zr[i] > T(0) ? 1 : 0;
+      ws.sel_count[static_cast<size_t>(r)] = n;
+    }
+  });
+  ws.row_ptr.resize(static_cast<size_t>(B + 1));
+  ws.row_ptr[0] = 0;
+  for (int64_t r = 0; r < B; ++r) {
+    ws.row_ptr[static_cast<size_t>(r + 1)] =
+        ws.row_ptr[static_cast<size_t>(r)] + ws.sel_count[static_cast<size_t>(r)];
+  }
+  const int64_t nnz = ws.row_ptr[static_cast<size_t>(B)];
+  ws.idx.resize(static_cast<size_t>(nnz));
+  ws.act.resize(static_cast<size_t>(nnz));
+  parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* zr = ws.z.data() + r * L;
+      auto e = static_cast<size_t>(ws.row_ptr[static_cast<size_t>(r)]);
+      for (int64_t i = 0; i < L; ++i) {
+        if (zr[i] > T(0)) {
+          ws.idx[e] = static_cast<int32_t>(i);
+          ws.act[e] = zr[i];
+          ++e;
+        }
+      }
+    }
+  });
+}
+
 }  // namespace sae_detail
 
 template <typename T>
@@ -509,10 +576,15 @@ SaeLossParts topk_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p,
   return sae_detail::sparse_loss_backward(cfg, p, g, batch, ws, {cfg.d_sae}, {1.0});
 }
 
-#define HUSAI_INSTANTIATE(T)                                                                              \
-  template SaeLossParts sae_detail::sparse_loss_backward<T>(                                              \
-      const SaeConfig&, const SaeView<const T>&, const SaeView<T>*, const SaeBatch<T>&, SaeWorkspace<T>&, \
-      const std::vector<int64_t>&, const std::vector<double>&);                                           \
+#define HUSAI_INSTANTIATE(T)                                                                               \
+  template SaeLossParts sae_detail::sparse_loss_backward<T>(                                               \
+      const SaeConfig&, const SaeView<const T>&, const SaeView<T>*, const SaeBatch<T>&, SaeWorkspace<T>&,  \
+      const std::vector<int64_t>&, const std::vector<double>&);                                            \
+  template SaeLossParts sae_detail::sparse_loss_backward_no_aux<T>(                                        \
+      const SaeConfig&, const SaeView<const T>&, const SaeView<T>*, const SaeBatch<T>&, SaeWorkspace<T>&,  \
+      const T*);                                                                                           \
+  template void sae_detail::encode_select_positive<T>(const SaeConfig&, const SaeView<const T>&, const T*, \
+                                                      int64_t, SaeWorkspace<T>&);                          \
   template void sae_detail::select_topk_per_row<T>(const T*, int64_t, int64_t, int64_t, SaeWorkspace<T>&);
 HUSAI_INSTANTIATE(float)
 HUSAI_INSTANTIATE(double)

@@ -1,7 +1,8 @@
 // The TopK encoder kernel (src/husai/sae/encoder_kernel.hpp) against its definition, computed here element by
 // element: z[r, i] = b[i] + xc[r, 0] W[0, i] + ... as one chain of fused multiply-adds in d order. Odd shapes
-// exercise the partial latent panel and the row tiles of every height. Both code paths (portable, and AVX-512
-// chosen at run time) must give these bits, so that a result is the same on CPUs with and without AVX-512.
+// exercise the partial latent panel and the row tiles of every height. Every code path (portable, AVX2 + FMA,
+// and AVX-512 chosen at run time) must give these bits, so that a result is the same on CPUs with and without
+// AVX-512.
 
 #include <gtest/gtest.h>
 
@@ -59,6 +60,16 @@ TEST(SaeEncoderKernel, PortablePathMatchesFmaChainBitwise) {
     for (int64_t L : {1, 17, 64, 100, 256}) check_shape<float>(M, 24, L, sae_detail::EncoderPath::Generic);
   }
   check_shape<float>(64, 128, 1024, sae_detail::EncoderPath::Generic);
+}
+
+TEST(SaeEncoderKernel, Avx2PathMatchesFmaChainBitwise) {
+  if (!sae_detail::encoder_avx2_available()) GTEST_SKIP() << "this build has no AVX2 kernel";
+  for (int64_t M : {1, 5, 6, 7, 13, 64}) {
+    for (int64_t L : {1, 8, 17, 33, 64, 100, 256})
+      check_shape<float>(M, 24, L, sae_detail::EncoderPath::Avx2);
+  }
+  check_shape<float>(64, 128, 1024, sae_detail::EncoderPath::Avx2);
+  check_shape<float>(13, 768, 200, sae_detail::EncoderPath::Avx2);
 }
 
 // Skips on a CPU without AVX-512F (the AMD EPYC Zen 3 development machine is one): there only the portable
