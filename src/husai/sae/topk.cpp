@@ -12,11 +12,14 @@
 // no AVX-512 variant): the selection is exact (a strict total order), and each decoded element is one chain
 // of multiply-adds in entry order, so results do not depend on the SIMD width.
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 
 #include "husai/core/error.hpp"
 #include "husai/core/lanes.hpp"
@@ -42,6 +45,109 @@ int64_t selection_cap(int64_t n) {
   return n + kSelLanes;
 }
 
+#if defined(__AVX2__)
+// select_top for float with AVX2, the same selected set (so the same bits downstream) by a cheaper route:
+// 1. the lane bound with 8 lanes (one register) and rank ceil(k / 8), which leaves fewer candidates than 16
+//    lanes; 2. the candidate scan as 8-wide compares and a bit mask; 3. up to kRankSelectMax candidates, each
+//    one's exact rank in the order (how many candidates are larger, or equal and earlier), kept when < k;
+//    more go to the generic nth_element route.
+constexpr int64_t kRankSelectMax = 128;
+
+int64_t select_top_avx2(const float* vals, int64_t n, int64_t k, float floor, int32_t* buf_pos,
+                        float* buf_val, float* tmp) {
+  const int64_t rank = (k + 7) / 8;
+  float t0 = -std::numeric_limits<float>::infinity();
+  if (rank <= kMaxLaneRank && n >= 8 * rank) {
+    __m256 top[kMaxLaneRank];
+    for (int64_t q = 0; q < rank; ++q) top[q] = _mm256_set1_ps(t0);
+    for (int64_t j = 0; j + 8 <= n; j += 8) {
+      __m256 v = _mm256_loadu_ps(vals + j);
+      for (int64_t q = 0; q < rank; ++q) {
+        const __m256 hi = _mm256_max_ps(top[q], v);
+        v = _mm256_min_ps(top[q], v);
+        top[q] = hi;
+      }
+    }
+    alignas(32) float last[8];
+    _mm256_store_ps(last, top[rank - 1]);
+    t0 = *std::min_element(last, last + 8);
+  }
+  const bool use_t0 = t0 > floor;
+  const float thr = use_t0 ? t0 : floor;
+  const __m256 thr_v = _mm256_set1_ps(thr);
+  int64_t nb = 0;
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 v = _mm256_loadu_ps(vals + j);
+    auto mask = static_cast<unsigned>(_mm256_movemask_ps(use_t0 ? _mm256_cmp_ps(v, thr_v, _CMP_GE_OQ)
+                                                                : _mm256_cmp_ps(v, thr_v, _CMP_GT_OQ)));
+    while (mask != 0) {
+      const int l = __builtin_ctz(mask);
+      buf_val[nb] = vals[j + l];
+      buf_pos[nb] = static_cast<int32_t>(j + l);
+      ++nb;
+      mask &= mask - 1;
+    }
+  }
+  for (; j < n; ++j) {
+    const float v = vals[j];
+    buf_val[nb] = v;
+    buf_pos[nb] = static_cast<int32_t>(j);
+    nb += (use_t0 ? v >= thr : v > thr) ? 1 : 0;
+  }
+  if (nb <= k) return nb;
+  if (nb > kRankSelectMax) {
+    // The generic route from its step 3.
+    std::copy_n(buf_val, nb, tmp);
+    std::nth_element(tmp, tmp + (k - 1), tmp + nb, std::greater<float>());
+    const float kth = tmp[k - 1];
+    int64_t ties = k;
+    for (int64_t q = 0; q < k - 1; ++q) ties -= tmp[q] > kth ? 1 : 0;
+    int64_t out = 0;
+    for (int64_t q = 0; q < nb; ++q) {
+      const float v = buf_val[q];
+      if (v > kth || (v == kth && ties-- > 0)) {
+        buf_val[out] = v;
+        buf_pos[out] = buf_pos[q];
+        ++out;
+      }
+    }
+    return out;
+  }
+  // Pad to a whole register with -inf (never a candidate: candidates exceed floor or t0).
+  const int64_t padded = (nb + 7) / 8 * 8;
+  for (int64_t t = nb; t < padded; ++t) buf_val[t] = -std::numeric_limits<float>::infinity();
+  int32_t order_rank[kRankSelectMax];
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t q = 0; q < nb; ++q) {
+    const __m256 v = _mm256_set1_ps(buf_val[q]);
+    const __m256i qv = _mm256_set1_epi32(static_cast<int32_t>(q));
+    __m256i count = _mm256_setzero_si256();
+    for (int64_t t = 0; t < padded; t += 8) {
+      const __m256 u = _mm256_loadu_ps(buf_val + t);
+      const __m256i earlier =
+          _mm256_cmpgt_epi32(qv, _mm256_add_epi32(lane, _mm256_set1_epi32(static_cast<int32_t>(t))));
+      const __m256 before =
+          _mm256_or_ps(_mm256_cmp_ps(u, v, _CMP_GT_OQ),
+                       _mm256_and_ps(_mm256_cmp_ps(u, v, _CMP_EQ_OQ), _mm256_castsi256_ps(earlier)));
+      count = _mm256_sub_epi32(count, _mm256_castps_si256(before));  // a true lane is -1
+    }
+    alignas(32) int32_t c[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(c), count);
+    order_rank[q] = c[0] + c[1] + c[2] + c[3] + c[4] + c[5] + c[6] + c[7];
+  }
+  int64_t out = 0;
+  for (int64_t q = 0; q < nb; ++q) {
+    if (order_rank[q] < k) {
+      buf_val[out] = buf_val[q];
+      buf_pos[out] = buf_pos[q];
+      ++out;
+    }
+  }
+  return out;
+}
+#endif
+
 // Top `k` of vals[0, n) among the values > floor, in the order "larger value first, then lower position" (a
 // strict total order, so the selected set is unique whatever algorithm computes it), written in ascending
 // position order to buf_pos / buf_val. Returns the number selected (< k only when fewer than k values exceed
@@ -52,10 +158,12 @@ int64_t selection_cap(int64_t n) {
 //    has r values >= its r-th largest, so at least k values are >= t0 = min over lanes of the r-th largest.
 // 2. One pass collects, in position order, the candidates v > floor and v >= t0: a superset of the answer.
 // 3. If more than k: nth_element on a copy of their values gives the k-th largest value kth; an in-order
-// filter
-//    keeps the values > kth and the first (lowest-position) ones equal to kth up to k in all.
+//    filter keeps the values > kth and the first (lowest-position) ones equal to kth up to k in all.
 template <typename T>
 int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_pos, T* buf_val, T* tmp) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) return select_top_avx2(vals, n, k, floor, buf_pos, buf_val, tmp);
+#endif
   const int64_t rank = (k + kSelLanes - 1) / kSelLanes;
   T t0 = -std::numeric_limits<T>::infinity();
   if (rank <= kMaxLaneRank && n >= kSelLanes * rank) {
@@ -79,8 +187,7 @@ int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_po
   const bool use_t0 = t0 > floor;
   const T thr = use_t0 ? t0 : floor;
   int64_t nb = 0;
-  int64_t j = 0;
-  for (; j < n; ++j) {
+  for (int64_t j = 0; j < n; ++j) {
     const T v = vals[j];
     buf_val[nb] = v;
     buf_pos[nb] = static_cast<int32_t>(j);
