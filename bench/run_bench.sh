@@ -22,7 +22,12 @@
 #              BENCH_THREADS=T override nproc.
 #              BENCH_TARGET_S=S seconds each side should run (default 30).
 #              BENCH_SAE_STEPS=N optimizer steps of each SAE side (default 100).
-#              BENCH_SKIP_TRANSFORMER=1 only the SAE section.
+#              BENCH_SKIP_TRANSFORMER=1 only the SAE sections.
+#              BENCH_LARGE_STEPS=N steps of the language-model-size SAE section (default 20); 0 skips it.
+#
+# 5. SAE at a language-model size: topk, d_in 768 -> d_sae 16,384, k 64, batch 4,096, on 32,768 synthetic rows,
+#    husai train-sae (peak RSS from /usr/bin/time) against bench/peer_sae.py, BENCH_LARGE_STEPS steps each, and
+#    the encoder product at that size (husai's kernel on all threads vs one single-threaded Eigen sgemm).
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -39,6 +44,7 @@ CONFIG=configs/transformer/default.yaml
 THREADS=${BENCH_THREADS:-$(nproc)}
 TARGET_S=${BENCH_TARGET_S:-30}
 SAE_STEPS=${BENCH_SAE_STEPS:-100}
+LARGE_STEPS=${BENCH_LARGE_STEPS:-20}
 
 [[ -x "$HUSAI" ]] || { echo "bench: $HUSAI not found; build first (make build)" >&2; exit 1; }
 [[ -f "$CONFIG" ]] || { echo "bench: $CONFIG not found" >&2; exit 1; }
@@ -148,7 +154,7 @@ GEMM_JSON=""
 if [[ -x "$BUILD/bin/husai_bench" ]]; then
   echo "== sae kernels: husai_bench encoder GEMM (husai tiled, $THREADS threads) vs one Eigen sgemm (1 thread)"
   GEMM_JSON="$TMP/sae-kernels.json"
-  OMP_NUM_THREADS=$THREADS "$BUILD/bin/husai_bench" --benchmark_filter='BM_EncoderGemm|BM_TopKTrainStep' \
+  OMP_NUM_THREADS=$THREADS "$BUILD/bin/husai_bench" --benchmark_filter='BM_EncoderGemm|BM_TopKTrainStep|BM_ReluTrainStep' \
     --benchmark_min_time=0.5 --benchmark_out="$GEMM_JSON" --benchmark_out_format=json
 fi
 SAE_LOAD_AFTER=$(load_note)
@@ -184,4 +190,54 @@ if sys.argv[5]:
     step = bm.get("BM_TopKTrainStep")
     if step:
         print(f"husai_bench TopK loss + gradient step (AuxK off, no optimizer): {step['real_time']:.2f} ms")
+    sp, de = bm.get("BM_ReluTrainStep_sparse"), bm.get("BM_ReluTrainStep_dense")
+    if sp and de:
+        print(f"relu loss + gradient step at L0 {sp['l0']:.1f}: sparse path {sp['real_time']:.2f} ms, dense reference "
+              f"{de['real_time']:.2f} ms: {de['real_time'] / sp['real_time']:.2f}x (target >= 2.5x)")
 EOF
+
+# ---- SAE at a language-model size -------------------------------------------------------------------
+if [[ "$LARGE_STEPS" -gt 0 ]]; then
+  LARGE_SHAPE=(--d-sae 16384 --k 64 --batch-size 4096)
+  echo
+  echo "== sae large: data (husai synth: d_in 768, 32768 rows)"
+  "$HUSAI" synth --quiet --d-in 768 --n-features 24576 --active 32 --rows 32768 --seed 2 --out "$TMP/large.safetensors"
+  echo "== sae large husai: train-sae topk, $LARGE_STEPS steps, $THREADS threads"
+  /usr/bin/time -f "%M" -o "$TMP/large-husai.rss" "$HUSAI" train-sae --quiet --activations "$TMP/large.safetensors" \
+    --architecture topk "${LARGE_SHAPE[@]}" --steps "$LARGE_STEPS" --threads "$THREADS" \
+    --set training.checkpoint_every=0 --set data.eval_fraction=0.05 --out "$TMP/large-husai"
+  echo "== sae large pytorch: $LARGE_STEPS steps (+2 warm-up), $THREADS threads"
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/time -f "%M" -o "$TMP/large-peer.rss" "$PY" bench/peer_sae.py \
+    --activations "$TMP/large.safetensors" "${LARGE_SHAPE[@]}" --steps "$LARGE_STEPS" --warmup 2 \
+    --threads "$THREADS" >"$TMP/large-peer.json"
+  LARGE_GEMM=""
+  if [[ -x "$BUILD/bin/husai_bench" ]]; then
+    LARGE_GEMM="$TMP/large-kernels.json"
+    OMP_NUM_THREADS=$THREADS "$BUILD/bin/husai_bench" --benchmark_filter='BM_EncoderGemmBig' \
+      --benchmark_out="$LARGE_GEMM" --benchmark_out_format=json >/dev/null
+  fi
+  LARGE_LOAD=$(load_note)
+  "$PY" - "$TMP/large-husai/seed42/metrics.json" "$TMP/large-peer.json" "$TMP/large-husai.rss" "$TMP/large-peer.rss" \
+    "$THREADS" "$LARGE_LOAD" "$LARGE_GEMM" <<'EOF'
+import json, sys
+h, p = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+rss_h, rss_p = (int(open(f).read().split()[-1]) / 1024 for f in sys.argv[3:5])
+bs = p["batch_size"]
+print()
+print(f"SAE topk at a language-model size: d_in {p['d_in']}, d_sae {p['d_sae']}, k {p['k']}, batch {bs}, "
+      f"{sys.argv[5]} threads")
+print(f"{'side':<8} {'samples/s':>11} {'ms/step':>9} {'steps':>6} {'peak RSS MB':>12}")
+print(f"{'husai':<8} {h['samples_per_s']:>11.1f} {1e3 * bs / h['samples_per_s']:>9.1f} {h['steps']:>6} {rss_h:>12.0f}")
+print(f"{'pytorch':<8} {p['samples_per_s']:>11.1f} {1e3 * bs / p['samples_per_s']:>9.1f} {p['steps']:>6} {rss_p:>12.0f}")
+print(f"machine after the runs: {sys.argv[6]}")
+print(f"ratio (husai / pytorch): {h['samples_per_s'] / p['samples_per_s']:.2f}x (target >= 5x)")
+if sys.argv[7]:
+    bm = {b["name"].split("/")[0]: b for b in json.load(open(sys.argv[7]))["benchmarks"]}
+    enc, peak = bm.get("BM_EncoderGemmBig_husai_topk_blocks"), bm.get("BM_EncoderGemmBig_EigenSgemm")
+    if enc and peak:
+        t = int(enc.get("threads", 1))
+        print(f"encoder product [4096 x 768] x [768 x 16384]: husai {enc['GFLOP/s']:.1f} GFLOP/s on {t} threads "
+              f"({enc['real_time']:.0f} ms); one Eigen sgemm {peak['GFLOP/s']:.1f} GFLOP/s on 1 thread; per step "
+              f"the product is {enc['real_time']:.0f} of husai's {1e3 * bs / h['samples_per_s']:.0f} ms")
+EOF
+fi

@@ -84,6 +84,42 @@ void BM_EncoderGemm_EigenSgemm(benchmark::State& state) {
 }
 BENCHMARK(BM_EncoderGemm_EigenSgemm)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// The encoder product at a language-model size, d_in 768 -> d_sae 16,384, batch 4,096 (103 GFLOP): as TopK
+// training runs it (packed panels, 64-row blocks, all threads) against one single-threaded Eigen sgemm.
+constexpr int64_t kBigD = 768, kBigL = 16384;
+void set_big_flops(benchmark::State& state) {
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      2.0 * kB * kBigD * kBigL * static_cast<double>(state.iterations()) * 1e-9, benchmark::Counter::kIsRate);
+}
+void BM_EncoderGemmBig_husai_topk_blocks(benchmark::State& state) {
+  constexpr int64_t kBlockRows = 64;
+  const std::vector<float> x = normal(kB * kBigD, 1), w = normal(kBigD * kBigL, 2), b(kBigL, 0.0f);
+  std::vector<float> z(static_cast<size_t>(kB * kBigL)), pw, pb;
+  for (auto _ : state) {
+    const auto panels = husai::sae_detail::pack_encoder_panels(w.data(), b.data(), kBigD, kBigL, pw, pb);
+    husai::parallel_chunks(kB, kBlockRows, [&](int64_t r0, int64_t r1) {
+      husai::sae_detail::encoder_block(panels, x.data() + r0 * kBigD, r1 - r0, z.data() + r0 * kBigL, kBigL);
+    });
+    benchmark::DoNotOptimize(z.data());
+  }
+  set_big_flops(state);
+  state.counters["threads"] = husai::num_threads();
+}
+BENCHMARK(BM_EncoderGemmBig_husai_topk_blocks)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+void BM_EncoderGemmBig_EigenSgemm(benchmark::State& state) {
+  using M = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const std::vector<float> xv = normal(kB * kBigD, 1), wv = normal(kBigD * kBigL, 2);
+  const Eigen::Map<const M> x(xv.data(), kB, kBigD), w(wv.data(), kBigD, kBigL);
+  M z(kB, kBigL);
+  for (auto _ : state) {
+    z.noalias() = x * w;
+    benchmark::DoNotOptimize(z.data());
+  }
+  set_big_flops(state);
+  state.counters["threads"] = 1;
+}
+BENCHMARK(BM_EncoderGemmBig_EigenSgemm)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
+
 void BM_TopKTrainStep(benchmark::State& state) {
   husai::SaeConfig cfg;
   cfg.arch = &husai::sae_architecture("topk");
