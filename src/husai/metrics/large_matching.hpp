@@ -31,7 +31,7 @@
 namespace husai {
 
 inline constexpr int64_t kLargeBlockRows = 256;
-inline constexpr int64_t kLargeCandidates = 32;
+inline constexpr int64_t kLargeCandidates = 128;
 
 struct LargeMatchingInfo {
   bool certified = false;  // the dual certificate held on every pair
