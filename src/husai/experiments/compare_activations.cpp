@@ -1,5 +1,7 @@
 #include "husai/experiments/compare_activations.hpp"
 
+#include <cmath>
+
 #include <fmt/format.h>
 
 #include "husai/core/rng.hpp"
@@ -31,8 +33,7 @@ nlohmann::json to_json(const ActivationPairSimilarity& s) {
                       {"zero_variance_a", s.zero_variance_a},
                       {"zero_variance_b", s.zero_variance_b}};
   for (size_t t = 0; t < kSharedThresholds.size(); ++t) {
-    j[fmt::format("act_shared_frac_{:02d}", static_cast<int>(kSharedThresholds[t] * 10 + 0.5))] =
-        s.act_shared_frac[t];
+    j[fmt::format("act_shared_frac_{:02d}", std::lround(kSharedThresholds[t] * 10))] = s.act_shared_frac[t];
   }
   return j;
 }

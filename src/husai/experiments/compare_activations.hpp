@@ -21,6 +21,7 @@
 
 namespace husai {
 
+// NOLINTNEXTLINE(bugprone-exception-escape)
 struct ActivationAgreement {
   nlohmann::json section;  // stability.json "activation_similarity"
   std::string markdown;    // summary.md section
