@@ -58,6 +58,31 @@ void encoder_block_generic(const EncoderPanels<T>& pk, const T* xc, int64_t M, T
   }
 }
 
+// Calls tile(std::integral_constant<int, R>{}) for the R = rows (1 to 5) rows left after the full tiles of a
+// kernel: the last rows as one smaller tile.
+template <typename Tile>
+inline void last_rows_tile(int64_t rows, const Tile& tile) {
+  switch (rows) {
+    case 5:
+      tile(std::integral_constant<int, 5>{});
+      break;
+    case 4:
+      tile(std::integral_constant<int, 4>{});
+      break;
+    case 3:
+      tile(std::integral_constant<int, 3>{});
+      break;
+    case 2:
+      tile(std::integral_constant<int, 2>{});
+      break;
+    case 1:
+      tile(std::integral_constant<int, 1>{});
+      break;
+    default:
+      break;
+  }
+}
+
 // The AVX-512 kernel is compiled for AVX-512 on its own (target attribute) and chosen at run time, so the one
 // portable x86-64-v3 binary uses it where the CPU has it. It gives the same bits as the portable form: each
 // z[r, i] is the same chain (start from b_enc[i], one fused multiply-add per d in d order, each rounded
@@ -114,25 +139,9 @@ HUSAI_AVX512 void encoder_block_avx512(const EncoderPanels<float>& pk, const flo
     for (; r + kTileRows <= M; r += kTileRows)
       tile_f32<kTileRows>(xc + r * D, D, w, bias, z + r * ldz + i0, ldz, last_mask, n_vec);
     float* zr = z + r * ldz + i0;
-    switch (M - r) {  // the last rows as one smaller tile
-      case 5:
-        tile_f32<5>(xc + r * D, D, w, bias, zr, ldz, last_mask, n_vec);
-        break;
-      case 4:
-        tile_f32<4>(xc + r * D, D, w, bias, zr, ldz, last_mask, n_vec);
-        break;
-      case 3:
-        tile_f32<3>(xc + r * D, D, w, bias, zr, ldz, last_mask, n_vec);
-        break;
-      case 2:
-        tile_f32<2>(xc + r * D, D, w, bias, zr, ldz, last_mask, n_vec);
-        break;
-      case 1:
-        tile_f32<1>(xc + r * D, D, w, bias, zr, ldz, last_mask, n_vec);
-        break;
-      default:
-        break;
-    }
+    last_rows_tile(M - r, [&](auto rows) HUSAI_AVX512 {
+      tile_f32<decltype(rows)::value>(xc + r * D, D, w, bias, zr, ldz, last_mask, n_vec);
+    });
   }
 }
 
@@ -190,25 +199,8 @@ void encoder_block_avx2(const EncoderPanels<float>& pk, const float* xc, int64_t
       for (; r + kTileRows <= M; r += kTileRows)
         tile16_avx2<kTileRows>(xc + r * D, D, w, bias, z + r * ldz + i0 + s, ldz, n);
       float* zr = z + r * ldz + i0 + s;
-      switch (M - r) {  // the last rows as one smaller tile
-        case 5:
-          tile16_avx2<5>(xc + r * D, D, w, bias, zr, ldz, n);
-          break;
-        case 4:
-          tile16_avx2<4>(xc + r * D, D, w, bias, zr, ldz, n);
-          break;
-        case 3:
-          tile16_avx2<3>(xc + r * D, D, w, bias, zr, ldz, n);
-          break;
-        case 2:
-          tile16_avx2<2>(xc + r * D, D, w, bias, zr, ldz, n);
-          break;
-        case 1:
-          tile16_avx2<1>(xc + r * D, D, w, bias, zr, ldz, n);
-          break;
-        default:
-          break;
-      }
+      last_rows_tile(
+          M - r, [&](auto rows) { tile16_avx2<decltype(rows)::value>(xc + r * D, D, w, bias, zr, ldz, n); });
     }
   }
 }

@@ -45,6 +45,29 @@ int64_t selection_cap(int64_t n) {
   return n + kSelLanes;
 }
 
+// Step 3 of the selection below: of nb > k candidates (buf_val / buf_pos, position order), keeps the top k in
+// the order "larger value first, then lower position", in position order. nth_element on a copy (tmp) gives
+// the k-th largest value kth; an in-order filter keeps the values > kth and the first (lowest-position) ones
+// equal to kth up to k in all. Returns k.
+template <typename T>
+int64_t keep_top_candidates(int64_t nb, int64_t k, int32_t* buf_pos, T* buf_val, T* tmp) {
+  std::copy_n(buf_val, nb, tmp);
+  std::nth_element(tmp, tmp + (k - 1), tmp + nb, std::greater<T>());
+  const T kth = tmp[k - 1];
+  int64_t ties = k;
+  for (int64_t q = 0; q < k - 1; ++q) ties -= tmp[q] > kth ? 1 : 0;
+  int64_t out = 0;
+  for (int64_t q = 0; q < nb; ++q) {
+    const T v = buf_val[q];
+    if (v > kth || (v == kth && ties-- > 0)) {
+      buf_val[out] = v;
+      buf_pos[out] = buf_pos[q];
+      ++out;
+    }
+  }
+  return out;
+}
+
 #if defined(__AVX2__)
 // select_top for float with AVX2, the same selected set (so the same bits downstream) by a cheaper route:
 // 1. the lane bound with 8 lanes (one register) and rank ceil(k / 8), which leaves fewer candidates than 16
@@ -96,24 +119,7 @@ int64_t select_top_avx2(const float* vals, int64_t n, int64_t k, float floor, in
     nb += (use_t0 ? v >= thr : v > thr) ? 1 : 0;
   }
   if (nb <= k) return nb;
-  if (nb > kRankSelectMax) {
-    // The generic route from its step 3.
-    std::copy_n(buf_val, nb, tmp);
-    std::nth_element(tmp, tmp + (k - 1), tmp + nb, std::greater<float>());
-    const float kth = tmp[k - 1];
-    int64_t ties = k;
-    for (int64_t q = 0; q < k - 1; ++q) ties -= tmp[q] > kth ? 1 : 0;
-    int64_t out = 0;
-    for (int64_t q = 0; q < nb; ++q) {
-      const float v = buf_val[q];
-      if (v > kth || (v == kth && ties-- > 0)) {
-        buf_val[out] = v;
-        buf_pos[out] = buf_pos[q];
-        ++out;
-      }
-    }
-    return out;
-  }
+  if (nb > kRankSelectMax) return keep_top_candidates(nb, k, buf_pos, buf_val, tmp);
   // Pad to a whole register with -inf (never a candidate: candidates exceed floor or t0).
   const int64_t padded = (nb + 7) / 8 * 8;
   for (int64_t t = nb; t < padded; ++t) buf_val[t] = -std::numeric_limits<float>::infinity();
@@ -157,8 +163,7 @@ int64_t select_top_avx2(const float* vals, int64_t n, int64_t k, float floor, in
 //    positions l, l + kSelLanes, ...), each lane keeps its r = ceil(k / kSelLanes) largest; every lane then
 //    has r values >= its r-th largest, so at least k values are >= t0 = min over lanes of the r-th largest.
 // 2. One pass collects, in position order, the candidates v > floor and v >= t0: a superset of the answer.
-// 3. If more than k: nth_element on a copy of their values gives the k-th largest value kth; an in-order
-//    filter keeps the values > kth and the first (lowest-position) ones equal to kth up to k in all.
+// 3. If more than k: keep_top_candidates keeps exactly the top k of them.
 template <typename T>
 int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_pos, T* buf_val, T* tmp) {
 #if defined(__AVX2__)
@@ -194,21 +199,7 @@ int64_t select_top(const T* vals, int64_t n, int64_t k, T floor, int32_t* buf_po
     nb += (use_t0 ? v >= thr : v > thr) ? 1 : 0;
   }
   if (nb <= k) return nb;
-  std::copy_n(buf_val, nb, tmp);
-  std::nth_element(tmp, tmp + (k - 1), tmp + nb, std::greater<T>());
-  const T kth = tmp[k - 1];
-  int64_t ties = k;
-  for (int64_t q = 0; q < k - 1; ++q) ties -= tmp[q] > kth ? 1 : 0;
-  int64_t out = 0;
-  for (int64_t q = 0; q < nb; ++q) {
-    const T v = buf_val[q];
-    if (v > kth || (v == kth && ties-- > 0)) {
-      buf_val[out] = v;
-      buf_pos[out] = buf_pos[q];
-      ++out;
-    }
-  }
-  return out;
+  return keep_top_candidates(nb, k, buf_pos, buf_val, tmp);
 }
 
 // Rows selected at a fixed stride (count[r] <= stride entries at r * stride) into CSR.

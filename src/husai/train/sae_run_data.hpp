@@ -71,8 +71,8 @@ class SaeRunData {
   ReconstructionMetrics held_out_metrics(const SaeModel& m, int64_t batch) const;
   ReconstructionMetrics train_metrics(const SaeModel& m, int64_t batch) const;
   // split.safetensors: resident, train_idx and eval_idx (rows, ascending; the same file as before streaming
-  // existed); streamed, eval_blocks (ascending) and metadata mode, block_rows, n_rows; both with split_seed and
-  // the input hashes.
+  // existed); streamed, eval_blocks (ascending) and metadata mode, block_rows, n_rows; both with split_seed
+  // and the input hashes.
   void write_split(const std::string& path) const;
   // {"mode", "buffer_rows", "n_train", "n_eval", ...} for metrics.json.
   nlohmann::json describe() const;
