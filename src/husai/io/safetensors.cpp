@@ -417,6 +417,42 @@ void check_coverage(std::vector<Range> ranges, uint64_t data_size, const std::st
   }
 }
 
+// The header length in the 8-byte size field at the start of a file of file_size bytes (head: its first
+// bytes, at least 8 when the file has 8), checked against the limit and against the bytes that follow.
+uint64_t checked_header_size(std::string_view head, uint64_t file_size, const std::string& path) {
+  if (file_size < 8) {
+    fail_file(path, "file is too short to be safetensors: " + std::to_string(file_size) +
+                        " bytes, need at least 8 for the header size");
+  }
+  uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i)
+    header_size = (header_size << 8) | static_cast<uint8_t>(head[static_cast<size_t>(i)]);
+  if (header_size > SafetensorsFile::kMaxHeaderBytes) {
+    fail_file(path, "safetensors header size " + std::to_string(header_size) + " exceeds the limit of " +
+                        std::to_string(SafetensorsFile::kMaxHeaderBytes) +
+                        " bytes (corrupt or not a safetensors file)");
+  }
+  if (header_size > file_size - 8) {
+    fail_file(path, "safetensors header size " + std::to_string(header_size) + " is larger than the " +
+                        std::to_string(file_size - 8) + " bytes after the size field (file is " +
+                        std::to_string(file_size) + " bytes; truncated?)");
+  }
+  return header_size;
+}
+
+// The header as a JSON object: valid UTF-8, valid JSON without duplicate keys, an object.
+json parse_header_object(std::string_view header, const std::string& path) {
+  if (const auto bad = find_invalid_utf8(header)) {
+    fail_file(path, "safetensors header is not valid UTF-8 (bad byte at header offset " +
+                        std::to_string(*bad) + ")");
+  }
+  json root = parse_header_json(header, path);
+  if (!root.is_object()) {
+    fail_file(path, std::string("safetensors header must be a JSON object, got ") + json_type(root));
+  }
+  return root;
+}
+
 }  // namespace
 
 std::string_view dtype_name(DType dtype) {
@@ -643,35 +679,13 @@ SafetensorsHeader read_safetensors_header(const std::string& path) {
   std::error_code ec;
   h.file_size = std::filesystem::file_size(path, ec);
   if (ec) fail_file(path, "cannot read the file size: " + ec.message());
-  if (h.file_size < 8) {
-    fail_file(path, "file is too short to be safetensors: " + std::to_string(h.file_size) +
-                        " bytes, need at least 8 for the header size");
-  }
-  unsigned char size_bytes[8] = {};
-  in.read(reinterpret_cast<char*>(size_bytes), 8);
-  uint64_t header_size = 0;
-  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | size_bytes[i];
-  if (header_size > SafetensorsFile::kMaxHeaderBytes) {
-    fail_file(path, "safetensors header size " + std::to_string(header_size) + " exceeds the limit of " +
-                        std::to_string(SafetensorsFile::kMaxHeaderBytes) +
-                        " bytes (corrupt or not a safetensors file)");
-  }
-  if (header_size > h.file_size - 8) {
-    fail_file(path, "safetensors header size " + std::to_string(header_size) + " is larger than the " +
-                        std::to_string(h.file_size - 8) + " bytes after the size field (file is " +
-                        std::to_string(h.file_size) + " bytes; truncated?)");
-  }
+  char size_field[8] = {};
+  in.read(size_field, 8);
+  const uint64_t header_size = checked_header_size(std::string_view(size_field, 8), h.file_size, path);
   std::string header(header_size, '\0');
   in.read(header.data(), static_cast<std::streamsize>(header_size));
   if (!in) fail_file(path, "cannot read the safetensors header");
-  if (const auto bad = find_invalid_utf8(header)) {
-    fail_file(path, "safetensors header is not valid UTF-8 (bad byte at header offset " +
-                        std::to_string(*bad) + ")");
-  }
-  const json root = parse_header_json(header, path);
-  if (!root.is_object()) {
-    fail_file(path, std::string("safetensors header must be a JSON object, got ") + json_type(root));
-  }
+  const json root = parse_header_object(header, path);
   const uint64_t data_begin = 8 + header_size;
   const uint64_t data_size = h.file_size - data_begin;
   std::vector<Range> ranges;
@@ -695,32 +709,8 @@ SafetensorsFile SafetensorsFile::load(const std::string& path) {
 }
 
 SafetensorsFile SafetensorsFile::parse(std::string_view bytes, const std::string& path) {
-  if (bytes.size() < 8) {
-    fail_file(path, "file is too short to be safetensors: " + std::to_string(bytes.size()) +
-                        " bytes, need at least 8 for the header size");
-  }
-  uint64_t header_size = 0;
-  for (int i = 7; i >= 0; --i) {
-    header_size = (header_size << 8) | static_cast<uint8_t>(bytes[i]);
-  }
-  if (header_size > kMaxHeaderBytes) {
-    fail_file(path, "safetensors header size " + std::to_string(header_size) + " exceeds the limit of " +
-                        std::to_string(kMaxHeaderBytes) + " bytes (corrupt or not a safetensors file)");
-  }
-  if (header_size > bytes.size() - 8) {
-    fail_file(path, "safetensors header size " + std::to_string(header_size) + " is larger than the " +
-                        std::to_string(bytes.size() - 8) + " bytes after the size field (file is " +
-                        std::to_string(bytes.size()) + " bytes; truncated?)");
-  }
-  const std::string_view header = bytes.substr(8, header_size);
-  if (const auto bad = find_invalid_utf8(header)) {
-    fail_file(path, "safetensors header is not valid UTF-8 (bad byte at header offset " +
-                        std::to_string(*bad) + ")");
-  }
-  const json root = parse_header_json(header, path);
-  if (!root.is_object()) {
-    fail_file(path, std::string("safetensors header must be a JSON object, got ") + json_type(root));
-  }
+  const uint64_t header_size = checked_header_size(bytes, bytes.size(), path);
+  const json root = parse_header_object(bytes.substr(8, header_size), path);
 
   const std::string_view data = bytes.substr(8 + header_size);
   SafetensorsFile file;
