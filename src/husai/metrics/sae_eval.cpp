@@ -13,20 +13,13 @@ namespace husai {
 
 ReconstructionMetrics sae_reconstruction_metrics(const SaeModel& sae, const float* x, int64_t n_rows,
                                                  int64_t batch_rows, const float* target) {
-  if (target == nullptr && sae.out_dim() != sae.d_in) {
-    throw Error("a transcoder with d_out " + std::to_string(sae.out_dim()) + " != d_in " +
-                std::to_string(sae.d_in) + " needs its target rows");
-  }
-  ReconstructionAccumulator acc(sae.out_dim(), sae.d_sae);
-  for (int64_t start = 0; start < n_rows; start += batch_rows) {
-    const int64_t n = std::min(batch_rows, n_rows - start);
-    const float* xb = x + start * sae.d_in;
-    const float* yb = target != nullptr ? target + start * sae.out_dim() : xb;
-    const std::vector<float> f = sae.encode(xb, n);
-    const std::vector<float> x_hat = sae.decode(f.data(), n);
-    acc.add(yb, x_hat.data(), f.data(), n);
-  }
-  return acc.finish();
+  const int64_t D = sae.d_in;
+  const int64_t O = sae.out_dim();
+  const SaeRowReader read = [&](int64_t first, int64_t count, float* xb, float* yb) {
+    std::copy_n(x + first * D, count * D, xb);
+    if (yb != nullptr) std::copy_n(target + first * O, count * O, yb);
+  };
+  return sae_reconstruction_metrics(sae, read, n_rows, batch_rows, target != nullptr);
 }
 
 ReconstructionMetrics sae_reconstruction_metrics(const SaeModel& sae, const SaeRowReader& read,

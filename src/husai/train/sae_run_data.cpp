@@ -45,6 +45,16 @@ void apply_scale(float* rows, size_t n, double scale) {
   for (size_t i = 0; i < n; ++i) rows[i] = static_cast<float>(static_cast<double>(rows[i]) * scale);
 }
 
+// The held-out split: a seeded random n_out of 0..n-1 into `out`, the rest into `rest`, each ascending.
+void seeded_split(int64_t n, int64_t n_out, int64_t seed, const char* stream, std::vector<int64_t>& out,
+                  std::vector<int64_t>& rest) {
+  const std::vector<int64_t> perm = permutation(n, static_cast<uint64_t>(seed), stream_id(stream));
+  out.assign(perm.begin(), perm.begin() + n_out);
+  rest.assign(perm.begin() + n_out, perm.end());
+  std::sort(out.begin(), out.end());
+  std::sort(rest.begin(), rest.end());
+}
+
 // A transcoder's target file must pair row for row with the activation file.
 void check_target(const ActivationInfo& acts, const ActivationInfo& target) {
   check_paired_rows(acts, target);
@@ -109,12 +119,7 @@ void SaeRunData::load_resident() {
   target_src_.reset();
   n_eval_ = static_cast<int64_t>(std::llround(opt_.eval_fraction * static_cast<double>(N)));
   if (N - n_eval_ < 1) throw Error("no rows left for training after holding out " + std::to_string(n_eval_));
-  const std::vector<int64_t> perm =
-      permutation(N, static_cast<uint64_t>(opt_.split_seed), stream_id("sae.eval_split"));
-  eval_idx_.assign(perm.begin(), perm.begin() + n_eval_);
-  train_idx_.assign(perm.begin() + n_eval_, perm.end());
-  std::sort(eval_idx_.begin(), eval_idx_.end());
-  std::sort(train_idx_.begin(), train_idx_.end());
+  seeded_split(N, n_eval_, opt_.split_seed, "sae.eval_split", eval_idx_, train_idx_);
   n_train_ = static_cast<int64_t>(train_idx_.size());
   train_x_ = gather_rows(all_x_, D, train_idx_);
   if (transcoder()) train_y_ = gather_rows(all_y_, D, train_idx_);
@@ -146,12 +151,8 @@ void SaeRunData::load_streamed() {
   if (n_blocks - n_eval_blocks < 1) {
     throw Error("no rows left for training after holding out " + std::to_string(n_eval_blocks) + " blocks");
   }
-  const std::vector<int64_t> perm =
-      permutation(n_blocks, static_cast<uint64_t>(opt_.split_seed), stream_id("sae.eval_split.blocks"));
-  eval_blocks_.assign(perm.begin(), perm.begin() + n_eval_blocks);
-  train_blocks_.assign(perm.begin() + n_eval_blocks, perm.end());
-  std::sort(eval_blocks_.begin(), eval_blocks_.end());
-  std::sort(train_blocks_.begin(), train_blocks_.end());
+  seeded_split(n_blocks, n_eval_blocks, opt_.split_seed, "sae.eval_split.blocks", eval_blocks_,
+               train_blocks_);
   const auto rows_of = [&](const std::vector<int64_t>& blocks) {
     int64_t n = 0;
     for (const int64_t b : blocks) n += std::min(kSplitBlockRows, N - b * kSplitBlockRows);
@@ -209,17 +210,18 @@ void SaeRunData::read_train(int64_t first, int64_t count, float* x, float* y) co
   if (y != nullptr) apply_scale(y, n, target_scale_);
 }
 
-void SaeRunData::read_eval(int64_t first, int64_t count, float* x, float* y) const {
-  const int64_t D = acts_.d_in;
-  if (!streamed_) {
-    for (int64_t r = 0; r < count; ++r) {
-      const int64_t row = eval_idx_[static_cast<size_t>(first + r)];
-      std::copy_n(all_x_.begin() + row * D, D, x + r * D);
-      if (y != nullptr) std::copy_n(all_y_.begin() + row * D, D, y + r * D);
-    }
+void SaeRunData::read_side(const std::vector<int64_t>& idx, const std::vector<int64_t>& blocks, int64_t first,
+                           int64_t count, float* x, float* y) const {
+  if (streamed_) {
+    read_positions(blocks, first, count, x, y);
     return;
   }
-  read_positions(eval_blocks_, first, count, x, y);
+  const int64_t D = acts_.d_in;
+  for (int64_t r = 0; r < count; ++r) {
+    const int64_t row = idx[static_cast<size_t>(first + r)];
+    std::copy_n(all_x_.begin() + row * D, D, x + r * D);
+    if (y != nullptr) std::copy_n(all_y_.begin() + row * D, D, y + r * D);
+  }
 }
 
 SaeRowStream SaeRunData::train_rows() const {
@@ -243,24 +245,16 @@ std::vector<float> SaeRunData::initial_b_dec(const std::string& how) const {
 }
 
 ReconstructionMetrics SaeRunData::held_out_metrics(const SaeModel& m, int64_t batch) const {
-  return sae_reconstruction_metrics(
-      m, [this](int64_t first, int64_t count, float* x, float* y) { read_eval(first, count, x, y); }, n_eval_,
-      batch, transcoder());
+  const auto read = [this](int64_t first, int64_t count, float* x, float* y) {
+    read_side(eval_idx_, eval_blocks_, first, count, x, y);
+  };
+  return sae_reconstruction_metrics(m, read, n_eval_, batch, transcoder());
 }
 
 ReconstructionMetrics SaeRunData::train_metrics(const SaeModel& m, int64_t batch) const {
-  const int64_t D = acts_.d_in;
   const int64_t n = streamed_ ? std::min(n_train_, opt_.buffer_rows) : n_train_;
-  const auto read = [&](int64_t first, int64_t count, float* x, float* y) {
-    if (streamed_) {
-      read_positions(train_blocks_, first, count, x, y);
-      return;
-    }
-    for (int64_t r = 0; r < count; ++r) {
-      const int64_t row = train_idx_[static_cast<size_t>(first + r)];
-      std::copy_n(all_x_.begin() + row * D, D, x + r * D);
-      if (y != nullptr) std::copy_n(all_y_.begin() + row * D, D, y + r * D);
-    }
+  const auto read = [this](int64_t first, int64_t count, float* x, float* y) {
+    read_side(train_idx_, train_blocks_, first, count, x, y);
   };
   return sae_reconstruction_metrics(m, read, n, batch, transcoder());
 }

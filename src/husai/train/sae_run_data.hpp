@@ -78,9 +78,12 @@ class SaeRunData {
   nlohmann::json describe() const;
 
  private:
-  // Training positions [first, first + count) (scaled) / held-out positions (raw) into x (and y).
+  // Training positions [first, first + count), scaled, into x (and y).
   void read_train(int64_t first, int64_t count, float* x, float* y) const;
-  void read_eval(int64_t first, int64_t count, float* x, float* y) const;
+  // Positions [first, first + count) of one side of the split, raw: resident, the rows idx; streamed, the
+  // rows of `blocks`.
+  void read_side(const std::vector<int64_t>& idx, const std::vector<int64_t>& blocks, int64_t first,
+                 int64_t count, float* x, float* y) const;
   void read_positions(const std::vector<int64_t>& blocks, int64_t first, int64_t count, float* x,
                       float* y) const;
   void load_resident();
