@@ -451,7 +451,7 @@ json settings_json(const CompareOptions& options, const std::vector<NullKind>& n
 
 // Writes manifest.json: the inputs' weights and configs, the activations, the written files, the settings
 // and the timing.
-void write_manifest(const CompareOptions& options, const json& settings, bool has_acts,
+void write_manifest(const CompareOptions& options, const json& settings, const ActivationInfo* acts,
                     const std::vector<std::string>& written, double pairs_seconds,
                     std::chrono::steady_clock::time_point t_start) {
   const std::string& dir = options.out_dir;
@@ -466,9 +466,7 @@ void write_manifest(const CompareOptions& options, const json& settings, bool ha
     const fs::path cfg = fs::path(d) / "cfg.json";
     if (fs::exists(cfg)) manifest.add_input(cfg.string());
   }
-  if (has_acts) {
-    for (const std::string& shard : activation_shards(options.activations_path)) manifest.add_input(shard);
-  }
+  if (acts != nullptr) add_activation_inputs(manifest, *acts);
   for (const std::string& name : written) manifest.add_output(dir, name);
   manifest.extra["settings"] = settings;
   manifest.extra["timing_s"] = {
@@ -547,7 +545,7 @@ nlohmann::json run_compare(const CompareOptions& options) {
   // ---- Write: figures, the data files, the manifest last (a folder without manifest.json is incomplete).
   std::vector<std::string> written;
   json doc = write_stability_report(study, ctx, dir, written);
-  write_manifest(options, ctx.settings, acts.has_value(), written, run.pairs_seconds, t_start);
+  write_manifest(options, ctx.settings, acts ? &acts->info() : nullptr, written, run.pairs_seconds, t_start);
   return doc;
 }
 

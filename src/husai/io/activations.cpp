@@ -86,7 +86,26 @@ struct Fd {
   ~Fd() { ::close(fd); }
 };
 
+// ActivationInfo::sha256 from the shards' hashes.
+std::string combined_sha256(const std::vector<std::string>& shard_sha256) {
+  if (shard_sha256.size() == 1) return shard_sha256.front();
+  std::string lines;
+  for (const std::string& sha : shard_sha256) lines += sha + "\n";
+  return sha256_hex(lines);
+}
+
 }  // namespace
+
+void add_activation_inputs(Manifest& manifest, const ActivationInfo& acts) {
+  const bool hashed = acts.shard_sha256.size() == acts.shards.size();
+  for (size_t i = 0; i < acts.shards.size(); ++i) {
+    if (hashed) {
+      manifest.add_input(acts.shards[i], acts.shard_sha256[i]);
+    } else {
+      manifest.add_input(acts.shards[i]);
+    }
+  }
+}
 
 void check_paired_rows(const ActivationInfo& acts, const ActivationInfo& target) {
   if (target.n_rows != acts.n_rows) {
@@ -193,7 +212,7 @@ void ActivationSource::read_rows(int64_t first, int64_t count, float* out) const
 void ActivationSource::verify() {
   constexpr size_t kChunkBytes = size_t{8} << 20;
   const int64_t D = info_.d_in;
-  std::string sha_lines;
+  info_.shard_sha256.clear();
   std::vector<uint8_t> raw;
   std::vector<float> rows;
   for (const Shard& s : shards_) {
@@ -222,11 +241,9 @@ void ActivationSource::verify() {
       check_finite(s, r, rows.data(), n);
     }
     hash_range(s.offset + static_cast<uint64_t>(s.n_rows) * row_bytes, size);
-    const std::string sha = h.hex_digest();
-    sha_lines += sha + "\n";
-    if (shards_.size() == 1) info_.sha256 = sha;
+    info_.shard_sha256.push_back(h.hex_digest());
   }
-  if (shards_.size() > 1) info_.sha256 = sha256_hex(sha_lines);
+  info_.sha256 = combined_sha256(info_.shard_sha256);
 }
 
 ActivationFile load_activation_file(const std::string& path, const std::string& key) {
@@ -235,9 +252,8 @@ ActivationFile load_activation_file(const std::string& path, const std::string& 
   static_cast<ActivationInfo&>(a) = src.info();
   a.x.resize(static_cast<size_t>(a.n_rows * a.d_in));
   src.read_rows(0, a.n_rows, a.x.data());
-  std::string sha_lines;
-  for (const std::string& shard : a.shards) sha_lines += sha256_file_hex(shard) + "\n";
-  a.sha256 = a.shards.size() == 1 ? sha_lines.substr(0, 64) : sha256_hex(sha_lines);
+  for (const std::string& shard : a.shards) a.shard_sha256.push_back(sha256_file_hex(shard));
+  a.sha256 = combined_sha256(a.shard_sha256);
   return a;
 }
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "husai/io/manifest.hpp"
 #include "husai/io/safetensors.hpp"
 
 namespace husai {
@@ -22,10 +23,11 @@ struct ActivationInfo {
   std::string key;
   int64_t n_rows = 0, d_in = 0;
   std::string sha256;  // of the file; of several shards, the sha256 of their sha256s one per line, in order
-  std::vector<std::string> shards;     // the files read, in order (one for a single file)
-  std::string dtype = "F32";           // as stored (safetensors spelling)
-  std::string hook_name = "unknown";   // from the metadata, when present
-  std::string model_name = "unknown";  // the transformer's path, or "synthetic"
+  std::vector<std::string> shards;        // the files read, in order (one for a single file)
+  std::vector<std::string> shard_sha256;  // the sha256 of each, once hashed (for manifests)
+  std::string dtype = "F32";              // as stored (safetensors spelling)
+  std::string hook_name = "unknown";      // from the metadata, when present
+  std::string model_name = "unknown";     // the transformer's path, or "synthetic"
   std::map<std::string, std::string> metadata;
 };
 
@@ -50,8 +52,8 @@ class ActivationSource {
   // column (and the row overall) for a NaN or infinite value, and for a range outside the rows.
   void read_rows(int64_t first, int64_t count, float* out) const;
 
-  // One pass over every file in bounded memory: sets info().sha256 (the same value as load_activation_file's)
-  // and checks every value is finite (the same error as read_rows).
+  // One pass over every file in bounded memory: sets info().sha256 and shard_sha256 (the same values as
+  // load_activation_file's) and checks every value is finite (the same error as read_rows).
   void verify();
 
  private:
@@ -71,6 +73,10 @@ class ActivationSource {
 // floats, fewer than 2 rows in all, a truncated file, shards that disagree on d_in or dtype, a folder or glob
 // with no shard, and NaN/Inf values (naming the shard, its row and column, 0-based, and the row overall).
 ActivationFile load_activation_file(const std::string& path, const std::string& key);
+
+// Records every shard as an input of `manifest`, with the hashes already computed when there are (so a large
+// file is not read again), else hashing them now.
+void add_activation_inputs(Manifest& manifest, const ActivationInfo& acts);
 
 // A transcoder's target file pairs row for row with its activation file: throws husai::Error naming the
 // target when the row counts differ.

@@ -43,6 +43,10 @@ void Manifest::add_input(const std::string& path) {
   inputs.push_back(describe_file(path, path));
 }
 
+void Manifest::add_input(const std::string& path, const std::string& sha256) {
+  inputs.push_back({path, sha256, static_cast<int64_t>(std::filesystem::file_size(path))});
+}
+
 nlohmann::json Manifest::to_json() const {
   auto files = [](const std::vector<FileRecord>& records) {
     nlohmann::json out = nlohmann::json::array();

@@ -27,6 +27,9 @@ struct Manifest {
   // Records an output file of the run folder `dir` (hashes it now).
   void add_output(const std::string& dir, const std::string& name);
   void add_input(const std::string& path);
+  // The same with the file's sha256 already known (an activation shard hashed when it was read), so a large
+  // input is not read a second time.
+  void add_input(const std::string& path, const std::string& sha256);
   nlohmann::json to_json() const;
   // Writes DIR/manifest.json atomically.
   void write(const std::string& dir) const;

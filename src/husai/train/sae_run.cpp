@@ -479,10 +479,8 @@ void write_final_outputs(const std::string& dir, const Config& config, const Sae
   Manifest manifest;
   manifest.command = command_line();
   manifest.config_hash = config.hash();
-  for (const std::string& shard : data.acts().shards) manifest.add_input(shard);
-  if (data.transcoder()) {
-    for (const std::string& shard : data.target()->shards) manifest.add_input(shard);
-  }
+  add_activation_inputs(manifest, data.acts());
+  if (data.transcoder()) add_activation_inputs(manifest, *data.target());
   if (!consistency_dir.empty()) manifest.add_input(path_join(consistency_dir, "sae_weights.safetensors"));
   manifest.add_output(dir, "split.safetensors");
   manifest.add_output(dir, kState);
