@@ -33,9 +33,10 @@ std::vector<float> normal(int64_t n, uint64_t seed) {
   return v;
 }
 
-void set_flops(benchmark::State& state) {
+// GFLOP/s of the encoder product [kB x D] x [D x L] over the iterations run.
+void set_flops(benchmark::State& state, int64_t D, int64_t L) {
   state.counters["GFLOP/s"] = benchmark::Counter(
-      2.0 * kB * kD * kL * static_cast<double>(state.iterations()) * 1e-9, benchmark::Counter::kIsRate);
+      2.0 * kB * D * L * static_cast<double>(state.iterations()) * 1e-9, benchmark::Counter::kIsRate);
 }
 
 void BM_EncoderGemm_husai(benchmark::State& state) {
@@ -45,7 +46,7 @@ void BM_EncoderGemm_husai(benchmark::State& state) {
     husai::gemm<float>(false, false, kB, kL, kD, 1.0f, x.data(), kD, w.data(), kL, 0.0f, z.data(), kL);
     benchmark::DoNotOptimize(z.data());
   }
-  set_flops(state);
+  set_flops(state, kD, kL);
   state.counters["threads"] = husai::num_threads();
 }
 BENCHMARK(BM_EncoderGemm_husai)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -54,71 +55,58 @@ BENCHMARK(BM_EncoderGemm_husai)->Unit(benchmark::kMillisecond)->UseRealTime();
 // into latent panels once (counted), then fixed 64-row blocks, each one single-threaded call of the encoder
 // kernel (src/husai/sae/encoder_kernel.hpp), the blocks in parallel (the selection that follows each block is
 // left out here).
-void BM_EncoderGemm_husai_topk_blocks(benchmark::State& state) {
+template <int64_t D, int64_t L>
+void BM_EncoderTopkBlocks(benchmark::State& state) {
   constexpr int64_t kBlockRows = 64;
-  const std::vector<float> x = normal(kB * kD, 1), w = normal(kD * kL, 2), b(kL, 0.0f);
-  std::vector<float> z(static_cast<size_t>(kB * kL)), pw, pb;
+  const std::vector<float> x = normal(kB * D, 1), w = normal(D * L, 2), b(L, 0.0f);
+  std::vector<float> z(static_cast<size_t>(kB * L)), pw, pb;
   for (auto _ : state) {
-    const auto panels = husai::sae_detail::pack_encoder_panels(w.data(), b.data(), kD, kL, pw, pb);
+    const auto panels = husai::sae_detail::pack_encoder_panels(w.data(), b.data(), D, L, pw, pb);
     husai::parallel_chunks(kB, kBlockRows, [&](int64_t r0, int64_t r1) {
-      husai::sae_detail::encoder_block(panels, x.data() + r0 * kD, r1 - r0, z.data() + r0 * kL, kL);
+      husai::sae_detail::encoder_block(panels, x.data() + r0 * D, r1 - r0, z.data() + r0 * L, L);
     });
     benchmark::DoNotOptimize(z.data());
   }
-  set_flops(state);
+  set_flops(state, D, L);
   state.counters["threads"] = husai::num_threads();
 }
-BENCHMARK(BM_EncoderGemm_husai_topk_blocks)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void BM_EncoderGemm_EigenSgemm(benchmark::State& state) {
+// The same product as one plain single-threaded Eigen sgemm (EIGEN_DONT_PARALLELIZE).
+template <int64_t D, int64_t L>
+void BM_EncoderEigenSgemm(benchmark::State& state) {
   using M = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const std::vector<float> xv = normal(kB * kD, 1), wv = normal(kD * kL, 2);
-  const Eigen::Map<const M> x(xv.data(), kB, kD), w(wv.data(), kD, kL);
-  M z(kB, kL);
+  const std::vector<float> xv = normal(kB * D, 1), wv = normal(D * L, 2);
+  const Eigen::Map<const M> x(xv.data(), kB, D), w(wv.data(), D, L);
+  M z(kB, L);
   for (auto _ : state) {
     z.noalias() = x * w;
     benchmark::DoNotOptimize(z.data());
   }
-  set_flops(state);
+  set_flops(state, D, L);
   state.counters["threads"] = 1;
 }
-BENCHMARK(BM_EncoderGemm_EigenSgemm)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// The encoder product at a language-model size, d_in 768 -> d_sae 16,384, batch 4,096 (103 GFLOP): as TopK
-// training runs it (packed panels, 64-row blocks, all threads) against one single-threaded Eigen sgemm.
+BENCHMARK(BM_EncoderTopkBlocks<kD, kL>)
+    ->Name("BM_EncoderGemm_husai_topk_blocks")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_EncoderEigenSgemm<kD, kL>)
+    ->Name("BM_EncoderGemm_EigenSgemm")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// At a language-model size, d_in 768 -> d_sae 16,384, batch 4,096 (103 GFLOP per product).
 constexpr int64_t kBigD = 768, kBigL = 16384;
-void set_big_flops(benchmark::State& state) {
-  state.counters["GFLOP/s"] = benchmark::Counter(
-      2.0 * kB * kBigD * kBigL * static_cast<double>(state.iterations()) * 1e-9, benchmark::Counter::kIsRate);
-}
-void BM_EncoderGemmBig_husai_topk_blocks(benchmark::State& state) {
-  constexpr int64_t kBlockRows = 64;
-  const std::vector<float> x = normal(kB * kBigD, 1), w = normal(kBigD * kBigL, 2), b(kBigL, 0.0f);
-  std::vector<float> z(static_cast<size_t>(kB * kBigL)), pw, pb;
-  for (auto _ : state) {
-    const auto panels = husai::sae_detail::pack_encoder_panels(w.data(), b.data(), kBigD, kBigL, pw, pb);
-    husai::parallel_chunks(kB, kBlockRows, [&](int64_t r0, int64_t r1) {
-      husai::sae_detail::encoder_block(panels, x.data() + r0 * kBigD, r1 - r0, z.data() + r0 * kBigL, kBigL);
-    });
-    benchmark::DoNotOptimize(z.data());
-  }
-  set_big_flops(state);
-  state.counters["threads"] = husai::num_threads();
-}
-BENCHMARK(BM_EncoderGemmBig_husai_topk_blocks)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
-void BM_EncoderGemmBig_EigenSgemm(benchmark::State& state) {
-  using M = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const std::vector<float> xv = normal(kB * kBigD, 1), wv = normal(kBigD * kBigL, 2);
-  const Eigen::Map<const M> x(xv.data(), kB, kBigD), w(wv.data(), kBigD, kBigL);
-  M z(kB, kBigL);
-  for (auto _ : state) {
-    z.noalias() = x * w;
-    benchmark::DoNotOptimize(z.data());
-  }
-  set_big_flops(state);
-  state.counters["threads"] = 1;
-}
-BENCHMARK(BM_EncoderGemmBig_EigenSgemm)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
+BENCHMARK(BM_EncoderTopkBlocks<kBigD, kBigL>)
+    ->Name("BM_EncoderGemmBig_husai_topk_blocks")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(3);
+BENCHMARK(BM_EncoderEigenSgemm<kBigD, kBigL>)
+    ->Name("BM_EncoderGemmBig_EigenSgemm")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(2);
 
 void BM_TopKTrainStep(benchmark::State& state) {
   husai::SaeConfig cfg;
