@@ -17,14 +17,14 @@ SaeRowStream::SaeRowStream(ReadFn read, bool paired, int64_t n, int64_t d, int64
     : read_(std::move(read)), paired_(paired), n_(n), d_(d), window_rows_(window_rows) {
   if (n < 1) throw Error("no training rows");
   if (window_rows < 1) throw Error("the row buffer must hold at least 1 row").key("--buffer-rows");
+  block_ = std::min(kBlockRows, window_rows_);
+  per_window_ = window_rows_ / block_;
 }
 
 int64_t SaeRowStream::windows_per_epoch() const {
   if (n_ <= window_rows_) return 1;
-  const int64_t block = std::min(kBlockRows, window_rows_);
-  const int64_t n_blocks = (n_ + block - 1) / block;
-  const int64_t per_window = window_rows_ / block;
-  return (n_blocks + per_window - 1) / per_window;
+  const int64_t n_blocks = (n_ + block_ - 1) / block_;
+  return (n_blocks + per_window_ - 1) / per_window_;
 }
 
 SaeRowStream::Order& SaeRowStream::order(uint64_t seed) {
@@ -42,32 +42,28 @@ void SaeRowStream::start_epoch(Order& o, int64_t epoch) {
     o.perm = permutation(n_, o.seed, stream_id("sae.shuffle") + static_cast<uint64_t>(epoch));
     return;
   }
-  const int64_t block = std::min(kBlockRows, window_rows_);
-  const int64_t n_blocks = (n_ + block - 1) / block;
-  const int64_t per_window = window_rows_ / block;
+  const int64_t n_blocks = (n_ + block_ - 1) / block_;
   o.blocks = permutation(n_blocks, o.seed, stream_id("sae.shuffle.blocks") + static_cast<uint64_t>(epoch));
   o.win_start.clear();
   int64_t at = 0;
   for (int64_t b = 0; b < n_blocks; ++b) {
-    if (b % per_window == 0) o.win_start.push_back(at);
-    const int64_t first = o.blocks[static_cast<size_t>(b)] * block;
-    at += std::min(block, n_ - first);
+    if (b % per_window_ == 0) o.win_start.push_back(at);
+    const int64_t first = o.blocks[static_cast<size_t>(b)] * block_;
+    at += std::min(block_, n_ - first);
   }
   o.win_start.push_back(at);
   o.window = -1;
 }
 
 void SaeRowStream::load_window(Order& o, int64_t w) {
-  const int64_t block = std::min(kBlockRows, window_rows_);
-  const int64_t per_window = window_rows_ / block;
   const int64_t rows = o.win_start[static_cast<size_t>(w + 1)] - o.win_start[static_cast<size_t>(w)];
   o.x.resize(static_cast<size_t>(rows * d_));
   if (paired_) o.y.resize(static_cast<size_t>(rows * d_));
   int64_t at = 0;
   const auto n_blocks = static_cast<int64_t>(o.blocks.size());
-  for (int64_t b = w * per_window; b < std::min(n_blocks, (w + 1) * per_window); ++b) {
-    const int64_t first = o.blocks[static_cast<size_t>(b)] * block;
-    const int64_t count = std::min(block, n_ - first);
+  for (int64_t b = w * per_window_; b < std::min(n_blocks, (w + 1) * per_window_); ++b) {
+    const int64_t first = o.blocks[static_cast<size_t>(b)] * block_;
+    const int64_t count = std::min(block_, n_ - first);
     read_(first, count, o.x.data() + at * d_, paired_ ? o.y.data() + at * d_ : nullptr);
     at += count;
   }
@@ -99,12 +95,10 @@ int64_t SaeRowStream::position(uint64_t order_seed, int64_t pos) {
   const int64_t local = locate(o, pos % n_);
   if (n_ <= window_rows_) return local;
   // The window's rows are its blocks in visiting order: find the block holding `local`.
-  const int64_t block = std::min(kBlockRows, window_rows_);
-  const int64_t per_window = window_rows_ / block;
   int64_t at = 0;
-  for (int64_t b = o.window * per_window;; ++b) {
-    const int64_t first = o.blocks[static_cast<size_t>(b)] * block;
-    const int64_t count = std::min(block, n_ - first);
+  for (int64_t b = o.window * per_window_;; ++b) {
+    const int64_t first = o.blocks[static_cast<size_t>(b)] * block_;
+    const int64_t count = std::min(block_, n_ - first);
     if (local < at + count) return first + (local - at);
     at += count;
   }

@@ -64,6 +64,7 @@ class SaeRowStream {
   ReadFn read_;
   bool paired_ = false;
   int64_t n_ = 0, d_ = 0, window_rows_ = 0;
+  int64_t block_ = 0, per_window_ = 0;  // several windows: rows per block, blocks per window
   std::vector<Order> orders_;
 };
 
