@@ -154,7 +154,7 @@ GEMM_JSON=""
 if [[ -x "$BUILD/bin/husai_bench" ]]; then
   echo "== sae kernels: husai_bench encoder GEMM (husai tiled, $THREADS threads) vs one Eigen sgemm (1 thread)"
   GEMM_JSON="$TMP/sae-kernels.json"
-  OMP_NUM_THREADS=$THREADS "$BUILD/bin/husai_bench" --benchmark_filter='BM_EncoderGemm|BM_TopKTrainStep|BM_ReluTrainStep' \
+  OMP_NUM_THREADS=$THREADS "$BUILD/bin/husai_bench" --benchmark_filter='BM_EncoderGemm|BM_TopKTrainStep|ReluTrainStep' \
     --benchmark_min_time=0.5 --benchmark_out="$GEMM_JSON" --benchmark_out_format=json
 fi
 SAE_LOAD_AFTER=$(load_note)
@@ -190,10 +190,11 @@ if sys.argv[5]:
     step = bm.get("BM_TopKTrainStep")
     if step:
         print(f"husai_bench TopK loss + gradient step (AuxK off, no optimizer): {step['real_time']:.2f} ms")
-    sp, de = bm.get("BM_ReluTrainStep_sparse"), bm.get("BM_ReluTrainStep_dense")
-    if sp and de:
-        print(f"relu loss + gradient step at L0 {sp['l0']:.1f}: sparse path {sp['real_time']:.2f} ms, dense reference "
-              f"{de['real_time']:.2f} ms: {de['real_time'] / sp['real_time']:.2f}x (target >= 2.5x)")
+    for arch, bname in (("relu", "BM_ReluTrainStep"), ("jumprelu", "BM_JumpReluTrainStep")):
+        sp, de = bm.get(bname + "_sparse"), bm.get(bname + "_dense")
+        if sp and de:
+            print(f"{arch} loss + gradient step at L0 {sp['l0']:.1f}: sparse path {sp['real_time']:.2f} ms, dense "
+                  f"reference {de['real_time']:.2f} ms: {de['real_time'] / sp['real_time']:.2f}x (target >= 2.5x)")
 EOF
 
 # ---- SAE at a language-model size -------------------------------------------------------------------

@@ -130,13 +130,14 @@ void BM_TopKTrainStep(benchmark::State& state) {
 }
 BENCHMARK(BM_TopKTrainStep)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// relu at the same size with L0 about 32 (b_enc = -1.86: with unit encoder columns and x ~ N(0, I) a
-// pre-activation is N(0, 1), so P(z > 1.86) = 3.1%, 32 of 1,024): the training path (sparse after the encoder
-// product) against the dense reference it replaced (relu_loss_backward_dense), side by side.
-template <bool kDense>
-void BM_ReluTrainStep(benchmark::State& state) {
+// relu and jumprelu at the same size with L0 about 32 (b_enc = -1.86: with unit encoder columns and x ~ N(0,
+// I) a pre-activation is N(0, 1), so P(z > 1.86) = 3.1%, 32 of 1,024; jumprelu's threshold is 0.001 above 0
+// with bandwidth 0.001, as at initialisation): the training path (sparse after the encoder product) against
+// the dense reference it replaced (relu_loss_backward_dense, jumprelu_loss_backward_dense), side by side.
+template <bool kJump, bool kDense>
+void BM_ThresholdTrainStep(benchmark::State& state) {
   husai::SaeConfig cfg;
-  cfg.arch = &husai::sae_architecture("relu");
+  cfg.arch = &husai::sae_architecture(kJump ? "jumprelu" : "relu");
   cfg.d_in = kD;
   cfg.d_sae = kL;
   const husai::SaeLayout layout = husai::make_sae_layout(cfg);
@@ -151,9 +152,14 @@ void BM_ReluTrainStep(benchmark::State& state) {
   const husai::SaeView<float> g = husai::make_sae_view(layout, grads.data());
   double l0 = 0;
   for (auto _ : state) {
-    const husai::SaeLossParts r =
-        kDense ? husai::sae_detail::relu_loss_backward_dense<float>(cfg, p, &g, batch, ws)
-               : husai::sae_loss_backward<float>(cfg, layout, params.data(), grads.data(), batch, ws);
+    husai::SaeLossParts r;
+    if constexpr (!kDense) {
+      r = husai::sae_loss_backward<float>(cfg, layout, params.data(), grads.data(), batch, ws);
+    } else if constexpr (kJump) {
+      r = husai::sae_detail::jumprelu_loss_backward_dense<float>(cfg, p, &g, batch, ws);
+    } else {
+      r = husai::sae_detail::relu_loss_backward_dense<float>(cfg, p, &g, batch, ws);
+    }
     l0 = r.l0;
     benchmark::DoNotOptimize(grads.data());
   }
@@ -162,12 +168,20 @@ void BM_ReluTrainStep(benchmark::State& state) {
   state.counters["l0"] = l0;
   state.counters["threads"] = husai::num_threads();
 }
-BENCHMARK(BM_ReluTrainStep<false>)
+BENCHMARK(BM_ThresholdTrainStep<false, false>)
     ->Name("BM_ReluTrainStep_sparse")
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
-BENCHMARK(BM_ReluTrainStep<true>)
+BENCHMARK(BM_ThresholdTrainStep<false, true>)
     ->Name("BM_ReluTrainStep_dense")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_ThresholdTrainStep<true, false>)
+    ->Name("BM_JumpReluTrainStep_sparse")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_ThresholdTrainStep<true, true>)
+    ->Name("BM_JumpReluTrainStep_dense")
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

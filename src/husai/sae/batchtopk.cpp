@@ -94,6 +94,7 @@ SaeLossParts batchtopk_loss_backward(const SaeConfig& cfg, const SaeView<const T
                                      const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {
   sae_detail::encoder_pre(cfg, p, batch.x, batch.n_rows, ws);
   sae_detail::select_topk_batch(ws.z.data(), batch.n_rows, cfg.d_sae, cfg.k, ws);
+  sae_detail::select_auxk(cfg, batch, ws.z.data(), ws);
   return sae_detail::sparse_loss_backward(cfg, p, g, batch, ws, {cfg.d_sae}, {1.0});
 }
 

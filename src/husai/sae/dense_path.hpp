@@ -32,6 +32,12 @@ template <typename T>
 SaeLossParts relu_loss_backward_dense(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
                                       const SaeBatch<T>& batch, SaeWorkspace<T>& ws);
 
+// jumprelu's loss and gradients computed densely over [B, d_sae] (the path jumprelu trained with before its
+// sparse one, jumprelu.cpp): the reference the sparse path is tested and benchmarked against.
+template <typename T>
+SaeLossParts jumprelu_loss_backward_dense(const SaeConfig& cfg, const SaeView<const T>& p,
+                                          const SaeView<T>* g, const SaeBatch<T>& batch, SaeWorkspace<T>& ws);
+
 // ws.xc = x - b_dec (or x), ws.z = xc W_enc + b_enc  [B, L]; without b_enc when add_b_enc is false (for an
 // architecture that adds its own per-path biases to xc W_enc).
 template <typename T>

@@ -26,11 +26,13 @@
 
 namespace husai {
 
-// Forward, loss and backward in one function (a hot kernel, a little over 100 lines): the passes share the
-// batch's [B, L] buffers in the workspace, and the header comment above lists them in the order they run.
+// The dense reference (dense_path.hpp): forward, loss and backward over every [B, L] entry in one function
+// (a little over 100 lines): the passes share the batch's [B, L] buffers in the workspace, and the header
+// comment above lists them in the order they run.
 template <typename T>
-SaeLossParts jumprelu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
-                                    const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {
+SaeLossParts sae_detail::jumprelu_loss_backward_dense(const SaeConfig& cfg, const SaeView<const T>& p,
+                                                      const SaeView<T>* g, const SaeBatch<T>& batch,
+                                                      SaeWorkspace<T>& ws) {
   using namespace sae_detail;
   const int64_t B = batch.n_rows;
   const int64_t D = cfg.d_in;
@@ -144,6 +146,133 @@ SaeLossParts jumprelu_loss_backward(const SaeConfig& cfg, const SaeView<const T>
   });
   return out;
 }
+
+// The training path. The encoder product is dense; after it only two sets of entries are touched: the active
+// ones (z > theta; an L0 of tens out of thousands) by the sparse path (sparse_path.hpp): decoding, the
+// penalty's gradient and every weight gradient; and the band entries (|z - theta| < eps / 2, active or not,
+// found among z > theta - eps), whose d loss / d f (u_b . W_dec,i, plus the tanh term) is all the threshold
+// gradient needs. The same loss and gradients as jumprelu_loss_backward_dense up to rounding order; every
+// per-latent sum runs over rows in row order.
+template <typename T>
+SaeLossParts jumprelu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
+                                    const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {
+  using namespace sae_detail;
+  const int64_t B = batch.n_rows;
+  const int64_t D = cfg.d_in;
+  const int64_t L = cfg.d_sae;
+  const auto eps = static_cast<T>(cfg.bandwidth);
+  const auto inv_eps = static_cast<T>(1.0 / cfg.bandwidth);
+  std::vector<T> theta(static_cast<size_t>(L)), floor(static_cast<size_t>(L));
+  for (int64_t i = 0; i < L; ++i) {
+    theta[static_cast<size_t>(i)] = std::exp(p.extra[i]);
+    // A superset of the band: z > theta - eps / 2 up to rounding of (z - theta) / eps.
+    floor[static_cast<size_t>(i)] = theta[static_cast<size_t>(i)] - eps;
+  }
+  // The candidates (z > theta - eps) become the band list; the active entries (z > theta) are taken from it.
+  encode_select_above<T>(cfg, p, batch.x, B, ws, floor.data());
+  ws.band_row_ptr.swap(ws.row_ptr);
+  ws.band_idx.swap(ws.idx);
+  ws.band_z.swap(ws.act);
+  ws.row_ptr.resize(static_cast<size_t>(B + 1));
+  ws.row_ptr[0] = 0;
+  ws.idx.clear();
+  ws.act.clear();
+  for (int64_t r = 0; r < B; ++r) {
+    for (int64_t e = ws.band_row_ptr[static_cast<size_t>(r)]; e < ws.band_row_ptr[static_cast<size_t>(r + 1)];
+         ++e) {
+      const int32_t i = ws.band_idx[static_cast<size_t>(e)];
+      const T zv = ws.band_z[static_cast<size_t>(e)];
+      if (zv > theta[static_cast<size_t>(i)]) {
+        ws.idx.push_back(i);
+        ws.act.push_back(zv);
+      }
+    }
+    ws.row_ptr[static_cast<size_t>(r + 1)] = static_cast<int64_t>(ws.idx.size());
+  }
+  const int64_t nnz = ws.row_ptr[static_cast<size_t>(B)];
+
+  SaeLossParts out = sparse_forward_no_aux(cfg, p, g != nullptr, batch, ws);
+  const std::vector<T> dec_norm = decoder_row_norms(cfg, p);
+  const auto c = static_cast<T>(cfg.tanh_scale);
+  // The penalty: the active count, or sum tanh(c f ||W_dec,i||) over active entries in row order (inactive
+  // entries add tanh(0) = 0).
+  double penalty = static_cast<double>(nnz);
+  if (cfg.tanh_penalty) {
+    penalty = 0;
+    for (int64_t e = 0; e < nnz; ++e) {
+      const T f = ws.act[static_cast<size_t>(e)];
+      penalty += static_cast<double>(
+          std::tanh(c * f * dec_norm[static_cast<size_t>(ws.idx[static_cast<size_t>(e)])]));
+    }
+  }
+  out.sparsity = cfg.l0_coefficient * penalty / static_cast<double>(B);
+  out.loss += out.sparsity;
+  if (g == nullptr) return out;
+
+  const auto coef = static_cast<T>(cfg.l0_coefficient / static_cast<double>(B));
+  // tanh: d P / d f of an entry is coef (1 - t^2) c ||W_dec,i|| (t = tanh(c f ||W_dec,i||)), added to its
+  // d loss / d z when active; d P / d ||W_dec,i|| sums coef (1 - t^2) c f over the active entries.
+  std::vector<T> norm_grad(static_cast<size_t>(L), T(0));
+  if (cfg.tanh_penalty) {
+    for (int64_t e = 0; e < nnz; ++e) {
+      const auto i = static_cast<size_t>(ws.idx[static_cast<size_t>(e)]);
+      const T f = ws.act[static_cast<size_t>(e)];
+      const T t = std::tanh(c * f * dec_norm[i]);
+      const T dt = coef * (T(1) - t * t) * c;
+      ws.dz_entry[static_cast<size_t>(e)] += dt * dec_norm[i];
+      norm_grad[i] += dt * f;
+    }
+  }
+  // Each band entry's threshold-gradient term -(theta / eps) d loss / d f - (step penalty) coef / eps, in
+  // parallel over rows (u_b = d loss / d x_hat of row b, ws.up), then summed per latent in row order.
+  const int64_t n_band = ws.band_row_ptr[static_cast<size_t>(B)];
+  ws.band_term.assign(static_cast<size_t>(n_band), T(0));
+  const T step_term = cfg.tanh_penalty ? T(0) : coef * inv_eps;
+  parallel_chunks(B, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* u = ws.up.data() + r * D;
+      for (int64_t e = ws.band_row_ptr[static_cast<size_t>(r)];
+           e < ws.band_row_ptr[static_cast<size_t>(r + 1)]; ++e) {
+        const auto i = static_cast<size_t>(ws.band_idx[static_cast<size_t>(e)]);
+        const T zv = ws.band_z[static_cast<size_t>(e)];
+        const T th = theta[i];
+        const T uk = (zv - th) * inv_eps;
+        if (!(uk > T(-0.5) && uk < T(0.5))) continue;
+        T df = dot_lanes(u, p.W_dec + static_cast<int64_t>(i) * D, D);
+        if (cfg.tanh_penalty) {
+          const T f = zv > th ? zv : T(0);
+          const T t = std::tanh(c * f * dec_norm[i]);
+          df += coef * (T(1) - t * t) * c * dec_norm[i];
+        }
+        ws.band_term[static_cast<size_t>(e)] = -th * inv_eps * df - step_term;
+      }
+    }
+  });
+  sparse_backward_no_aux(cfg, p, *g, B, ws);
+  std::vector<T> dtheta(static_cast<size_t>(L), T(0));
+  for (int64_t e = 0; e < n_band; ++e)
+    dtheta[static_cast<size_t>(ws.band_idx[static_cast<size_t>(e)])] += ws.band_term[static_cast<size_t>(e)];
+  for (int64_t i = 0; i < L; ++i) {
+    g->extra[i] = dtheta[static_cast<size_t>(i)] * theta[static_cast<size_t>(i)];
+    const T n = dec_norm[static_cast<size_t>(i)];
+    const T dn = norm_grad[static_cast<size_t>(i)];
+    if (cfg.tanh_penalty && n > T(0) && dn != T(0)) {
+      for (int64_t d = 0; d < D; ++d) g->W_dec[i * D + d] += dn * p.W_dec[i * D + d] / n;
+    }
+  }
+  return out;
+}
+
+template SaeLossParts sae_detail::jumprelu_loss_backward_dense<float>(const SaeConfig&,
+                                                                      const SaeView<const float>&,
+                                                                      const SaeView<float>*,
+                                                                      const SaeBatch<float>&,
+                                                                      SaeWorkspace<float>&);
+template SaeLossParts sae_detail::jumprelu_loss_backward_dense<double>(const SaeConfig&,
+                                                                       const SaeView<const double>&,
+                                                                       const SaeView<double>*,
+                                                                       const SaeBatch<double>&,
+                                                                       SaeWorkspace<double>&);
 
 namespace {
 

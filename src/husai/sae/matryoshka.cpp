@@ -29,6 +29,7 @@ SaeLossParts matryoshka_loss_backward(const SaeConfig& cfg, const SaeView<const 
   const std::vector<double> weights(ends.size(), 1.0 / static_cast<double>(ends.size()));
   sae_detail::encoder_pre(cfg, p, batch.x, batch.n_rows, ws);
   sae_detail::select_topk_batch(ws.z.data(), batch.n_rows, cfg.d_sae, cfg.k, ws);
+  sae_detail::select_auxk(cfg, batch, ws.z.data(), ws);
   return sae_detail::sparse_loss_backward(cfg, p, g, batch, ws, ends, weights);
 }
 

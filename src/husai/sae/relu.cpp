@@ -118,13 +118,11 @@ SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p,
   const int64_t B = batch.n_rows;
   const int64_t D = cfg.d_in;
   const int64_t L = cfg.d_sae;
-  encode_select_positive(cfg, p, batch.x, B, ws);
+  encode_select_above<T>(cfg, p, batch.x, B, ws, nullptr);
   const std::vector<T> dec_norm = decoder_row_norms(cfg, p);
   const double lambda = l1_coefficient_at(cfg, batch.step);
   const auto coef = static_cast<T>(lambda / static_cast<double>(B));
-  std::vector<T> l1_grad(static_cast<size_t>(L));  // d penalty / d f_bi = (lambda_t / B) ||W_dec,i||
-  for (int64_t i = 0; i < L; ++i) l1_grad[static_cast<size_t>(i)] = coef * dec_norm[static_cast<size_t>(i)];
-  SaeLossParts out = sparse_loss_backward_no_aux(cfg, p, g, batch, ws, l1_grad.data());
+  SaeLossParts out = sparse_forward_no_aux(cfg, p, g != nullptr, batch, ws);
   // sum_b sum_i f_bi ||W_dec,i|| and, per latent, sum_b f_bi: the entries in row order.
   double weighted_l1 = 0;
   std::vector<T> f_sum(static_cast<size_t>(L), T(0));
@@ -138,6 +136,11 @@ SaeLossParts relu_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p,
   out.sparsity = lambda * weighted_l1 / static_cast<double>(B);
   out.loss += out.sparsity;
   if (g == nullptr) return out;
+  // d penalty / d f_bi = (lambda_t / B) ||W_dec,i||, added to each active entry's d loss / d z.
+  for (int64_t e = 0; e < nnz; ++e)
+    ws.dz_entry[static_cast<size_t>(e)] +=
+        coef * dec_norm[static_cast<size_t>(ws.idx[static_cast<size_t>(e)])];
+  sparse_backward_no_aux(cfg, p, *g, B, ws);
   // The penalty through the decoder norms: (lambda_t / B) (sum_b f_bi) W_dec,i / ||W_dec,i||.
   for (int64_t i = 0; i < L; ++i) {
     const T n = dec_norm[static_cast<size_t>(i)];

@@ -122,7 +122,21 @@ struct SaeWorkspace {
   std::vector<int32_t> sel_idx, sel_pos, dead_list, group;
   std::vector<T> sel_act, sel_val;
   std::vector<int64_t> sel_count;
+  // AuxK's selection before compaction (stride aux_k_eff = min(k_aux, number of dead latents)) and its
+  // per-thread scratch.
+  std::vector<int32_t> aux_sel_idx, aux_sel_pos;
+  std::vector<T> aux_sel_act, aux_sel_val;
+  std::vector<int64_t> aux_sel_count;
+  int64_t aux_k_eff = 0;
   std::vector<double> row_err, aux_err;
+  // Threshold selections (relu, jumprelu): each row block's selected entries before compaction; jumprelu's
+  // band entries (z within a bandwidth of the threshold, or above it: CSR, ascending latent index), their
+  // pre-activations and their threshold-gradient terms.
+  std::vector<std::vector<int32_t>> chunk_idx;
+  std::vector<std::vector<T>> chunk_act;
+  std::vector<int64_t> band_row_ptr;
+  std::vector<int32_t> band_idx;
+  std::vector<T> band_z, band_term;
   // Test hook: keep aux_residual from the previous call (the residual is a stop-gradient input).
   bool freeze_aux_residual = false;
   // Outputs besides the loss: latents that fired in this batch, and the smallest kept activation

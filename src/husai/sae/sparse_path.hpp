@@ -40,31 +40,44 @@ void running_threshold_metadata(const SaeConfig& cfg, const SaeRunningState& sta
 // The inference kind batch-level selections export to (jumprelu.cpp).
 const SaeInferenceKind& jumprelu_inference_kind();
 
-// Given the active latents of each row in ws.row_ptr / ws.idx (ascending within a row) / ws.act (> 0) and
-// ws.xc, computes the reconstruction of every nested prefix [0, prefix_ends[j]) of the dictionary with weight
-// prefix_weights[j] (one prefix = the whole dictionary for topk and batchtopk), AuxK, the loss and, when
-// g != null, all gradients. Fills ws.x_hat with the full reconstruction, ws.fired and ws.min_active.
+// Given the active latents of each row in ws.row_ptr / ws.idx (ascending within a row) / ws.act (> 0), AuxK's
+// selection in ws.aux_sel_* (select_auxk) and ws.xc, computes the reconstruction of every nested prefix [0,
+// prefix_ends[j]) of the dictionary with weight prefix_weights[j] (one prefix = the whole dictionary for topk
+// and batchtopk), AuxK, the loss and, when g != null, all gradients. Fills ws.x_hat with the full
+// reconstruction, ws.fired and ws.min_active.
 template <typename T>
 SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
                                   const SaeBatch<T>& batch, SaeWorkspace<T>& ws,
                                   const std::vector<int64_t>& prefix_ends,
                                   const std::vector<double>& prefix_weights);
 
-// The same path for a sign-selected activation (relu): one prefix, no AuxK; with gradients, dz_add[i] (may be
-// null) is added to d loss / d z of every active entry of latent i (the gradient of an L1 penalty on f).
+// The same path for a threshold-selected activation (relu, jumprelu): one prefix, no AuxK. Forward: the
+// reconstruction, its loss terms and ws.fired; with_grads also fills ws.dz_entry (d loss / d z of each active
+// entry through the decoder), which the caller may add its penalty's gradient to before the backward pass
+// writes every weight gradient (W_dec, W_enc, b_enc, b_dec; not an architecture's extra tensors).
 template <typename T>
-SaeLossParts sparse_loss_backward_no_aux(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
-                                         const SaeBatch<T>& batch, SaeWorkspace<T>& ws, const T* dz_add);
-
-// ws.xc, ws.z = xc W_enc + b_enc by the encoder kernel (encoder_kernel.hpp) in blocks of rows, and the
-// entries of z that are > 0 (ReLU), ascending within a row, into ws.row_ptr/idx/act.
+SaeLossParts sparse_forward_no_aux(const SaeConfig& cfg, const SaeView<const T>& p, bool with_grads,
+                                   const SaeBatch<T>& batch, SaeWorkspace<T>& ws);
 template <typename T>
-void encode_select_positive(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B,
+void sparse_backward_no_aux(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>& g, int64_t B,
                             SaeWorkspace<T>& ws);
+
+// ws.xc, and z = xc W_enc + b_enc by the encoder kernel (encoder_kernel.hpp) in blocks of rows, each block in
+// a per-thread scratch (ws.z holds num_threads() blocks, never [B, d_sae]); the entries with z_i > floor[i]
+// (floor null: z_i > 0), ascending within a row, into ws.row_ptr/idx/act.
+template <typename T>
+void encode_select_above(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B,
+                         SaeWorkspace<T>& ws, const T* floor);
 
 // Per-row top-k of z (ties to the lower latent index), ReLU after selection: fills ws.row_ptr/idx/act.
 template <typename T>
 void select_topk_per_row(const T* z, int64_t B, int64_t L, int64_t k, SaeWorkspace<T>& ws);
+
+// AuxK's selection from a [B, d_sae] z (the batch-level selections, which keep z whole): per row, the top
+// min(k_aux, n_dead) pre-activations among the dead latents (batch.dead; none when aux_coefficient is 0).
+// topk fuses the same selection into its encoder blocks.
+template <typename T>
+void select_auxk(const SaeConfig& cfg, const SaeBatch<T>& batch, const T* z, SaeWorkspace<T>& ws);
 
 // Top k*B of ReLU(z) over the flattened batch (ties to the lower flat index): fills ws.row_ptr/idx/act.
 template <typename T>

@@ -13,6 +13,7 @@
 // of multiply-adds in entry order, so results do not depend on the SIMD width.
 
 #include <immintrin.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -278,14 +279,30 @@ double scaled_diff_sq(const T* a, const T* b, T scale, T* u, int64_t D) {
 
 }  // namespace
 
-// Per-row selection of rows [r0, r1) of z into the fixed-stride ws.sel_* buffers, with chunk c's scratch.
+namespace {
+
+// This thread's block of a buffer of num_threads() blocks (scratch: which block a task gets never changes its
+// result).
 template <typename T>
-void select_rows(const T* z, int64_t r0, int64_t r1, int64_t L, int64_t k, int64_t c, SaeWorkspace<T>& ws) {
+T* thread_block(std::vector<T>& buf, int64_t block_elems) {
+  const int tid = omp_get_thread_num();
+  return buf.data() + static_cast<int64_t>(tid) * block_elems;
+}
+
+template <typename T>
+void size_thread_blocks(std::vector<T>& buf, int64_t block_elems) {
+  buf.resize(static_cast<size_t>(std::max(1, num_threads()) * block_elems));
+}
+
+// Per-row selection of rows [r0, r1) (z_block: row r0, stride L) into the fixed-stride ws.sel_* buffers, with
+// this thread's scratch.
+template <typename T>
+void select_rows(const T* z_block, int64_t r0, int64_t r1, int64_t L, int64_t k, SaeWorkspace<T>& ws) {
   const int64_t cap = selection_cap(L);
-  int32_t* bp = ws.sel_pos.data() + c * cap;
-  T* bv = ws.sel_val.data() + c * 2 * cap;
+  int32_t* bp = thread_block(ws.sel_pos, cap);
+  T* bv = thread_block(ws.sel_val, 2 * cap);
   for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = select_top<T>(z + r * L, L, k, T(0), bp, bv, bv + cap);
+    const int64_t n = select_top<T>(z_block + (r - r0) * L, L, k, T(0), bp, bv, bv + cap);
     std::copy_n(bp, n, ws.sel_idx.begin() + r * k);
     std::copy_n(bv, n, ws.sel_act.begin() + r * k);
     ws.sel_count[static_cast<size_t>(r)] = n;
@@ -293,45 +310,106 @@ void select_rows(const T* z, int64_t r0, int64_t r1, int64_t L, int64_t k, int64
 }
 
 template <typename T>
-void size_selection(int64_t B, int64_t L, int64_t k, int64_t n_chunks, SaeWorkspace<T>& ws) {
+void size_selection(int64_t B, int64_t L, int64_t k, SaeWorkspace<T>& ws) {
   const int64_t cap = selection_cap(L);
   ws.sel_idx.resize(static_cast<size_t>(B * k));
   ws.sel_act.resize(static_cast<size_t>(B * k));
   ws.sel_count.resize(static_cast<size_t>(B));
-  ws.sel_pos.resize(static_cast<size_t>(n_chunks * cap));
-  ws.sel_val.resize(static_cast<size_t>(n_chunks * 2 * cap));
+  size_thread_blocks(ws.sel_pos, cap);
+  size_thread_blocks(ws.sel_val, 2 * cap);
 }
+
+// AuxK's latents: the dead ones (batch.dead, when aux_coefficient > 0) into ws.dead_list; ws.aux_k_eff =
+// min(k_aux, n_dead) and the selection buffers sized.
+template <typename T>
+void prepare_auxk(const SaeConfig& cfg, const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {
+  const int64_t B = batch.n_rows;
+  ws.dead_list.clear();
+  if (cfg.aux_coefficient > 0 && batch.dead != nullptr) {
+    for (int64_t i = 0; i < cfg.d_sae; ++i) {
+      if (batch.dead[i] != 0) ws.dead_list.push_back(static_cast<int32_t>(i));
+    }
+  }
+  const auto n_dead = static_cast<int64_t>(ws.dead_list.size());
+  ws.aux_k_eff = std::min(cfg.resolved_k_aux(), n_dead);
+  if (ws.aux_k_eff == 0) return;
+  const int64_t cap = selection_cap(n_dead);
+  ws.aux_sel_idx.resize(static_cast<size_t>(B * ws.aux_k_eff));
+  ws.aux_sel_act.resize(static_cast<size_t>(B * ws.aux_k_eff));
+  ws.aux_sel_count.resize(static_cast<size_t>(B));
+  size_thread_blocks(ws.aux_sel_pos, cap);
+  size_thread_blocks(ws.aux_sel_val, n_dead + 2 * cap);
+}
+
+// AuxK's selection for rows [r0, r1) (z_block: row r0, stride L): each row's top aux_k_eff pre-activations
+// among the dead latents (signed: no floor), latent ids ascending, into ws.aux_sel_* at stride aux_k_eff.
+template <typename T>
+void select_auxk_rows(const T* z_block, int64_t r0, int64_t r1, int64_t L, SaeWorkspace<T>& ws) {
+  const int64_t k_eff = ws.aux_k_eff;
+  if (k_eff == 0) return;
+  const auto n_dead = static_cast<int64_t>(ws.dead_list.size());
+  const int64_t cap = selection_cap(n_dead);
+  const int32_t* dead = ws.dead_list.data();
+  int32_t* bp = thread_block(ws.aux_sel_pos, cap);
+  T* vals = thread_block(ws.aux_sel_val, n_dead + 2 * cap);
+  T* bv = vals + n_dead;
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* zr = z_block + (r - r0) * L;
+    for (int64_t j = 0; j < n_dead; ++j) vals[j] = zr[dead[j]];
+    const int64_t n =
+        select_top<T>(vals, n_dead, k_eff, -std::numeric_limits<T>::infinity(), bp, bv, bv + cap);
+    for (int64_t j = 0; j < n; ++j) {
+      ws.aux_sel_idx[static_cast<size_t>(r * k_eff + j)] = dead[bp[j]];
+      ws.aux_sel_act[static_cast<size_t>(r * k_eff + j)] = bv[j];
+    }
+    ws.aux_sel_count[static_cast<size_t>(r)] = n;
+  }
+}
+
+}  // namespace
 
 template <typename T>
 void select_topk_per_row(const T* z, int64_t B, int64_t L, int64_t k, SaeWorkspace<T>& ws) {
-  size_selection(B, L, k, (B + kRowChunk - 1) / kRowChunk, ws);
-  parallel_chunks(B, kRowChunk,
-                  [&](int64_t r0, int64_t r1) { select_rows(z, r0, r1, L, k, r0 / kRowChunk, ws); });
+  size_selection(B, L, k, ws);
+  parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) { select_rows(z + r0 * L, r0, r1, L, k, ws); });
   compact_rows<T>(B, k, ws.sel_count, ws.sel_idx, ws.sel_act, ws.row_ptr, ws.idx, ws.act);
 }
 
-// TopK encoder fused with the selection: ws.xc = x - b_dec, then per fixed block of rows (in parallel) the
-// encoder kernel z = xc W_enc + b_enc into ws.z (encoder_kernel.hpp) and the per-row top-k while the block is
-// still in cache.
 template <typename T>
-void encode_select_topk(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B,
+void select_auxk(const SaeConfig& cfg, const SaeBatch<T>& batch, const T* z, SaeWorkspace<T>& ws) {
+  prepare_auxk(cfg, batch, ws);
+  const int64_t L = cfg.d_sae;
+  parallel_chunks(batch.n_rows, kRowChunk,
+                  [&](int64_t r0, int64_t r1) { select_auxk_rows(z + r0 * L, r0, r1, L, ws); });
+}
+
+// TopK encoder fused with both selections: ws.xc = x - b_dec, then per fixed block of rows (in parallel) the
+// encoder kernel z = xc W_enc + b_enc into this thread's block of ws.z (encoder_kernel.hpp), and while the
+// block is still in cache the per-row top-k and AuxK's top k_aux among the dead latents. No [B, d_sae]
+// buffer exists.
+template <typename T>
+void encode_select_topk(const SaeConfig& cfg, const SaeView<const T>& p, const SaeBatch<T>& batch,
                         SaeWorkspace<T>& ws) {
+  const int64_t B = batch.n_rows;
+  const T* x = batch.x;
   const int64_t D = cfg.d_in;
   const int64_t L = cfg.d_sae;
   const int64_t k = cfg.k;
   ws.xc.resize(static_cast<size_t>(B * D));
-  ws.z.resize(static_cast<size_t>(B * L));
-  size_selection(B, L, k, (B + kRowChunk - 1) / kRowChunk, ws);
+  size_thread_blocks(ws.z, kRowChunk * L);
+  size_selection(B, L, k, ws);
+  prepare_auxk(cfg, batch, ws);
   const EncoderPanels<T> panels = pack_encoder_panels(p.W_enc, p.b_enc, D, L, ws.enc_panel_w, ws.enc_panel_b);
   parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
     T* xc = ws.xc.data();
-    T* z = ws.z.data();
+    T* z = thread_block(ws.z, kRowChunk * L);
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t d = 0; d < D; ++d)
         xc[r * D + d] = cfg.apply_b_dec_to_input ? x[r * D + d] - p.b_dec[d] : x[r * D + d];
     }
-    encoder_block(panels, xc + r0 * D, r1 - r0, z + r0 * L, L);
-    select_rows(z, r0, r1, L, k, r0 / kRowChunk, ws);
+    encoder_block(panels, xc + r0 * D, r1 - r0, z, L);
+    select_rows(z, r0, r1, L, k, ws);
+    select_auxk_rows(z, r0, r1, L, ws);
   });
   compact_rows<T>(B, k, ws.sel_count, ws.sel_idx, ws.sel_act, ws.row_ptr, ws.idx, ws.act);
 }
@@ -437,31 +515,15 @@ void sparse_auxk(const SaeConfig& cfg, const SaeView<const T>& p, const SaeBatch
                  SaeWorkspace<T>& ws, SaeLossParts& out) {
   const int64_t B = batch.n_rows;
   const int64_t D = cfg.d_in;
-  const int64_t L = cfg.d_sae;
   const T* y = batch.y();
   const T two_over_b = T(2) / static_cast<T>(B);
-  const int64_t n_chunks = (B + kRowChunk - 1) / kRowChunk;
 
-  // AuxK over the dead latents: per row, the top k_eff pre-activations among them (signed: no floor).
-  ws.dead_list.clear();
-  if (cfg.aux_coefficient > 0 && batch.dead != nullptr) {
-    for (int64_t i = 0; i < L; ++i) {
-      if (batch.dead[i] != 0) ws.dead_list.push_back(static_cast<int32_t>(i));
-    }
-  }
+  // AuxK over the dead latents: per row, the top k_eff pre-activations among them, already selected
+  // (ws.aux_sel_*: select_auxk, or fused in encode_select_topk).
   const auto n_dead = static_cast<int64_t>(ws.dead_list.size());
   const int64_t k_aux = cfg.resolved_k_aux();
-  const int64_t k_eff = std::min(k_aux, n_dead);
+  const int64_t k_eff = ws.aux_k_eff;
   if (k_eff > 0) {
-    const T* z = ws.z.data();
-    const int32_t* dead = ws.dead_list.data();
-    const int64_t cap = selection_cap(n_dead);
-    const int64_t per_chunk = n_dead + 2 * cap;
-    ws.sel_idx.resize(static_cast<size_t>(B * k_eff));
-    ws.sel_act.resize(static_cast<size_t>(B * k_eff));
-    ws.sel_count.resize(static_cast<size_t>(B));
-    ws.sel_pos.resize(static_cast<size_t>(n_chunks * cap));
-    ws.sel_val.resize(static_cast<size_t>(n_chunks * per_chunk));
     const bool fresh_residual =
         !ws.freeze_aux_residual || ws.aux_residual.size() != static_cast<size_t>(B * D);
     ws.aux_residual.resize(static_cast<size_t>(B * D));
@@ -470,32 +532,24 @@ void sparse_auxk(const SaeConfig& cfg, const SaeView<const T>& p, const SaeBatch
     const double scale = std::min(1.0, static_cast<double>(n_dead) / static_cast<double>(k_aux));
     const auto gscale = static_cast<T>(cfg.aux_coefficient * scale) * two_over_b;
     parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
-      const int64_t c = r0 / kRowChunk;
-      int32_t* bp = ws.sel_pos.data() + c * cap;
-      T* vals = ws.sel_val.data() + c * per_chunk;
-      T* bv = vals + n_dead;
       for (int64_t r = r0; r < r1; ++r) {
-        const T* zr = z + r * L;
-        for (int64_t j = 0; j < n_dead; ++j) vals[j] = zr[dead[j]];
-        const int64_t n =
-            select_top<T>(vals, n_dead, k_eff, -std::numeric_limits<T>::infinity(), bp, bv, bv + cap);
         T* res = ws.aux_residual.data() + r * D;
         if (fresh_residual) {
           for (int64_t d = 0; d < D; ++d) res[d] = y[r * D + d] - ws.x_hat[static_cast<size_t>(r * D + d)];
         }
         T* acc = ws.aux_grad.data() + r * D;
         std::fill_n(acc, D, T(0));
+        const int64_t n = ws.aux_sel_count[static_cast<size_t>(r)];
         for (int64_t j = 0; j < n; ++j) {
-          const int32_t i = dead[bp[j]];
-          ws.sel_idx[static_cast<size_t>(r * k_eff + j)] = i;
-          ws.sel_act[static_cast<size_t>(r * k_eff + j)] = bv[j];
-          axpy<T>(acc, bv[j], p.W_dec + static_cast<int64_t>(i) * D, D);
+          const int32_t i = ws.aux_sel_idx[static_cast<size_t>(r * k_eff + j)];
+          axpy<T>(acc, ws.aux_sel_act[static_cast<size_t>(r * k_eff + j)],
+                  p.W_dec + static_cast<int64_t>(i) * D, D);
         }
-        ws.sel_count[static_cast<size_t>(r)] = n;
         ws.aux_err[static_cast<size_t>(r)] = scaled_diff_sq<T>(acc, res, gscale, acc, D);
       }
     });
-    compact_rows<T>(B, k_eff, ws.sel_count, ws.sel_idx, ws.sel_act, ws.aux_row_ptr, ws.aux_idx, ws.aux_act);
+    compact_rows<T>(B, k_eff, ws.aux_sel_count, ws.aux_sel_idx, ws.aux_sel_act, ws.aux_row_ptr, ws.aux_idx,
+                    ws.aux_act);
     double s = 0;
     for (int64_t r = 0; r < B; ++r) s += ws.aux_err[static_cast<size_t>(r)];
     out.aux = scale * s / static_cast<double>(B);
@@ -599,46 +653,58 @@ SaeLossParts sparse_loss_backward(const SaeConfig& cfg, const SaeView<const T>& 
 }
 
 template <typename T>
-SaeLossParts sparse_loss_backward_no_aux(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
-                                         const SaeBatch<T>& batch, SaeWorkspace<T>& ws, const T* dz_add) {
-  const int64_t B = batch.n_rows;
-  SaeLossParts out = sparse_reconstruction(cfg, p, g != nullptr, batch, ws, {cfg.d_sae}, {1.0});
-  ws.aux_row_ptr.assign(static_cast<size_t>(B + 1), 0);
+SaeLossParts sparse_forward_no_aux(const SaeConfig& cfg, const SaeView<const T>& p, bool with_grads,
+                                   const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {
+  SaeLossParts out = sparse_reconstruction(cfg, p, with_grads, batch, ws, {cfg.d_sae}, {1.0});
+  ws.aux_row_ptr.assign(static_cast<size_t>(batch.n_rows + 1), 0);
   ws.aux_idx.clear();
   ws.aux_act.clear();
-  if (g == nullptr) return out;
-  if (dz_add != nullptr) {
-    const int64_t nnz = ws.row_ptr[static_cast<size_t>(B)];
-    for (int64_t e = 0; e < nnz; ++e)
-      ws.dz_entry[static_cast<size_t>(e)] += dz_add[ws.idx[static_cast<size_t>(e)]];
-  }
-  sparse_gradients(cfg, p, *g, B, 1, ws);
   return out;
 }
 
 template <typename T>
-void encode_select_positive(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B,
+void sparse_backward_no_aux(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>& g, int64_t B,
                             SaeWorkspace<T>& ws) {
+  sparse_gradients(cfg, p, g, B, 1, ws);
+}
+
+template <typename T>
+void encode_select_above(const SaeConfig& cfg, const SaeView<const T>& p, const T* x, int64_t B,
+                         SaeWorkspace<T>& ws, const T* floor) {
   const int64_t D = cfg.d_in;
   const int64_t L = cfg.d_sae;
+  const int64_t n_chunks = (B + kRowChunk - 1) / kRowChunk;
   ws.xc.resize(static_cast<size_t>(B * D));
-  ws.z.resize(static_cast<size_t>(B * L));
+  size_thread_blocks(ws.z, kRowChunk * L);
   ws.sel_count.resize(static_cast<size_t>(B));
+  ws.chunk_idx.resize(static_cast<size_t>(n_chunks));
+  ws.chunk_act.resize(static_cast<size_t>(n_chunks));
   const EncoderPanels<T> panels = pack_encoder_panels(p.W_enc, p.b_enc, D, L, ws.enc_panel_w, ws.enc_panel_b);
-  // Encode a block of rows and count its positive entries while the block is in cache.
+  // Encode a block of rows into this thread's scratch and keep its selected entries while it is in cache.
   parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
+    const int64_t c = r0 / kRowChunk;
     T* xc = ws.xc.data();
-    T* z = ws.z.data();
+    T* z = thread_block(ws.z, kRowChunk * L);
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t d = 0; d < D; ++d)
         xc[r * D + d] = cfg.apply_b_dec_to_input ? x[r * D + d] - p.b_dec[d] : x[r * D + d];
     }
-    encoder_block(panels, xc + r0 * D, r1 - r0, z + r0 * L, L);
+    encoder_block(panels, xc + r0 * D, r1 - r0, z, L);
+    std::vector<int32_t>& ci = ws.chunk_idx[static_cast<size_t>(c)];
+    std::vector<T>& ca = ws.chunk_act[static_cast<size_t>(c)];
+    ci.clear();
+    ca.clear();
     for (int64_t r = r0; r < r1; ++r) {
-      const T* zr = z + r * L;
-      int64_t n = 0;
-      for (int64_t i = 0; i < L; ++i) n += zr[i] > T(0) ? 1 : 0;
-      ws.sel_count[static_cast<size_t>(r)] = n;
+      const T* zr = z + (r - r0) * L;
+      const size_t before = ci.size();
+      for (int64_t i = 0; i < L; ++i) {
+        const T lo = floor != nullptr ? floor[i] : T(0);
+        if (zr[i] > lo) {
+          ci.push_back(static_cast<int32_t>(i));
+          ca.push_back(zr[i]);
+        }
+      }
+      ws.sel_count[static_cast<size_t>(r)] = static_cast<int64_t>(ci.size() - before);
     }
   });
   ws.row_ptr.resize(static_cast<size_t>(B + 1));
@@ -650,18 +716,12 @@ void encode_select_positive(const SaeConfig& cfg, const SaeView<const T>& p, con
   const int64_t nnz = ws.row_ptr[static_cast<size_t>(B)];
   ws.idx.resize(static_cast<size_t>(nnz));
   ws.act.resize(static_cast<size_t>(nnz));
-  parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const T* zr = ws.z.data() + r * L;
-      auto e = static_cast<size_t>(ws.row_ptr[static_cast<size_t>(r)]);
-      for (int64_t i = 0; i < L; ++i) {
-        if (zr[i] > T(0)) {
-          ws.idx[e] = static_cast<int32_t>(i);
-          ws.act[e] = zr[i];
-          ++e;
-        }
-      }
-    }
+  parallel_for(n_chunks, [&](int64_t c) {
+    const auto at = static_cast<std::ptrdiff_t>(ws.row_ptr[static_cast<size_t>(c * kRowChunk)]);
+    const std::vector<int32_t>& ci = ws.chunk_idx[static_cast<size_t>(c)];
+    const std::vector<T>& ca = ws.chunk_act[static_cast<size_t>(c)];
+    std::copy(ci.begin(), ci.end(), ws.idx.begin() + at);
+    std::copy(ca.begin(), ca.end(), ws.act.begin() + at);
   });
 }
 
@@ -670,7 +730,7 @@ void encode_select_positive(const SaeConfig& cfg, const SaeView<const T>& p, con
 template <typename T>
 SaeLossParts topk_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p, const SaeView<T>* g,
                                 const SaeBatch<T>& batch, SaeWorkspace<T>& ws) {
-  sae_detail::encode_select_topk(cfg, p, batch.x, batch.n_rows, ws);
+  sae_detail::encode_select_topk(cfg, p, batch, ws);
   return sae_detail::sparse_loss_backward(cfg, p, g, batch, ws, {cfg.d_sae}, {1.0});
 }
 
@@ -678,12 +738,14 @@ SaeLossParts topk_loss_backward(const SaeConfig& cfg, const SaeView<const T>& p,
   template SaeLossParts sae_detail::sparse_loss_backward<T>(                                               \
       const SaeConfig&, const SaeView<const T>&, const SaeView<T>*, const SaeBatch<T>&, SaeWorkspace<T>&,  \
       const std::vector<int64_t>&, const std::vector<double>&);                                            \
-  template SaeLossParts sae_detail::sparse_loss_backward_no_aux<T>(                                        \
-      const SaeConfig&, const SaeView<const T>&, const SaeView<T>*, const SaeBatch<T>&, SaeWorkspace<T>&,  \
-      const T*);                                                                                           \
-  template void sae_detail::encode_select_positive<T>(const SaeConfig&, const SaeView<const T>&, const T*, \
-                                                      int64_t, SaeWorkspace<T>&);                          \
-  template void sae_detail::select_topk_per_row<T>(const T*, int64_t, int64_t, int64_t, SaeWorkspace<T>&);
+  template SaeLossParts sae_detail::sparse_forward_no_aux<T>(const SaeConfig&, const SaeView<const T>&,    \
+                                                             bool, const SaeBatch<T>&, SaeWorkspace<T>&);  \
+  template void sae_detail::sparse_backward_no_aux<T>(const SaeConfig&, const SaeView<const T>&,           \
+                                                      const SaeView<T>&, int64_t, SaeWorkspace<T>&);       \
+  template void sae_detail::encode_select_above<T>(const SaeConfig&, const SaeView<const T>&, const T*,    \
+                                                   int64_t, SaeWorkspace<T>&, const T*);                   \
+  template void sae_detail::select_topk_per_row<T>(const T*, int64_t, int64_t, int64_t, SaeWorkspace<T>&); \
+  template void sae_detail::select_auxk<T>(const SaeConfig&, const SaeBatch<T>&, const T*, SaeWorkspace<T>&);
 HUSAI_INSTANTIATE(float)
 HUSAI_INSTANTIATE(double)
 #undef HUSAI_INSTANTIATE
