@@ -6,7 +6,7 @@ set -euo pipefail
 BUILD_PKGS=(cmake make g++ pkg-config git
   libeigen3-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   libsqlite3-dev libsqlitecpp-dev liblbfgspp-dev libboost-math-dev libomp-dev
-  libgtest-dev libbenchmark-dev gnuplot-nox)
+  libgtest-dev libbenchmark-dev gnuplot-nox libopenmpi-dev openmpi-bin)
 TEST_PKGS=(clang clang-format clang-tidy libclang-rt-14-dev python3 python3-torch python3-scipy
   python3-numpy libopenblas0-pthread)
 

@@ -6,6 +6,7 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "husai/core/cluster.hpp"
 #include "husai/core/error.hpp"
 #include "husai/data/synthetic.hpp"
 #include "husai/sae/architecture.hpp"
@@ -113,7 +114,7 @@ Runner register_train_sae(CLI::App& app) {
     opts.quiet = o->common.quiet;
     const TrainSaeResult r = train_sae(config, opts);
     if (!r.completed) return report_interrupted("step", r.steps, opts.out_dir);
-    if (!o->common.quiet) {
+    if (!o->common.quiet && cluster::rank() == 0) {  // under mpirun, rank 0 reports every seed
       std::printf("trained %zu seed(s) x %lld steps in %.1f s (%.0f samples/s)\n", r.seeds.size(),
                   static_cast<long long>(r.steps), r.wall_time_s, r.samples_per_s);
       for (size_t i = 0; i < r.seeds.size(); ++i) {

@@ -5,13 +5,22 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <string>
 
 #include "commands.hpp"
+#include "husai/core/cluster.hpp"
 #include "husai/core/error.hpp"
 #include "husai/core/version.hpp"
 #include "husai/io/manifest.hpp"
 
 namespace {
+
+// " (rank R of N)" under mpirun, else nothing.
+std::string rank_prefix() {
+  if (!husai::cluster::active()) return "";
+  return " (rank " + std::to_string(husai::cluster::rank()) + " of " +
+         std::to_string(husai::cluster::size()) + ")";
+}
 
 int run_cli(int argc, char** argv) {
   husai::set_command_line(argc, argv);
@@ -20,7 +29,8 @@ int run_cli(int argc, char** argv) {
       "arithmetic.\nRun `husai <command> --help` for a command's options."};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("husai ") + husai::version() + " (git " +
-                                        husai::git_commit() + (husai::git_dirty() ? ", dirty" : "") + ")");
+                                        husai::git_commit() + (husai::git_dirty() ? ", dirty" : "") + ")" +
+                                        (husai::cluster::built_with_mpi() ? " with MPI" : " without MPI"));
   std::map<CLI::App*, husai::cli::Runner> runners;
   auto add = [&](husai::cli::Runner (*reg)(CLI::App&)) {
     const size_t before = app.get_subcommands({}).size();
@@ -53,12 +63,24 @@ int run_cli(int argc, char** argv) {
     return 1;
   }
   try {
-    for (CLI::App* sub : app.get_subcommands()) return runners.at(sub)();
+    for (CLI::App* sub : app.get_subcommands()) {
+      if (husai::cluster::active() && sub->get_name() != "train-sae") {
+        throw husai::cluster::RankFailure(
+            "husai " + sub->get_name() +
+            " runs as one process; under mpirun only train-sae spreads its work " +
+            "over the ranks (its seeds; docs/cluster.md)");
+      }
+      return runners.at(sub)();
+    }
+  } catch (const husai::cluster::RankFailure& e) {
+    // Every rank knows it: rank 0 reports it once.
+    if (husai::cluster::rank() == 0) std::fprintf(stderr, "husai: error: %s\n", e.message().c_str());
+    return 1;
   } catch (const husai::Error& e) {
-    std::fprintf(stderr, "husai: error: %s\n", e.message().c_str());
+    std::fprintf(stderr, "husai%s: error: %s\n", rank_prefix().c_str(), e.message().c_str());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "husai: error: %s\n", e.what());
+    std::fprintf(stderr, "husai%s: error: %s\n", rank_prefix().c_str(), e.what());
     return 1;
   }
   return 1;
@@ -69,6 +91,8 @@ int run_cli(int argc, char** argv) {
 // Building the command table can throw too (bad_alloc, CLI11 construction errors); nothing escapes main.
 int main(int argc, char** argv) {
   try {
+    // MPI, when started by mpirun or srun (husai/core/cluster.hpp), for the whole life of the process.
+    const husai::cluster::Session session;
     return run_cli(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "husai: error: %s\n", e.what());

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "husai/core/atomic_file.hpp"
+#include "husai/core/cluster.hpp"
 #include "husai/core/error.hpp"
 #include "husai/core/progress.hpp"
 #include "husai/core/rng.hpp"
@@ -124,8 +125,8 @@ void write_curves(const std::string& dir, const SaeTrainer& t) {
   }
 }
 
-void save_state(const std::string& dir, const SaeTrainer& t, const std::string& config_hash,
-                const SaeRunData& data) {
+void save_state(const std::string& dir, const std::string& state_path, const SaeTrainer& t,
+                const std::string& config_hash, const SaeRunData& data) {
   // Divergence guard, second line: a step can leave non-finite weights behind a finite loss (an overflowing
   // gradient); such a state is never written over the last good checkpoint.
   // The Adam moments are checked too: an overflowing squared gradient shows up there first.
@@ -164,7 +165,7 @@ void save_state(const std::string& dir, const SaeTrainer& t, const std::string& 
   f.metadata["activations_sha256"] = data.acts().sha256;
   if (data.transcoder()) f.metadata["target_activations_sha256"] = data.target()->sha256;
   f.metadata["seeds"] = seeds.dump();
-  f.save(SaeRunLayout(dir).trainer_state_file());
+  f.save(state_path);
   write_curves(dir, t);
 }
 
@@ -468,22 +469,14 @@ std::shared_ptr<const ConsistencyReference> consistency_reference(const std::str
       make_consistency_reference(reference.W_dec.data(), reference.d_sae, reference.d_in));
 }
 
-// The final folders, metrics and manifest of a completed run.
+// The final folders and metrics of the seeds of a completed run that this process trained.
 void write_final_outputs(const std::string& dir, const Config& config, const SaeTrainer& trainer,
-                         const SaeRunData& data, const std::vector<SaeSnapshotPoint>& snapshots,
-                         const std::string& consistency_dir, bool resuming, TrainSaeResult& result) {
+                         const SaeRunData& data, const std::string& consistency_dir, bool resuming,
+                         TrainSaeResult& result) {
   const SaeTrainSettings& settings = trainer.settings();
   const int64_t D = settings.sae.d_in;
   const int64_t eval_batch = config.get_int("training.eval_batch_size");
   const ExportContext export_ctx{config, settings, data};
-  Manifest manifest;
-  manifest.command = command_line();
-  manifest.config_hash = config.hash();
-  add_activation_inputs(manifest, data.acts());
-  if (data.transcoder()) add_activation_inputs(manifest, *data.target());
-  if (!consistency_dir.empty()) manifest.add_input(path_join(consistency_dir, "sae_weights.safetensors"));
-  manifest.add_output(dir, "split.safetensors");
-  manifest.add_output(dir, kState);
   for (const SaeSeedState& s : trainer.seeds()) {
     const SaeModel model = export_model(trainer, s, data);
     const std::string sdir = seed_dir(dir, s.seed);
@@ -524,17 +517,34 @@ void write_final_outputs(const std::string& dir, const Config& config, const Sae
     write_file_atomic(path_join(sdir, "metrics.json"), metrics.dump(2) + "\n");
     result.eval_explained_variance.push_back(held.explained_variance);
     result.eval_l0.push_back(held.l0);
+  }
+}
+
+// The manifest of a completed run: inputs, the split, the trainer states and every seed's outputs.
+void write_run_manifest(const std::string& dir, const Config& config, const SaeRunData& data,
+                        const std::vector<uint64_t>& seeds, const std::vector<std::string>& state_files,
+                        const std::vector<SaeSnapshotPoint>& snapshots, const std::string& consistency_dir) {
+  Manifest manifest;
+  manifest.command = command_line();
+  manifest.config_hash = config.hash();
+  add_activation_inputs(manifest, data.acts());
+  if (data.transcoder()) add_activation_inputs(manifest, *data.target());
+  if (!consistency_dir.empty()) manifest.add_input(path_join(consistency_dir, "sae_weights.safetensors"));
+  manifest.add_output(dir, "split.safetensors");
+  for (const std::string& f : state_files) manifest.add_output(dir, f);
+  for (const uint64_t seed : seeds) {
     for (const char* name : {"cfg.json", "sae_weights.safetensors", "metrics.json", "metrics.jsonl"}) {
-      manifest.add_output(dir, SaeRunLayout::seed_name(static_cast<int64_t>(s.seed)) + "/" + name);
+      manifest.add_output(dir, SaeRunLayout::seed_name(static_cast<int64_t>(seed)) + "/" + name);
     }
     for (const SaeSnapshotPoint& p : snapshots) {
-      const std::string rel = fmt::format("seed{}/checkpoints/step_{}", s.seed, p.step);
+      const std::string rel = fmt::format("seed{}/checkpoints/step_{}", seed, p.step);
       // A snapshot removed by hand before a resume stays missing (warned about in train_sae).
       if (!fs::exists(path_join(dir, rel + "/cfg.json"))) continue;
       for (const char* name : {"cfg.json", "sae_weights.safetensors"})
         manifest.add_output(dir, rel + "/" + name);
     }
   }
+  if (cluster::size() > 1) manifest.extra["mpi_ranks"] = cluster::size();
   manifest.extra["resolved_config"] = config.resolved();
   manifest.write(dir);
 }
@@ -552,6 +562,115 @@ void warn_missing_snapshots(const std::string& dir, const SaeTrainer& trainer,
       }
     }
   }
+}
+
+// The trainer state of rank r of n: trainer_state.safetensors for one process, else
+// trainer_state.rank<r>-of-<n>.safetensors (each rank's seeds).
+std::string state_file_name(int r, int n) {
+  if (n == 1) return kState;
+  return fmt::format("trainer_state.rank{}-of-{}.safetensors", r, n);
+}
+
+// The state this process resumes from: its own file, else a one-process run's state holding its seeds (a
+// run resumed under mpirun after starting as one process); none when neither exists.
+std::string find_resume_state(const std::string& dir, const std::vector<uint64_t>& seeds) {
+  std::string own = path_join(dir, state_file_name(cluster::rank(), cluster::size()));
+  if (fs::exists(own)) return own;
+  std::string single = path_join(dir, kState);
+  if (cluster::size() > 1 && fs::exists(single)) {
+    const SafetensorsFile f = SafetensorsFile::load(single);
+    const auto it = f.metadata.find("seeds");
+    if (it != f.metadata.end()) {
+      const nlohmann::json held = nlohmann::json::parse(it->second, nullptr, false);
+      bool all = held.is_array();
+      for (const uint64_t seed : seeds) {
+        all = all && std::find(held.begin(), held.end(), nlohmann::json(seed)) != held.end();
+      }
+      if (all) return single;
+    }
+  }
+  return "";
+}
+
+// Trains settings.seeds (this process's share of the run's seeds) to the end or to a stop request, with
+// checkpoints, snapshots and, when completed, their final folders and metrics.
+TrainSaeResult train_seeds(const Config& config, const TrainSaeOptions& options,
+                           const SaeTrainSettings& settings, const SaeRunData& data,
+                           const std::string& config_hash, const std::string& consistency_dir,
+                           const std::vector<SaeSnapshotPoint>& snapshots, bool resuming) {
+  const std::string& dir = options.out_dir;
+  SaeTrainer trainer(settings, data.train_rows(), data.initial_b_dec(config.get_string("sae.b_dec_init")));
+  trainer.init_fresh();
+  const std::string state_path = path_join(dir, state_file_name(cluster::rank(), cluster::size()));
+  const std::string resume_from = resuming ? find_resume_state(dir, settings.seeds) : "";
+  if (!resume_from.empty()) load_state(resume_from, trainer, config_hash, data);
+  // After the state is known to fit these activations: a refused resume leaves the folder as it was.
+  if (cluster::rank() == 0) data.write_split(SaeRunLayout(dir).split_file());
+
+  const ExportContext export_ctx{config, settings, data};
+  // A snapshot is written at its step before any checkpoint at or after it, so a resumed run finds every
+  // earlier snapshot on disk unless it was removed by hand; that one cannot be recreated from a later state.
+  warn_missing_snapshots(dir, trainer, snapshots);
+  const auto write_snapshots = [&](int64_t step) {
+    for (const SaeSnapshotPoint& p : snapshots) {
+      if (p.step != step) continue;
+      for (const SaeSeedState& s : trainer.seeds()) {
+        nlohmann::json meta = seed_metadata(export_ctx, s, step);
+        meta["checkpoint_fraction"] = p.fraction;
+        write_snapshot(sae_snapshot_dir(dir, static_cast<int64_t>(s.seed), step),
+                       export_model(trainer, s, data), meta);
+      }
+    }
+  };
+
+  install_stop_handlers();
+  const int64_t start_step = trainer.step();
+  Progress progress(std::string(data.transcoder() ? "train-sae (transcoder) " : "train-sae ") +
+                        std::string(settings.sae.arch->name) + " x" + std::to_string(settings.seeds.size()) +
+                        " seed(s)",
+                    settings.steps, options.quiet || cluster::rank() != 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  // The step of the state on disk, for the message when training stops with an error (divergence, a full
+  // disk): that state is the last good one, left untouched by the failure.
+  std::optional<int64_t> checkpoint_step;
+  if (!resume_from.empty()) checkpoint_step = trainer.step();
+  bool completed = false;
+  try {
+    completed =
+        trainer.run([] { return stop_requested(); },
+                    [&](int64_t step) {
+                      const SaeLogRow& r = trainer.seeds().front().history.back();
+                      progress.update(step, fmt::format("loss {:.4g} ev {:.4f} l0 {:.1f} dead {:.3f}", r.loss,
+                                                        r.explained_variance, r.l0, r.frac_dead));
+                    },
+                    [&] {
+                      save_state(dir, state_path, trainer, config_hash, data);
+                      checkpoint_step = trainer.step();
+                    },
+                    write_snapshots);
+  } catch (const Error& e) {
+    progress.finish("failed");
+    throw e.extended(checkpoint_step ? "; the last good checkpoint (step " +
+                                           std::to_string(*checkpoint_step) + ") is kept in " + state_path
+                                     : "; no checkpoint had been written yet");
+  }
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  TrainSaeResult result;
+  result.steps = trainer.step();
+  result.seeds = settings.seeds;
+  result.wall_time_s = wall;
+  const double samples = static_cast<double>((trainer.step() - start_step) * settings.batch_size) *
+                         static_cast<double>(settings.seeds.size());
+  result.samples_per_s = wall > 0 ? samples / wall : 0.0;
+  if (!completed) {
+    progress.finish("interrupted");
+    return result;
+  }
+  save_state(dir, state_path, trainer, config_hash, data);
+  progress.finish();
+  write_final_outputs(dir, config, trainer, data, consistency_dir, resuming, result);
+  result.completed = true;
+  return result;
 }
 
 }  // namespace
@@ -584,77 +703,74 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   }
 
   const std::string config_hash = config.hash();
-  const bool resuming = prepare_output_dir(dir, options.existing);
-  SaeTrainer trainer(settings, data.train_rows(), data.initial_b_dec(config.get_string("sae.b_dec_init")));
-  trainer.init_fresh();
-  const std::string state_path = SaeRunLayout(dir).trainer_state_file();
-  if (resuming && fs::exists(state_path)) load_state(state_path, trainer, config_hash, data);
-  data.write_split(SaeRunLayout(dir).split_file());
-
-  const ExportContext export_ctx{config, settings, data};
+  // Under mpirun (husai/core/cluster.hpp) rank r trains the seeds at positions r, r + N, ... of
+  // training.seeds: seeds never interact, so each seed's files are the bytes one process writes. Rank 0
+  // prepares the folder and writes the split and the manifest; each rank writes its seeds and its own
+  // trainer state (docs/cluster.md).
+  const int n_ranks = cluster::size();
+  const int my_rank = cluster::rank();
+  const std::vector<uint64_t> all_seeds = settings.seeds;
+  settings.seeds.clear();
+  for (size_t j = 0; j < all_seeds.size(); ++j) {
+    if (static_cast<int>(j % static_cast<size_t>(n_ranks)) == my_rank) settings.seeds.push_back(all_seeds[j]);
+  }
+  std::string share = "seeds";
+  for (const uint64_t seed : settings.seeds) share += (share == "seeds" ? " " : ", ") + std::to_string(seed);
+  if (settings.seeds.empty()) share = "no seeds";
+  bool resuming = false;
+  cluster::run_on_every_rank(share, [&] {
+    if (my_rank == 0) resuming = prepare_output_dir(dir, options.existing);
+  });
+  if (n_ranks > 1) resuming = cluster::all_gather(resuming ? "1" : "0").front() == "1";
   const std::vector<SaeSnapshotPoint> snapshots =
       sae_snapshot_points(config.get_double_list("training.stability_checkpoints"), settings.steps);
-  // A snapshot is written at its step before any checkpoint at or after it, so a resumed run finds every
-  // earlier snapshot on disk unless it was removed by hand; that one cannot be recreated from a later state.
-  warn_missing_snapshots(dir, trainer, snapshots);
-  const auto write_snapshots = [&](int64_t step) {
-    for (const SaeSnapshotPoint& p : snapshots) {
-      if (p.step != step) continue;
-      for (const SaeSeedState& s : trainer.seeds()) {
-        nlohmann::json meta = seed_metadata(export_ctx, s, step);
-        meta["checkpoint_fraction"] = p.fraction;
-        write_snapshot(sae_snapshot_dir(dir, static_cast<int64_t>(s.seed), step),
-                       export_model(trainer, s, data), meta);
+  TrainSaeResult mine;
+  mine.completed = true;
+  const auto t0 = std::chrono::steady_clock::now();
+  cluster::run_on_every_rank(share, [&] {
+    if (settings.seeds.empty()) return;  // never rank 0: it has the first seed
+    mine = train_seeds(config, options, settings, data, config_hash, consistency_dir, snapshots, resuming);
+  });
+  if (n_ranks == 1) {
+    if (mine.completed)
+      write_run_manifest(dir, config, data, all_seeds, {kState}, snapshots, consistency_dir);
+    return mine;
+  }
+  TrainSaeResult result;
+  result.seeds = all_seeds;
+  result.wall_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  bool completed = true;
+  double samples = mine.samples_per_s * mine.wall_time_s;
+  {
+    // Every rank's completion and samples; the result rank 0 reports covers every seed.
+    const std::vector<std::string> parts =
+        cluster::all_gather(fmt::format("{} {} {:.17g}", mine.completed ? 1 : 0, mine.steps, samples));
+    samples = 0;
+    for (const std::string& part : parts) {
+      int done = 0;
+      long long steps = 0;
+      double smp = 0;
+      if (std::sscanf(part.c_str(), "%d %lld %lf", &done, &steps, &smp) != 3) throw Error("bad rank status");
+      completed = completed && done == 1;
+      result.steps = std::max<int64_t>(result.steps, steps);
+      samples += smp;
+    }
+    if (completed) {
+      for (const uint64_t seed : all_seeds) {
+        const nlohmann::json m = read_json_file(SaeRunLayout(dir).seed_metrics(static_cast<int64_t>(seed)));
+        result.eval_explained_variance.push_back(m.at("held_out").at("explained_variance").get<double>());
+        result.eval_l0.push_back(m.at("held_out").at("l0").get<double>());
       }
     }
-  };
-
-  install_stop_handlers();
-  const int64_t start_step = trainer.step();
-  Progress progress(std::string(data.transcoder() ? "train-sae (transcoder) " : "train-sae ") +
-                        std::string(settings.sae.arch->name) + " x" + std::to_string(settings.seeds.size()) +
-                        " seed(s)",
-                    settings.steps, options.quiet);
-  const auto t0 = std::chrono::steady_clock::now();
-  // The step of the state on disk, for the message when training stops with an error (divergence, a full
-  // disk): that state is the last good one, left untouched by the failure.
-  std::optional<int64_t> checkpoint_step;
-  if (resuming && fs::exists(state_path)) checkpoint_step = trainer.step();
-  bool completed = false;
-  try {
-    completed =
-        trainer.run([] { return stop_requested(); },
-                    [&](int64_t step) {
-                      const SaeLogRow& r = trainer.seeds().front().history.back();
-                      progress.update(step, fmt::format("loss {:.4g} ev {:.4f} l0 {:.1f} dead {:.3f}", r.loss,
-                                                        r.explained_variance, r.l0, r.frac_dead));
-                    },
-                    [&] {
-                      save_state(dir, trainer, config_hash, data);
-                      checkpoint_step = trainer.step();
-                    },
-                    write_snapshots);
-  } catch (const Error& e) {
-    progress.finish("failed");
-    throw e.extended(checkpoint_step ? "; the last good checkpoint (step " +
-                                           std::to_string(*checkpoint_step) + ") is kept in " + state_path
-                                     : "; no checkpoint had been written yet");
   }
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  TrainSaeResult result;
-  result.steps = trainer.step();
-  result.seeds = settings.seeds;
-  result.wall_time_s = wall;
-  const double samples = static_cast<double>((trainer.step() - start_step) * settings.batch_size) *
-                         static_cast<double>(settings.seeds.size());
-  result.samples_per_s = wall > 0 ? samples / wall : 0.0;
-  if (!completed) {
-    progress.finish("interrupted");
-    return result;
+  result.samples_per_s = result.wall_time_s > 0 ? samples / result.wall_time_s : 0.0;
+  if (!completed) return result;
+  if (my_rank == 0) {
+    std::vector<std::string> state_files;
+    for (int r = 0; r < std::min(n_ranks, static_cast<int>(all_seeds.size())); ++r)
+      state_files.push_back(state_file_name(r, n_ranks));
+    write_run_manifest(dir, config, data, all_seeds, state_files, snapshots, consistency_dir);
   }
-  save_state(dir, trainer, config_hash, data);
-  progress.finish();
-  write_final_outputs(dir, config, trainer, data, snapshots, consistency_dir, resuming, result);
   result.completed = true;
   return result;
 }
