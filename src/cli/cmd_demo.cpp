@@ -6,8 +6,10 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "husai/core/cluster.hpp"
 #include "husai/experiments/demo.hpp"
 #include "husai/experiments/runner.hpp"
+#include "husai/train/sae_run.hpp"
 
 namespace husai::cli {
 
@@ -44,6 +46,13 @@ Runner register_demo(CLI::App& app) {
                   "seed-bootstrap resamples (default 10000)");
   return [o] {
     apply_common(o->common);
+    // Under mpirun rank 0 runs the command and the other ranks take their share of each SAE training
+    // (docs/cluster.md); the service's end releases them, however rank 0 finishes.
+    if (cluster::rank() != 0) {
+      serve_train_sae_calls();
+      return 0;
+    }
+    const TrainSaeService service;
     const Config config = demo_config(build_config(demo_config_schema(), o->config));
     DemoOptions opts = o->demo;
     opts.quiet = o->common.quiet;

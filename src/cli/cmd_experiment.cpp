@@ -6,10 +6,12 @@
 #include "commands.hpp"
 #include "common.hpp"
 #include "husai/core/atomic_file.hpp"
+#include "husai/core/cluster.hpp"
 #include "husai/core/error.hpp"
 #include "husai/experiments/claims.hpp"
 #include "husai/experiments/runner.hpp"
 #include "husai/io/registry.hpp"
+#include "husai/train/sae_run.hpp"
 
 namespace husai::cli {
 
@@ -49,6 +51,13 @@ Runner register_experiment(CLI::App& app) {
       "--keys` lists every key.");
   return [o] {
     apply_common(o->common);
+    // Under mpirun rank 0 runs the command and the other ranks take their share of each SAE training
+    // (docs/cluster.md); the service's end releases them, however rank 0 finishes.
+    if (cluster::rank() != 0) {
+      serve_train_sae_calls();
+      return 0;
+    }
+    const TrainSaeService service;
     const ExperimentDef& def = find_experiment(o->name);
     if (o->keys) {
       std::printf("%s", def.schema().describe().c_str());

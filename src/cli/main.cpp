@@ -64,11 +64,11 @@ int run_cli(int argc, char** argv) {
   }
   try {
     for (CLI::App* sub : app.get_subcommands()) {
-      if (husai::cluster::active() && sub->get_name() != "train-sae") {
-        throw husai::cluster::RankFailure(
-            "husai " + sub->get_name() +
-            " runs as one process; under mpirun only train-sae spreads its work " +
-            "over the ranks (its seeds; docs/cluster.md)");
+      const std::string name = sub->get_name();
+      if (husai::cluster::active() && name != "train-sae" && name != "experiment" && name != "demo") {
+        throw husai::cluster::RankFailure("husai " + name +
+                                          " runs as one process; under mpirun only train-sae, experiment and "
+                                          "demo spread their SAE trainings over the ranks (docs/cluster.md)");
       }
       return runners.at(sub)();
     }

@@ -72,6 +72,29 @@ Session::~Session() {
   g_size = 1;
 }
 
+bool g_serving = false;
+
+void set_serving(bool on) {
+  g_serving = on;
+}
+
+bool serving() {
+  return g_serving;
+}
+
+std::string broadcast(const std::string& from_root) {
+#if defined(HUSAI_HAVE_MPI)
+  if (g_started && g_size > 1) {
+    int len = g_rank == 0 ? static_cast<int>(from_root.size()) : 0;
+    MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    std::string out = g_rank == 0 ? from_root : std::string(static_cast<size_t>(len), '\0');
+    MPI_Bcast(out.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
+    return out;
+  }
+#endif
+  return from_root;
+}
+
 int rank() {
   return g_rank;
 }

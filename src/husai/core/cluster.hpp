@@ -37,6 +37,15 @@ inline bool active() {
 // message after a piece of work, empty when it succeeded).
 std::vector<std::string> all_gather(const std::string& mine);
 
+// Rank 0's string on every rank (a collective; the other ranks' arguments are ignored).
+std::string broadcast(const std::string& from_root);
+
+// Serving: under `husai experiment` and `husai demo` only rank 0 runs the command; every other rank waits for
+// the work rank 0 announces with broadcast() (train_sae's calls: husai/train/sae_run.hpp) and takes its
+// share. Rank 0 sets serving while the others wait, so that train_sae knows to announce itself.
+void set_serving(bool on);
+bool serving();
+
 // A failure every rank has learnt of through all_gather: rank 0 reports it, the others exit non-zero
 // without printing it again.
 class RankFailure : public Error {

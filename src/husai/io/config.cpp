@@ -895,6 +895,34 @@ Config::Config(ConfigSchema schema) : schema_(std::move(schema)) {
   }
 }
 
+nlohmann::json Config::to_transfer_json() const {
+  json sources = json::object();
+  for (const auto& [path, src] : sources_) {
+    sources[path] = {{"kind", static_cast<int>(src.kind)}, {"where", src.where}, {"line", src.line}};
+  }
+  json order = json::object();
+  for (const auto& [path, n] : set_order_) order[path] = n;
+  return {{"resolved", resolved_}, {"sources", sources}, {"order", order}, {"next_order", next_order_}};
+}
+
+Config Config::from_transfer_json(ConfigSchema schema, const nlohmann::json& data) {
+  Config c(std::move(schema));
+  const json& resolved = data.at("resolved");
+  for (const auto& f : c.schema_.fields()) {
+    const json::json_pointer ptr = pointer_for(f.path);
+    if (!resolved.contains(ptr)) throw Error("transferred config lacks '" + f.path + "'");
+    c.resolved_[ptr] = resolved.at(ptr);
+  }
+  for (const auto& [path, src] : data.at("sources").items()) {
+    if (c.schema_.find(path) == nullptr) throw Error("transferred config has an unknown key '" + path + "'");
+    c.sources_[path] = ValueSource{static_cast<ValueSource::Kind>(src.at("kind").get<int>()),
+                                   src.at("where").get<std::string>(), src.at("line").get<int64_t>()};
+  }
+  for (const auto& [path, n] : data.at("order").items()) c.set_order_[path] = n.get<uint64_t>();
+  c.next_order_ = data.at("next_order").get<uint64_t>();
+  return c;
+}
+
 void Config::merge_yaml_file(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {

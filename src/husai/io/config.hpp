@@ -179,6 +179,12 @@ class Config {
   // sha256 hex of to_canonical_json(); the run fingerprint.
   std::string hash() const;
 
+  // The config as data (values, each key's source, the assignment order) and back, for another process that
+  // must run with the same config (an MPI rank, husai/core/cluster.hpp): the rebuilt Config has the same
+  // values, hash and sources. `schema` must be the schema this config was built with.
+  nlohmann::json to_transfer_json() const;
+  static Config from_transfer_json(ConfigSchema schema, const nlohmann::json& data);
+
  private:
   // The merge and coercion machinery lives in config.cpp so this header need not include yaml-cpp.
   friend struct ConfigMerge;

@@ -675,8 +675,17 @@ TrainSaeResult train_seeds(const Config& config, const TrainSaeOptions& options,
 
 }  // namespace
 
-TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
-  const std::string& dir = options.out_dir;
+namespace {
+
+// A run's rows and resolved settings: everything that can be wrong with the inputs, found before anything is
+// written.
+struct LoadedRun {
+  SaeRunData data;
+  SaeTrainSettings settings;
+  std::string consistency_dir;
+};
+
+LoadedRun load_run(const Config& config, const TrainSaeOptions& options) {
   SaeRunDataOptions data_options;
   data_options.activations_path = options.activations_path;
   data_options.key = config.get_string("data.key");
@@ -686,7 +695,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   data_options.split_seed = config.get_int("data.split_seed");
   data_options.normalize = config.get_string("sae.normalize_activations") == "expected_average_only_in";
   data_options.buffer_rows = config.get_int("data.buffer_rows");
-  const SaeRunData data = SaeRunData::load(data_options);
+  SaeRunData data = SaeRunData::load(data_options);
   if (data.transcoder() && config.source("sae.apply_b_dec_to_input").kind != ValueSource::Kind::kDefault &&
       config.get_bool("sae.apply_b_dec_to_input")) {
     config.fail("a transcoder's b_dec lives at its target site, so it cannot centre the input",
@@ -701,6 +710,73 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
     consistency_dir = config.get_string("consistency.reference");
     settings.consistency_reference = consistency_reference(consistency_dir, D);
   }
+  return LoadedRun{std::move(data), std::move(settings), std::move(consistency_dir)};
+}
+
+constexpr const char* kServiceEnd = "husai:end-of-train-sae-calls";
+
+std::string encode_call(const Config& config, const TrainSaeOptions& options) {
+  const nlohmann::json j = {{"config", config.to_transfer_json()},
+                            {"activations", options.activations_path},
+                            {"target_activations", options.target_activations_path},
+                            {"target_key", options.target_key},
+                            {"out_dir", options.out_dir},
+                            {"existing", static_cast<int>(options.existing)},
+                            {"quiet", options.quiet}};
+  return j.dump();
+}
+
+}  // namespace
+
+TrainSaeService::TrainSaeService() {
+  if (cluster::active() && cluster::rank() == 0) cluster::set_serving(true);
+}
+
+TrainSaeService::~TrainSaeService() {
+  if (!cluster::serving()) return;
+  cluster::set_serving(false);
+  cluster::broadcast(kServiceEnd);
+}
+
+void serve_train_sae_calls() {
+  while (true) {
+    const std::string call = cluster::broadcast("");
+    if (call == kServiceEnd) return;
+    std::optional<Config> config;
+    TrainSaeOptions options;
+    try {
+      const nlohmann::json j = nlohmann::json::parse(call);
+      config.emplace(Config::from_transfer_json(sae_config_schema(), j.at("config")));
+      options.activations_path = j.at("activations").get<std::string>();
+      options.target_activations_path = j.at("target_activations").get<std::string>();
+      options.target_key = j.at("target_key").get<std::string>();
+      options.out_dir = j.at("out_dir").get<std::string>();
+      options.existing = static_cast<ExistingOutput>(j.at("existing").get<int>());
+      options.quiet = j.at("quiet").get<bool>();
+    } catch (const std::exception& e) {
+      // Rank 0 is already inside the call: this rank cannot join it, so it stops, and the launcher ends the
+      // run (a version mismatch between ranks, say).
+      throw Error(std::string("cannot take part in rank 0's train-sae call: ") + e.what());
+    }
+    try {
+      train_sae(*config, options);
+    } catch (const std::exception&) {
+      // Every rank learnt of the failure inside train_sae; rank 0 reports it and decides what follows.
+    }
+  }
+}
+
+TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
+  // In an experiment or the demo, the other ranks are waiting in serve_train_sae_calls: bring them in.
+  if (cluster::serving() && cluster::rank() == 0) cluster::broadcast(encode_call(config, options));
+  const std::string& dir = options.out_dir;
+  // Every rank loads and checks the inputs; a failure on any rank fails them all alike.
+  std::optional<LoadedRun> loaded;
+  cluster::run_on_every_rank("loading " + options.activations_path,
+                             [&] { loaded.emplace(load_run(config, options)); });
+  const SaeRunData& data = loaded->data;
+  SaeTrainSettings settings = loaded->settings;
+  const std::string consistency_dir = loaded->consistency_dir;
 
   const std::string config_hash = config.hash();
   // Under mpirun (husai/core/cluster.hpp) rank r trains the seeds at positions r, r + N, ... of

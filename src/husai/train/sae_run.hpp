@@ -44,7 +44,26 @@ struct TrainSaeResult {
   std::vector<double> eval_l0;
 };
 
+// Under mpirun every rank takes part (husai/core/cluster.hpp, docs/cluster.md): rank r trains the seeds at
+// positions r, r + N, ... of training.seeds, and the files are the bytes one process writes. In `husai
+// train-sae` every rank calls it; in an experiment or the demo rank 0 calls it and the other ranks, waiting
+// in serve_train_sae_calls, join in.
 TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options);
+
+// Every rank but 0, under an experiment or the demo: joins each train_sae call rank 0 makes (receiving its
+// config and options) until rank 0's TrainSaeService ends. A failed call is reported by rank 0; the rank then
+// waits for the next one.
+void serve_train_sae_calls();
+
+// Rank 0, under an experiment or the demo: while it lives, train_sae calls are announced to the ranks waiting
+// in serve_train_sae_calls; its end tells them to return. A no-op as one process.
+class TrainSaeService {
+ public:
+  TrainSaeService();
+  ~TrainSaeService();
+  TrainSaeService(const TrainSaeService&) = delete;
+  TrainSaeService& operator=(const TrainSaeService&) = delete;
+};
 
 // The folder layout of a train-sae run, in one place (every experiment and compare go through it):
 //   DIR/manifest.json, DIR/split.safetensors, DIR/trainer_state.safetensors

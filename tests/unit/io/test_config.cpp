@@ -512,5 +512,32 @@ TEST_F(ConfigTest, GetterMisuseIsALogicError) {
   EXPECT_DOUBLE_EQ(cfg_.get_double("model.d_model"), 128.0);  // ints widen to double
 }
 
+// A config sent to another MPI rank comes back the same: values, hash, each key's source, and the key a
+// cross-field check blames (the most recently set one).
+TEST(ConfigTransfer, RoundTripKeepsValuesHashSourcesAndBlame) {
+  Config c(make_schema());
+  c.merge_yaml_string("model:\n  d_model: 96\ntraining:\n  lr: 0.01\n", "cfg.yaml");
+  c.apply_override("model.n_heads=5");
+  c.set("seed", 7, "--seed");
+  const std::string wire = c.to_transfer_json().dump();
+  const Config back = Config::from_transfer_json(make_schema(), json::parse(wire));
+  EXPECT_EQ(back.hash(), c.hash());
+  EXPECT_EQ(back.to_canonical_json(), c.to_canonical_json());
+  for (const char* key : {"seed", "model.d_model", "model.n_heads", "training.lr", "training.optimizer"}) {
+    EXPECT_EQ(back.source(key).label(), c.source(key).label()) << key;
+    EXPECT_EQ(back.source(key).kind, c.source(key).kind) << key;
+  }
+  EXPECT_EQ(back.source("model.d_model").line, 2);
+  const Error a = expect_error([&] { c.validate(); });
+  const Error b = expect_error([&] { back.validate(); });
+  EXPECT_EQ(a.message(), b.message());
+  EXPECT_CONTAINS(b.message(), "n_heads");
+  // A key the receiving schema does not have is an error, not a silent drop.
+  json bad = c.to_transfer_json();
+  bad["sources"]["model.n_layers"] = {{"kind", 0}, {"where", ""}, {"line", 0}};
+  const Error e = expect_error([&] { (void)Config::from_transfer_json(make_schema(), bad); });
+  EXPECT_CONTAINS(e.message(), "model.n_layers");
+}
+
 }  // namespace
 }  // namespace husai
