@@ -78,3 +78,22 @@ if wait "$pid"; then fail "the run finished although rank 1 was killed"; fi
 echo "rank 1 killed with $(ls killed/root/ablations/*/conditions/*.json | wc -l) condition(s) done (2-rank run: $ref_ms ms)"
 (cd killed && "${MPI[@]}" "$HUSAI" experiment ablations "${T[@]}" --resume --out root)
 same_sweep killed
+
+# The demo under 2 ranks: the same SAE weights as one process and the same report, run ids and times aside.
+D=(--threads 1 --quiet --no-figures
+   --set transformer.task.modulus=31 --set transformer.training.epochs=40 --set transformer.model.n_layers=1
+   --set transformer.model.d_model=32 --set transformer.model.d_mlp=128 --set transformer.model.n_heads=2
+   --set transformer.training.batch_size=128 --set transformer.training.lr=3e-3 --set experiment.allow_ungrokked=true
+   --set sae.training.batch_size=128 --set sae.sae.l1_warmup_steps=10 --set phase4a.relu_tune_iterations=2
+   --seeds 1,2,3 --sae-steps 80 --d-sae 32 --k 4 --bootstrap 200)
+mkdir demo1 demo2
+(cd demo1 && "$HUSAI" demo "${D[@]}" --out root > out)
+(cd demo2 && "${MPI[@]}" "$HUSAI" demo "${D[@]}" --out root > out)
+n=0
+for f in $(cd demo1/root/cache/sae && find . -name sae_weights.safetensors | sort); do
+  n=$((n + 1)); cmp -s "demo1/root/cache/sae/$f" "demo2/root/cache/sae/$f" || fail "demo: cache/sae/$f differs"
+done
+[[ $n -ge 10 ]] || fail "demo: only $n SAE weight files"
+norm() { sed -E 's/[0-9]{8}T[0-9]{6}Z-[0-9a-f]+//g' "$1" | grep -v -i -E "wall|time|seconds| s\)"; }
+diff <(norm demo1/root/demo/REPORT.md) <(norm demo2/root/demo/REPORT.md) > /dev/null || fail "demo: REPORT.md differs"
+echo "demo under 2 ranks: $n SAE weight files identical, same REPORT.md"
