@@ -64,6 +64,7 @@ Runner register_train_sae(CLI::App& app) {
     ConfigOptions config;
     OutputOptions output;
     std::string activations, target, target_key = "activations";
+    bool data_parallel = false;
   };
   auto o = std::make_shared<Opts>();
   add_common(sub, o->common);
@@ -98,6 +99,10 @@ Runner register_train_sae(CLI::App& app) {
   add_config_flag(sub, o->config, "--checkpoint-every", "training.checkpoint_every",
                   "steps between checkpoints");
   add_output_options(sub, o->output, "run folder to write");
+  sub->add_flag(
+      "--data-parallel", o->data_parallel,
+      "under mpirun: every rank trains every seed on its share of each batch's rows (topk; the same "
+      "bytes as one process); without it the ranks split the seeds (docs/cluster.md)");
   sub->footer(architecture_list() +
               "\nConfig keys (YAML sections, or --set section.key=value; [..] names the "
               "architectures that read a key):\n" +
@@ -112,6 +117,7 @@ Runner register_train_sae(CLI::App& app) {
     opts.out_dir = o->output.out;
     opts.existing = existing_policy(o->output);
     opts.quiet = o->common.quiet;
+    opts.data_parallel = o->data_parallel;
     const TrainSaeResult r = train_sae(config, opts);
     if (!r.completed) return report_interrupted("step", r.steps, opts.out_dir);
     if (!o->common.quiet && cluster::rank() == 0) {  // under mpirun, rank 0 reports every seed

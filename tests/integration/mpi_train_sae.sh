@@ -13,8 +13,8 @@ if ! command -v mpirun >/dev/null; then
 fi
 MPI=(mpirun --allow-run-as-root --oversubscribe -n 2)
 "$HUSAI" synth --quiet --d-in 24 --n-features 96 --active 4 --rows 6000 --seed 5 --out acts.safetensors
-args=(train-sae --quiet --activations acts.safetensors --architecture topk --d-sae 96 --k 4 --steps 1200
-      --batch-size 256 --seeds 11,12,13 --threads 1 --checkpoint-every 40)
+args=(train-sae --quiet --activations acts.safetensors --architecture topk --d-sae 384 --k 4 --steps 1200
+      --batch-size 256 --seeds 11,12,13 --threads 1 --checkpoint-every 40 --set sae.dead_window=256)
 if ! "$HUSAI" --version | grep -q " with MPI"; then
   expect_fail no_mpi "built without MPI" nompi -- "${MPI[@]}" "$HUSAI" "${args[@]}" --out nompi
   echo "husai built without MPI: refuses to run as 2 processes"; exit 0
@@ -35,6 +35,7 @@ done
 ls ranks/trainer_state.rank0-of-2.safetensors ranks/trainer_state.rank1-of-2.safetensors >/dev/null
 grep -q '"mpi_ranks": 2' ranks/manifest.json || { echo "FAIL: manifest lacks mpi_ranks" >&2; exit 1; }
 for s in 11 12 13; do grep -q "seed$s/sae_weights.safetensors" ranks/manifest.json; done
+grep -q -E '"aux":(0\.[0-9]*[1-9]|[1-9])' single/seed12/metrics.jsonl || { echo "FAIL: AuxK never active (no dead latents)" >&2; exit 1; }
 echo "1 process vs 2 ranks: identical bytes ($(echo $files | wc -w) files)"
 
 # A failing rank: seed 12 (rank 1's) cannot get its folder; the run fails with one line naming rank 1.
@@ -71,3 +72,19 @@ for f in $files; do
   cmp "single/$f" "killed/$f" || { echo "FAIL: $f differs after killing a rank and resuming" >&2; exit 1; }
 done
 echo "rank killed with SIGKILL ($killed_runs of 2 runs), resumed under 2 ranks and as 1 process: identical bytes (uninterrupted 2-rank run: $ref_ms ms)"
+
+# --data-parallel: both ranks train every seed, each encoding half of every batch; rank 0 writes. Same bytes
+# as one process, the trainer state included; a killed run resumes to them; only topk is accepted.
+"${MPI[@]}" "$HUSAI" "${args[@]}" --data-parallel --out dp
+for f in $files trainer_state.safetensors; do
+  cmp "single/$f" "dp/$f" || { echo "FAIL: $f differs between 1 process and 2 data-parallel ranks" >&2; exit 1; }
+done
+[[ ! -e dp/trainer_state.rank0-of-2.safetensors ]] || { echo "FAIL: per-rank state in data-parallel mode" >&2; exit 1; }
+echo "data-parallel on 2 ranks: identical bytes ($(echo $files | wc -w) files and the trainer state)"
+"${MPI[@]}" "$HUSAI" "${args[@]}" --data-parallel --out dpk > /dev/null 2>&1 &
+pid=$!; kill_rank1 60 dpk; wait "$pid" 2>/dev/null || echo "data-parallel run killed"
+"${MPI[@]}" "$HUSAI" "${args[@]}" --data-parallel --out dpk --resume
+for f in $files; do cmp "single/$f" "dpk/$f" || { echo "FAIL: $f differs after a data-parallel resume" >&2; exit 1; }; done
+echo "data-parallel kill + resume: identical bytes"
+relu=("${args[@]}"); relu[5]=relu
+expect_fail dp_relu "needs a per-row selection" "" -- "${MPI[@]}" "$HUSAI" "${relu[@]}" --data-parallel --out dp_relu

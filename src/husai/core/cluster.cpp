@@ -1,6 +1,7 @@
 #include "husai/core/cluster.hpp"
 
 #include <cstdlib>
+#include <limits>
 #include <numeric>
 
 #if defined(HUSAI_HAVE_MPI)
@@ -93,6 +94,46 @@ std::string broadcast(const std::string& from_root) {
   }
 #endif
   return from_root;
+}
+
+void all_gather_segments(void* buf, const std::vector<int64_t>& offsets) {
+#if defined(HUSAI_HAVE_MPI)
+  if (g_started && g_size > 1) {
+    std::vector<int> counts(static_cast<size_t>(g_size)), displs(static_cast<size_t>(g_size));
+    if (offsets.back() > std::numeric_limits<int>::max()) {
+      throw Error("a rank exchange of " + std::to_string(offsets.back()) +
+                  " bytes exceeds MPI's 2 GiB message limit; use a smaller batch");
+    }
+    for (int r = 0; r < g_size; ++r) {
+      const auto i = static_cast<size_t>(r);
+      displs[i] = static_cast<int>(offsets[i]);
+      counts[i] = static_cast<int>(offsets[i + 1] - offsets[i]);
+    }
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_BYTE, buf, counts.data(), displs.data(), MPI_BYTE, MPI_COMM_WORLD);
+  }
+#else
+  (void)buf;
+  (void)offsets;
+#endif
+}
+
+bool any(bool mine) {
+#if defined(HUSAI_HAVE_MPI)
+  if (g_started && g_size > 1) {
+    int in = mine ? 1 : 0;
+    int out = 0;
+    MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return out != 0;
+  }
+#endif
+  return mine;
+}
+
+void abort_all(int code) {
+#if defined(HUSAI_HAVE_MPI)
+  if (g_started && g_size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+#endif
+  std::exit(code);
 }
 
 int rank() {

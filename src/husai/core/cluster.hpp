@@ -40,6 +40,17 @@ std::vector<std::string> all_gather(const std::string& mine);
 // Rank 0's string on every rank (a collective; the other ranks' arguments are ignored).
 std::string broadcast(const std::string& from_root);
 
+// In place: rank q holds bytes [offsets[q], offsets[q + 1]) of `buf` (offsets.size() == size() + 1); after
+// the call every rank holds every rank's segment (a collective).
+void all_gather_segments(void* buf, const std::vector<int64_t>& offsets);
+
+// True on every rank when `mine` is true on any rank (a collective): e.g. a stop request seen by one rank.
+bool any(bool mine);
+
+// Ends every rank at once with `code` (MPI_Abort): for a failure one rank alone meets while the others wait
+// in a collective. As one process: std::exit(code).
+[[noreturn]] void abort_all(int code);
+
 // Serving: under `husai experiment` and `husai demo` only rank 0 runs the command; every other rank waits for
 // the work rank 0 announces with broadcast() (train_sae's calls: husai/train/sae_run.hpp) and takes its
 // share. Rank 0 sets serving while the others wait, so that train_sae knows to announce itself.

@@ -137,6 +137,12 @@ struct SaeWorkspace {
   std::vector<int64_t> band_row_ptr;
   std::vector<int32_t> band_idx;
   std::vector<T> band_z, band_term;
+  // Data-parallel training (topk): this process encodes and selects only its share of the batch's 64-row
+  // blocks (blocks [n * rank / ranks, n * (rank + 1) / ranks)) and gathers the other shares' selections from
+  // the other MPI ranks (husai/core/cluster.hpp); everything else runs on every row, so the results are the
+  // bytes of one process.
+  int share_rank = 0;
+  int share_ranks = 1;
   // Test hook: keep aux_residual from the previous call (the residual is a stop-gradient input).
   bool freeze_aux_residual = false;
   // Outputs besides the loss: latents that fired in this batch, and the smallest kept activation

@@ -22,6 +22,7 @@
 #include <numeric>
 #include <type_traits>
 
+#include "husai/core/cluster.hpp"
 #include "husai/core/error.hpp"
 #include "husai/core/lanes.hpp"
 #include "husai/core/threading.hpp"
@@ -400,17 +401,43 @@ void encode_select_topk(const SaeConfig& cfg, const SaeView<const T>& p, const S
   size_selection(B, L, k, ws);
   prepare_auxk(cfg, batch, ws);
   const EncoderPanels<T> panels = pack_encoder_panels(p.W_enc, p.b_enc, D, L, ws.enc_panel_w, ws.enc_panel_b);
-  parallel_chunks(B, kRowChunk, [&](int64_t r0, int64_t r1) {
+  // This process's blocks: all of them, or its share under data-parallel training.
+  const int64_t n_blocks = (B + kRowChunk - 1) / kRowChunk;
+  const auto block_of = [&](int q) { return n_blocks * q / ws.share_ranks; };
+  const int64_t b0 = block_of(ws.share_rank);
+  const int64_t b1 = block_of(ws.share_rank + 1);
+  parallel_for(n_blocks, [&](int64_t b) {
+    const int64_t r0 = b * kRowChunk;
+    const int64_t r1 = std::min(B, r0 + kRowChunk);
     T* xc = ws.xc.data();
-    T* z = thread_block(ws.z, kRowChunk * L);
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t d = 0; d < D; ++d)
         xc[r * D + d] = cfg.apply_b_dec_to_input ? x[r * D + d] - p.b_dec[d] : x[r * D + d];
     }
+    if (b < b0 || b >= b1) return;
+    T* z = thread_block(ws.z, kRowChunk * L);
     encoder_block(panels, xc + r0 * D, r1 - r0, z, L);
     select_rows(z, r0, r1, L, k, ws);
     select_auxk_rows(z, r0, r1, L, ws);
   });
+  if (ws.share_ranks > 1) {
+    // Every share's selections, in place: rows [block_of(q) * 64, block_of(q + 1) * 64) come from rank q.
+    const auto gather = [&](auto& v, int64_t per_row) {
+      using E = typename std::decay_t<decltype(v)>::value_type;
+      std::vector<int64_t> offsets;
+      for (int q = 0; q <= ws.share_ranks; ++q)
+        offsets.push_back(std::min(B, block_of(q) * kRowChunk) * per_row * static_cast<int64_t>(sizeof(E)));
+      cluster::all_gather_segments(v.data(), offsets);
+    };
+    gather(ws.sel_idx, k);
+    gather(ws.sel_act, k);
+    gather(ws.sel_count, 1);
+    if (ws.aux_k_eff > 0) {
+      gather(ws.aux_sel_idx, ws.aux_k_eff);
+      gather(ws.aux_sel_act, ws.aux_k_eff);
+      gather(ws.aux_sel_count, 1);
+    }
+  }
   compact_rows<T>(B, k, ws.sel_count, ws.sel_idx, ws.sel_act, ws.row_ptr, ws.idx, ws.act);
 }
 

@@ -573,8 +573,9 @@ std::string state_file_name(int r, int n) {
 
 // The state this process resumes from: its own file, else a one-process run's state holding its seeds (a
 // run resumed under mpirun after starting as one process); none when neither exists.
-std::string find_resume_state(const std::string& dir, const std::vector<uint64_t>& seeds) {
-  std::string own = path_join(dir, state_file_name(cluster::rank(), cluster::size()));
+std::string find_resume_state(const std::string& dir, const std::string& own_name,
+                              const std::vector<uint64_t>& seeds) {
+  std::string own = path_join(dir, own_name);
   if (fs::exists(own)) return own;
   std::string single = path_join(dir, kState);
   if (cluster::size() > 1 && fs::exists(single)) {
@@ -599,10 +600,15 @@ TrainSaeResult train_seeds(const Config& config, const TrainSaeOptions& options,
                            const std::string& config_hash, const std::string& consistency_dir,
                            const std::vector<SaeSnapshotPoint>& snapshots, bool resuming) {
   const std::string& dir = options.out_dir;
+  // Data-parallel: every rank runs the same steps on the same state, rank 0 alone writes.
+  const bool data_parallel = options.data_parallel && cluster::active();
+  const bool writer = !data_parallel || cluster::rank() == 0;
   SaeTrainer trainer(settings, data.train_rows(), data.initial_b_dec(config.get_string("sae.b_dec_init")));
   trainer.init_fresh();
-  const std::string state_path = path_join(dir, state_file_name(cluster::rank(), cluster::size()));
-  const std::string resume_from = resuming ? find_resume_state(dir, settings.seeds) : "";
+  if (data_parallel) trainer.set_row_share(cluster::rank(), cluster::size());
+  const std::string state_name = data_parallel ? kState : state_file_name(cluster::rank(), cluster::size());
+  const std::string state_path = path_join(dir, state_name);
+  const std::string resume_from = resuming ? find_resume_state(dir, state_name, settings.seeds) : "";
   if (!resume_from.empty()) load_state(resume_from, trainer, config_hash, data);
   // After the state is known to fit these activations: a refused resume leaves the folder as it was.
   if (cluster::rank() == 0) data.write_split(SaeRunLayout(dir).split_file());
@@ -612,6 +618,7 @@ TrainSaeResult train_seeds(const Config& config, const TrainSaeOptions& options,
   // earlier snapshot on disk unless it was removed by hand; that one cannot be recreated from a later state.
   warn_missing_snapshots(dir, trainer, snapshots);
   const auto write_snapshots = [&](int64_t step) {
+    if (!writer) return;
     for (const SaeSnapshotPoint& p : snapshots) {
       if (p.step != step) continue;
       for (const SaeSeedState& s : trainer.seeds()) {
@@ -637,19 +644,25 @@ TrainSaeResult train_seeds(const Config& config, const TrainSaeOptions& options,
   bool completed = false;
   try {
     completed =
-        trainer.run([] { return stop_requested(); },
+        trainer.run([&] { return data_parallel ? cluster::any(stop_requested()) : stop_requested(); },
                     [&](int64_t step) {
                       const SaeLogRow& r = trainer.seeds().front().history.back();
                       progress.update(step, fmt::format("loss {:.4g} ev {:.4f} l0 {:.1f} dead {:.3f}", r.loss,
                                                         r.explained_variance, r.l0, r.frac_dead));
                     },
                     [&] {
-                      save_state(dir, state_path, trainer, config_hash, data);
+                      if (writer) save_state(dir, state_path, trainer, config_hash, data);
                       checkpoint_step = trainer.step();
                     },
                     write_snapshots);
   } catch (const Error& e) {
     progress.finish("failed");
+    if (data_parallel) {
+      // The other ranks may be waiting in this step's exchange: end them all, saying why.
+      std::fprintf(stderr, "husai: error: rank %d of %d (data-parallel): %s\n", cluster::rank(),
+                   cluster::size(), e.message().c_str());
+      cluster::abort_all(1);
+    }
     throw e.extended(checkpoint_step ? "; the last good checkpoint (step " +
                                            std::to_string(*checkpoint_step) + ") is kept in " + state_path
                                      : "; no checkpoint had been written yet");
@@ -666,9 +679,11 @@ TrainSaeResult train_seeds(const Config& config, const TrainSaeOptions& options,
     progress.finish("interrupted");
     return result;
   }
-  save_state(dir, state_path, trainer, config_hash, data);
   progress.finish();
-  write_final_outputs(dir, config, trainer, data, consistency_dir, resuming, result);
+  if (writer) {
+    save_state(dir, state_path, trainer, config_hash, data);
+    write_final_outputs(dir, config, trainer, data, consistency_dir, resuming, result);
+  }
   result.completed = true;
   return result;
 }
@@ -705,6 +720,13 @@ LoadedRun load_run(const Config& config, const TrainSaeOptions& options) {
   SaeTrainSettings settings = settings_from(config, D, data.n_train());
   if (data.transcoder()) settings.sae.apply_b_dec_to_input = false;
   settings.sae.validate();
+  if (options.data_parallel && cluster::active() && settings.sae.arch->name != "topk") {
+    throw Error(
+        "--data-parallel splits each batch's rows over the ranks, which needs a per-row selection: it "
+        "trains topk, not " +
+        std::string(settings.sae.arch->name))
+        .key("sae.architecture");
+  }
   std::string consistency_dir;
   if (!config.is_null("consistency.reference")) {
     consistency_dir = config.get_string("consistency.reference");
@@ -722,7 +744,8 @@ std::string encode_call(const Config& config, const TrainSaeOptions& options) {
                             {"target_key", options.target_key},
                             {"out_dir", options.out_dir},
                             {"existing", static_cast<int>(options.existing)},
-                            {"quiet", options.quiet}};
+                            {"quiet", options.quiet},
+                            {"data_parallel", options.data_parallel}};
   return j.dump();
 }
 
@@ -753,6 +776,7 @@ void serve_train_sae_calls() {
       options.out_dir = j.at("out_dir").get<std::string>();
       options.existing = static_cast<ExistingOutput>(j.at("existing").get<int>());
       options.quiet = j.at("quiet").get<bool>();
+      options.data_parallel = j.at("data_parallel").get<bool>();
     } catch (const std::exception& e) {
       // Rank 0 is already inside the call: this rank cannot join it, so it stops, and the launcher ends the
       // run (a version mismatch between ranks, say).
@@ -786,9 +810,13 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
   const int n_ranks = cluster::size();
   const int my_rank = cluster::rank();
   const std::vector<uint64_t> all_seeds = settings.seeds;
-  settings.seeds.clear();
-  for (size_t j = 0; j < all_seeds.size(); ++j) {
-    if (static_cast<int>(j % static_cast<size_t>(n_ranks)) == my_rank) settings.seeds.push_back(all_seeds[j]);
+  const bool data_parallel = options.data_parallel && n_ranks > 1;
+  if (!data_parallel) {
+    settings.seeds.clear();
+    for (size_t j = 0; j < all_seeds.size(); ++j) {
+      if (static_cast<int>(j % static_cast<size_t>(n_ranks)) == my_rank)
+        settings.seeds.push_back(all_seeds[j]);
+    }
   }
   std::string share = "seeds";
   for (const uint64_t seed : settings.seeds) share += (share == "seeds" ? " " : ", ") + std::to_string(seed);
@@ -807,8 +835,8 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
     if (settings.seeds.empty()) return;  // never rank 0: it has the first seed
     mine = train_seeds(config, options, settings, data, config_hash, consistency_dir, snapshots, resuming);
   });
-  if (n_ranks == 1) {
-    if (mine.completed)
+  if (n_ranks == 1 || data_parallel) {
+    if (mine.completed && my_rank == 0)
       write_run_manifest(dir, config, data, all_seeds, {kState}, snapshots, consistency_dir);
     return mine;
   }

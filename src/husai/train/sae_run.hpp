@@ -32,6 +32,10 @@ struct TrainSaeOptions {
   std::string out_dir;
   ExistingOutput existing = ExistingOutput::Refuse;
   bool quiet = false;
+  // Under mpirun: every rank trains every seed on its share of each batch's rows (topk only), and rank 0
+  // writes every file; without it the ranks split the seeds. Not part of the config: the SAE bytes are the
+  // same either way.
+  bool data_parallel = false;
 };
 
 struct TrainSaeResult {

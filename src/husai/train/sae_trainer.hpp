@@ -100,6 +100,11 @@ class SaeTrainer {
            const std::function<void()>& on_checkpoint, const std::function<void(int64_t)>& on_step = {});
 
   double lr_at(int64_t step) const;
+  // Data-parallel training: this process encodes only its share of each batch (SaeWorkspace::share_rank).
+  void set_row_share(int rank, int ranks) {
+    ws_.share_rank = rank;
+    ws_.share_ranks = ranks;
+  }
   SaeRowStream& rows() { return rows_; }
 
  private:
