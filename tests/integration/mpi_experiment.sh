@@ -94,6 +94,6 @@ for f in $(cd demo1/root/cache/sae && find . -name sae_weights.safetensors | sor
   n=$((n + 1)); cmp -s "demo1/root/cache/sae/$f" "demo2/root/cache/sae/$f" || fail "demo: cache/sae/$f differs"
 done
 [[ $n -ge 10 ]] || fail "demo: only $n SAE weight files"
-norm() { sed -E 's/[0-9]{8}T[0-9]{6}Z-[0-9a-f]+//g' "$1" | grep -v -i -E "wall|time|seconds| s\)"; }
+norm() { sed -E 's/[0-9]{8}T[0-9]{6}Z-[0-9a-f]+//g' "$1" | grep -v -i -E "wall|time|seconds| s\)|end to end"; }
 diff <(norm demo1/root/demo/REPORT.md) <(norm demo2/root/demo/REPORT.md) > /dev/null || fail "demo: REPORT.md differs"
 echo "demo under 2 ranks: $n SAE weight files identical, same REPORT.md"

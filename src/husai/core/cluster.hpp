@@ -77,9 +77,11 @@ void run_on_every_rank(const std::string& what, const Work& work) {
   try {
     work();
   } catch (const Error& e) {
-    error = e.message();
+    error = e.message().empty() ? "unknown error" : e.message();
   } catch (const std::exception& e) {
-    error = e.what();
+    error = *e.what() != '\0' ? e.what() : "unknown error";
+  } catch (...) {
+    error = "unknown error";
   }
   const std::vector<std::string> shares = all_gather(what);
   const std::vector<std::string> errors = all_gather(error);

@@ -611,7 +611,18 @@ TrainSaeResult train_seeds(const Config& config, const TrainSaeOptions& options,
   const std::string resume_from = resuming ? find_resume_state(dir, state_name, settings.seeds) : "";
   if (!resume_from.empty()) load_state(resume_from, trainer, config_hash, data);
   // After the state is known to fit these activations: a refused resume leaves the folder as it was.
-  if (cluster::rank() == 0) data.write_split(SaeRunLayout(dir).split_file());
+  if (cluster::rank() == 0) {
+    try {
+      data.write_split(SaeRunLayout(dir).split_file());
+    } catch (const std::exception& e) {
+      // Under --data-parallel the other ranks are about to wait for rank 0 in the first step's exchange.
+      if (data_parallel) {
+        std::fprintf(stderr, "husai: error: rank 0 of %d (data-parallel): %s\n", cluster::size(), e.what());
+        cluster::abort_all(1);
+      }
+      throw;
+    }
+  }
 
   const ExportContext export_ctx{config, settings, data};
   // A snapshot is written at its step before any checkpoint at or after it, so a resumed run finds every
@@ -666,6 +677,15 @@ TrainSaeResult train_seeds(const Config& config, const TrainSaeOptions& options,
     throw e.extended(checkpoint_step ? "; the last good checkpoint (step " +
                                            std::to_string(*checkpoint_step) + ") is kept in " + state_path
                                      : "; no checkpoint had been written yet");
+  } catch (const std::exception& e) {
+    // Not a husai::Error (a filesystem or allocation failure): the same, without the checkpoint hint.
+    progress.finish("failed");
+    if (data_parallel) {
+      std::fprintf(stderr, "husai: error: rank %d of %d (data-parallel): %s\n", cluster::rank(),
+                   cluster::size(), e.what());
+      cluster::abort_all(1);
+    }
+    throw;
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   TrainSaeResult result;
@@ -762,6 +782,8 @@ TrainSaeService::~TrainSaeService() {
 }
 
 void serve_train_sae_calls() {
+  // Ctrl-C (mpirun forwards it) is rank 0's to act on: this rank stops with the call it is in.
+  install_stop_handlers();
   while (true) {
     const std::string call = cluster::broadcast("");
     if (call == kServiceEnd) return;
@@ -778,9 +800,11 @@ void serve_train_sae_calls() {
       options.quiet = j.at("quiet").get<bool>();
       options.data_parallel = j.at("data_parallel").get<bool>();
     } catch (const std::exception& e) {
-      // Rank 0 is already inside the call: this rank cannot join it, so it stops, and the launcher ends the
-      // run (a version mismatch between ranks, say).
-      throw Error(std::string("cannot take part in rank 0's train-sae call: ") + e.what());
+      // Rank 0 is already inside the call and this rank cannot join it (a version mismatch between ranks,
+      // say): end every rank.
+      std::fprintf(stderr, "husai: error: rank %d of %d: cannot take part in rank 0's train-sae call: %s\n",
+                   cluster::rank(), cluster::size(), e.what());
+      cluster::abort_all(1);
     }
     try {
       train_sae(*config, options);
@@ -791,6 +815,7 @@ void serve_train_sae_calls() {
 }
 
 TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
+  install_stop_handlers();  // on every rank, those without seeds too
   // In an experiment or the demo, the other ranks are waiting in serve_train_sae_calls: bring them in.
   if (cluster::serving() && cluster::rank() == 0) cluster::broadcast(encode_call(config, options));
   const std::string& dir = options.out_dir;
@@ -859,7 +884,7 @@ TrainSaeResult train_sae(const Config& config, const TrainSaeOptions& options) {
       result.steps = std::max<int64_t>(result.steps, steps);
       samples += smp;
     }
-    if (completed) {
+    if (completed && my_rank == 0) {
       for (const uint64_t seed : all_seeds) {
         const nlohmann::json m = read_json_file(SaeRunLayout(dir).seed_metrics(static_cast<int64_t>(seed)));
         result.eval_explained_variance.push_back(m.at("held_out").at("explained_variance").get<double>());
