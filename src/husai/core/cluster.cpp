@@ -1,5 +1,6 @@
 #include "husai/core/cluster.hpp"
 
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <numeric>
@@ -129,11 +130,13 @@ bool any(bool mine) {
   return mine;
 }
 
-void abort_all(int code) {
+void abort_all(const std::string& rest) {
+  std::fprintf(stderr, "husai: error: rank %d of %d%s\n", g_rank, g_size, rest.c_str());
+  std::fflush(stderr);
 #if defined(HUSAI_HAVE_MPI)
-  if (g_started && g_size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  if (g_started && g_size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
 #endif
-  std::exit(code);
+  std::exit(1);
 }
 
 int rank() {

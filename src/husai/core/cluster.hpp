@@ -47,9 +47,10 @@ void all_gather_segments(void* buf, const std::vector<int64_t>& offsets);
 // True on every rank when `mine` is true on any rank (a collective): e.g. a stop request seen by one rank.
 bool any(bool mine);
 
-// Ends every rank at once with `code` (MPI_Abort): for a failure one rank alone meets while the others wait
-// in a collective. As one process: std::exit(code).
-[[noreturn]] void abort_all(int code);
+// Prints "husai: error: rank R of N" + `rest` on one line and ends every rank at once with exit code 1
+// (MPI_Abort): for a failure one rank alone meets while the others wait in a collective. As one process:
+// std::exit(1).
+[[noreturn]] void abort_all(const std::string& rest);
 
 // Serving: under `husai experiment` and `husai demo` only rank 0 runs the command; every other rank waits for
 // the work rank 0 announces with broadcast() (train_sae's calls: husai/train/sae_run.hpp) and takes its

@@ -617,8 +617,7 @@ TrainSaeResult train_seeds(const Config& config, const TrainSaeOptions& options,
     } catch (const std::exception& e) {
       // Under --data-parallel the other ranks are about to wait for rank 0 in the first step's exchange.
       if (data_parallel) {
-        std::fprintf(stderr, "husai: error: rank 0 of %d (data-parallel): %s\n", cluster::size(), e.what());
-        cluster::abort_all(1);
+        cluster::abort_all(std::string(" (data-parallel): ") + e.what());
       }
       throw;
     }
@@ -670,9 +669,7 @@ TrainSaeResult train_seeds(const Config& config, const TrainSaeOptions& options,
     progress.finish("failed");
     if (data_parallel) {
       // The other ranks may be waiting in this step's exchange: end them all, saying why.
-      std::fprintf(stderr, "husai: error: rank %d of %d (data-parallel): %s\n", cluster::rank(),
-                   cluster::size(), e.message().c_str());
-      cluster::abort_all(1);
+      cluster::abort_all(" (data-parallel): " + e.message());
     }
     throw e.extended(checkpoint_step ? "; the last good checkpoint (step " +
                                            std::to_string(*checkpoint_step) + ") is kept in " + state_path
@@ -681,9 +678,7 @@ TrainSaeResult train_seeds(const Config& config, const TrainSaeOptions& options,
     // Not a husai::Error (a filesystem or allocation failure): the same, without the checkpoint hint.
     progress.finish("failed");
     if (data_parallel) {
-      std::fprintf(stderr, "husai: error: rank %d of %d (data-parallel): %s\n", cluster::rank(),
-                   cluster::size(), e.what());
-      cluster::abort_all(1);
+      cluster::abort_all(std::string(" (data-parallel): ") + e.what());
     }
     throw;
   }
@@ -802,9 +797,7 @@ void serve_train_sae_calls() {
     } catch (const std::exception& e) {
       // Rank 0 is already inside the call and this rank cannot join it (a version mismatch between ranks,
       // say): end every rank.
-      std::fprintf(stderr, "husai: error: rank %d of %d: cannot take part in rank 0's train-sae call: %s\n",
-                   cluster::rank(), cluster::size(), e.what());
-      cluster::abort_all(1);
+      cluster::abort_all(std::string(": cannot take part in rank 0's train-sae call: ") + e.what());
     }
     try {
       train_sae(*config, options);
